@@ -1,0 +1,164 @@
+//! `[modules.*]`: settings of the optional XMPP modules: in-band registration (XEP-0077),
+//! server pings (XEP-0199) and software version (XEP-0092).
+
+use std::time::Duration;
+
+use crate::reader::{Diagnostics, Section};
+
+/// The `[modules]` section: one sub-table per module.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Modules {
+    /// `[modules.register]`.
+    pub register: Register,
+    /// `[modules.ping]`.
+    pub ping: Ping,
+    /// `[modules.version]`.
+    pub version: Version,
+}
+
+/// `[modules.register]`: XEP-0077 in-band registration.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Register {
+    /// Whether clients may create accounts over XMPP. Default `false`.
+    pub enabled: bool,
+}
+
+/// `[modules.ping]`: XEP-0199 server-initiated pings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ping {
+    /// Ping a client after this much silence; `None` (written `"0s"`) disables pings.
+    /// Default 5m.
+    pub idle_interval: Option<Duration>,
+    /// Close the connection with `<connection-timeout/>` when no reply comes within this;
+    /// greater than zero. Default 30s.
+    pub timeout: Duration,
+}
+
+impl Default for Ping {
+    fn default() -> Self {
+        Self {
+            idle_interval: Some(Duration::from_secs(5 * 60)),
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[modules.version]`: XEP-0092 software version.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Version {
+    /// Whether version replies include the operating system name. Default `false`.
+    pub show_os: bool,
+}
+
+/// Reads `[modules]` and its sub-tables; an unknown module name is an unknown key.
+pub(crate) fn read(mut section: Section<'_>, d: &mut Diagnostics) -> Modules {
+    let register = read_register(section.section(d, "register"), d);
+    let ping = read_ping(section.section(d, "ping"), d);
+    let version = read_version(section.section(d, "version"), d);
+    section.finish(d);
+    Modules {
+        register,
+        ping,
+        version,
+    }
+}
+
+fn read_register(mut section: Section<'_>, d: &mut Diagnostics) -> Register {
+    let register = Register {
+        enabled: section
+            .boolean(d, "enabled")
+            .unwrap_or(Register::default().enabled),
+    };
+    section.finish(d);
+    register
+}
+
+fn read_ping(mut section: Section<'_>, d: &mut Diagnostics) -> Ping {
+    let defaults = Ping::default();
+    let idle_interval = match section.duration(d, "idle_interval") {
+        Some(interval) if interval.is_zero() => None,
+        Some(interval) => Some(interval),
+        None => defaults.idle_interval,
+    };
+    let timeout = match section.duration(d, "timeout") {
+        Some(timeout) if timeout.is_zero() => {
+            d.report(&section.key_path("timeout"), "must be greater than 0s");
+            defaults.timeout
+        }
+        Some(timeout) => timeout,
+        None => defaults.timeout,
+    };
+    section.finish(d);
+    Ping {
+        idle_interval,
+        timeout,
+    }
+}
+
+fn read_version(mut section: Section<'_>, d: &mut Diagnostics) -> Version {
+    let version = Version {
+        show_os: section
+            .boolean(d, "show_os")
+            .unwrap_or(Version::default().show_os),
+    };
+    section.finish(d);
+    version
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixture::{config, errors};
+
+    #[test]
+    fn reads_all_modules() {
+        let c = config(
+            "[modules.register]\nenabled = true\n\n[modules.ping]\nidle_interval = \"90s\"\n\
+             timeout = \"200ms\"\n\n[modules.version]\nshow_os = true\n",
+        );
+        assert_eq!(
+            c.modules,
+            Modules {
+                register: Register { enabled: true },
+                ping: Ping {
+                    idle_interval: Some(Duration::from_secs(90)),
+                    timeout: Duration::from_millis(200),
+                },
+                version: Version { show_os: true },
+            }
+        );
+    }
+
+    #[test]
+    fn zero_idle_interval_disables_pings() {
+        let c = config("[modules.ping]\nidle_interval = \"0s\"\n");
+        assert_eq!(c.modules.ping.idle_interval, None);
+        assert_eq!(c.modules.ping.timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn rejects_zero_timeout_and_bad_durations() {
+        assert_eq!(
+            errors("[modules.ping]\nidle_interval = \"5 minutes please\"\ntimeout = \"0s\"\n"),
+            [
+                "tern.toml: modules.ping.idle_interval: invalid duration \"5 minutes please\"",
+                "tern.toml: modules.ping.timeout: must be greater than 0s",
+            ]
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_module_and_module_keys() {
+        assert_eq!(
+            errors(
+                "[modules.mam]\nenabled = true\n\n[modules.register]\nenable = true\n\n\
+                 [modules.version]\nshow_os = \"no\"\n"
+            ),
+            [
+                "tern.toml: modules.register.enable: unknown key (did you mean \"enabled\"?)",
+                "tern.toml: modules.version.show_os: expected a boolean, found a string",
+                "tern.toml: modules.mam: unknown key",
+            ]
+        );
+    }
+}

@@ -1,0 +1,181 @@
+//! Accounts: creating, checking and removing users, with credentials stored only as SCRAM
+//! salted keys (SHA-1 and SHA-256), never the password.
+//!
+//! Used by the admin API, XEP-0077 in-band registration and SASL.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jid::BareJid;
+use tern_xmpp_proto::sasl::{ScramKeys, StoredCredentials};
+use tern_xmpp_proto::{StreamCondition, StreamError};
+
+use crate::node::Node;
+use crate::storage::{self, ScramRecord, UserRecord};
+
+/// Why an account operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    /// The JID is not a valid `user@domain`.
+    #[error("invalid user JID {0:?}")]
+    InvalidJid(String),
+    /// The domain is not served by this node.
+    #[error("domain {0} is not served here")]
+    UnknownDomain(String),
+    /// The account exists already.
+    #[error("account {0} already exists")]
+    Exists(String),
+    /// The account does not exist.
+    #[error("account {0} does not exist")]
+    NotFound(String),
+    /// The password is empty.
+    #[error("the password must not be empty")]
+    EmptyPassword,
+    /// Storage failed.
+    #[error("storage failed")]
+    Storage(#[source] storage::Error),
+}
+
+/// Parses and checks `user@domain` for an account on this node.
+pub fn account_jid(node: &Node, user: &str, domain: &str) -> Result<BareJid, AccountError> {
+    let text = format!("{user}@{domain}");
+    let jid = BareJid::new(&text).map_err(|_| AccountError::InvalidJid(text.clone()))?;
+    if jid.node().is_none() || user.is_empty() {
+        return Err(AccountError::InvalidJid(text));
+    }
+    if !node.serves(jid.domain().as_str()) {
+        return Err(AccountError::UnknownDomain(jid.domain().to_string()));
+    }
+    Ok(jid)
+}
+
+fn record_for(node: &Node, password: &str) -> Result<UserRecord, AccountError> {
+    if password.is_empty() {
+        return Err(AccountError::EmptyPassword);
+    }
+    let mut salt1 = [0u8; 16];
+    let mut salt256 = [0u8; 16];
+    rand::fill(&mut salt1);
+    rand::fill(&mut salt256);
+    let creds = StoredCredentials::derive(
+        password,
+        &salt1,
+        &salt256,
+        node.config.auth.scram_iterations,
+    );
+    let created_unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    Ok(UserRecord {
+        sha1: to_record(creds.sha1),
+        sha256: to_record(creds.sha256),
+        created_unix,
+    })
+}
+
+fn to_record(k: ScramKeys) -> ScramRecord {
+    ScramRecord {
+        salt: k.salt,
+        iterations: k.iterations,
+        stored_key: k.stored_key,
+        server_key: k.server_key,
+    }
+}
+
+fn to_keys(r: ScramRecord) -> ScramKeys {
+    ScramKeys {
+        salt: r.salt,
+        iterations: r.iterations,
+        stored_key: r.stored_key,
+        server_key: r.server_key,
+    }
+}
+
+/// Creates an account. PBKDF2 runs on the blocking pool.
+pub async fn register(node: &Arc<Node>, jid: &BareJid, password: &str) -> Result<(), AccountError> {
+    let record = {
+        let node = node.clone();
+        let password = password.to_owned();
+        tokio::task::spawn_blocking(move || record_for(&node, &password))
+            .await
+            .map_err(|_| AccountError::EmptyPassword)??
+    };
+    node.storage
+        .create_user(jid, record)
+        .await
+        .map_err(|e| match e {
+            storage::Error::UserExists { .. } => AccountError::Exists(jid.to_string()),
+            other => AccountError::Storage(other),
+        })
+}
+
+/// Replaces an account's password.
+pub async fn change_password(
+    node: &Arc<Node>,
+    jid: &BareJid,
+    password: &str,
+) -> Result<(), AccountError> {
+    let record = {
+        let node = node.clone();
+        let password = password.to_owned();
+        tokio::task::spawn_blocking(move || record_for(&node, &password))
+            .await
+            .map_err(|_| AccountError::EmptyPassword)??
+    };
+    node.storage
+        .set_user_credentials(jid, record)
+        .await
+        .map_err(|e| match e {
+            storage::Error::UserNotFound { .. } => AccountError::NotFound(jid.to_string()),
+            other => AccountError::Storage(other),
+        })
+}
+
+/// Checks a password against the stored keys.
+pub async fn check_password(
+    node: &Arc<Node>,
+    jid: &BareJid,
+    password: &str,
+) -> Result<bool, AccountError> {
+    let Some(creds) = credentials(node, jid).await else {
+        return Err(AccountError::NotFound(jid.to_string()));
+    };
+    let password = password.to_owned();
+    tokio::task::spawn_blocking(move || creds.verify_password(&password))
+        .await
+        .map_err(|_| AccountError::NotFound(jid.to_string()))
+}
+
+/// Removes an account and its roster, and ends its sessions.
+pub async fn remove(node: &Arc<Node>, jid: &BareJid) -> Result<(), AccountError> {
+    let removed = node
+        .storage
+        .remove_user(jid)
+        .await
+        .map_err(AccountError::Storage)?;
+    if !removed {
+        return Err(AccountError::NotFound(jid.to_string()));
+    }
+    for session in node.sm.resources(jid) {
+        session.close(
+            StreamError::new(StreamCondition::NotAuthorized).with_text("account removed"),
+        );
+    }
+    Ok(())
+}
+
+/// The stored SCRAM credentials of an account, for SASL.
+pub async fn credentials(node: &Node, jid: &BareJid) -> Option<StoredCredentials> {
+    match node.storage.get_user(jid).await {
+        Ok(Some(user)) => Some(StoredCredentials {
+            sha1: to_keys(user.sha1),
+            sha256: to_keys(user.sha256),
+        }),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::error!(error = %e, "credential lookup failed");
+            None
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! Parsing and checking the JIDs and domains that resolvers receive as arguments, with the
+//! [`AdminError`] a client sees when one is wrong.
+
+use jid::{BareJid, FullJid, Jid};
+
+use super::error::{AdminError, AdminResult};
+use crate::node::Node;
+
+/// A domain served by this node, normalized as in a JID.
+pub(crate) fn served_domain(node: &Node, domain: &str) -> AdminResult<String> {
+    let jid = BareJid::new(domain)
+        .map_err(|e| AdminError::BadInput(format!("invalid domain {domain:?}: {e}")))?;
+    if jid.node().is_some() {
+        return Err(AdminError::BadInput(format!(
+            "expected a domain, found the JID {domain:?}"
+        )));
+    }
+    let domain = jid.domain().as_str();
+    if !node.serves(domain) {
+        return Err(AdminError::UnknownDomain(domain.to_owned()));
+    }
+    Ok(domain.to_owned())
+}
+
+/// The bare JID (`user@domain`) of a user of a domain served here; the account may or may not
+/// exist.
+pub(crate) fn local_user(node: &Node, user: &str) -> AdminResult<BareJid> {
+    let jid = bare_user(user)?;
+    if !node.serves(jid.domain().as_str()) {
+        return Err(AdminError::UnknownDomain(jid.domain().to_string()));
+    }
+    Ok(jid)
+}
+
+/// A bare JID with a localpart (`user@domain`), local or not.
+pub(crate) fn bare_user(user: &str) -> AdminResult<BareJid> {
+    let jid = BareJid::new(user)
+        .map_err(|e| AdminError::BadInput(format!("invalid user JID {user:?}: {e}")))?;
+    if jid.node().is_none() {
+        return Err(AdminError::BadInput(format!(
+            "{user:?} is not a user JID (user@domain)"
+        )));
+    }
+    Ok(jid)
+}
+
+/// A full JID (`user@domain/resource`).
+pub(crate) fn full_jid(jid: &str) -> AdminResult<FullJid> {
+    FullJid::new(jid).map_err(|e| {
+        AdminError::BadInput(format!(
+            "expected a full JID (user@domain/resource), found {jid:?}: {e}"
+        ))
+    })
+}
+
+/// Any JID; `what` names the argument in the message.
+pub(crate) fn any_jid(what: &str, jid: &str) -> AdminResult<Jid> {
+    Jid::new(jid).map_err(|e| AdminError::BadInput(format!("invalid {what} JID {jid:?}: {e}")))
+}
+
+/// A JID whose domain is served here (a local user, one of its resources, or the domain
+/// itself): what the server may put in `from` of a stanza it sends for the admin.
+pub(crate) fn local_sender(node: &Node, jid: &str) -> AdminResult<Jid> {
+    let parsed = any_jid("sender", jid)?;
+    if !node.serves(parsed.domain().as_str()) {
+        return Err(AdminError::BadInput(format!(
+            "the sender {jid} is not on a domain served here"
+        )));
+    }
+    Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::tests::test_node;
+
+    #[test]
+    fn checks_domains() {
+        let (node, _dir) = test_node("args-domain");
+        assert_eq!(served_domain(&node, "LocalHost").unwrap(), "localhost");
+        assert_eq!(
+            served_domain(&node, "example.org").unwrap_err().code(),
+            "UNKNOWN_DOMAIN"
+        );
+        assert_eq!(
+            served_domain(&node, "a@localhost").unwrap_err().code(),
+            "BAD_INPUT"
+        );
+    }
+
+    #[test]
+    fn checks_user_jids() {
+        let (node, _dir) = test_node("args-user");
+        assert_eq!(
+            local_user(&node, "alice@localhost").unwrap().as_str(),
+            "alice@localhost"
+        );
+        for bad in ["localhost", "alice@localhost/phone", "@localhost", ""] {
+            assert_eq!(local_user(&node, bad).unwrap_err().code(), "BAD_INPUT", "{bad}");
+        }
+        assert_eq!(
+            local_user(&node, "alice@example.org").unwrap_err().code(),
+            "UNKNOWN_DOMAIN"
+        );
+        assert!(bare_user("alice@example.org").is_ok());
+    }
+
+    #[test]
+    fn checks_full_jids_and_senders() {
+        let (node, _dir) = test_node("args-full");
+        assert!(full_jid("alice@localhost/phone").is_ok());
+        assert_eq!(full_jid("alice@localhost").unwrap_err().code(), "BAD_INPUT");
+        assert!(local_sender(&node, "localhost").is_ok());
+        assert!(local_sender(&node, "alice@localhost/phone").is_ok());
+        assert_eq!(
+            local_sender(&node, "eve@example.org").unwrap_err().code(),
+            "BAD_INPUT"
+        );
+    }
+}

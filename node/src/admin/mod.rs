@@ -1,0 +1,30 @@
+//! The admin API: GraphQL over HTTP on the loopback admin listener, plus Prometheus text at
+//! `/metrics` and a liveness probe at `/health`. `tern ctl` ([`crate::ctl`]) is its client;
+//! the operator's reference is `docs/admin.md`.
+//!
+//! # Layout
+//! - `token`: the bearer token ([`load_or_create_token`]): configured, or `<data_dir>/admin.token`
+//!   made at first start.
+//! - `http`: the axum router, bearer-token check and [`serve`]; writes `<data_dir>/admin.addr`.
+//! - `schema`: the GraphQL schema root, one namespaced object per category in the
+//!   `mongooseimctl` style (`account`, `session`, `stanza`, `roster`, `server`).
+//! - `account`, `session`, `stanza`, `roster`, `server`: one category each, its query and
+//!   mutation objects and the operations behind them.
+//! - `error`: [`AdminError`], every failure a resolver reports, with its `extensions.code`.
+
+mod account;
+mod error;
+mod http;
+mod roster;
+mod schema;
+mod server;
+mod session;
+mod stanza;
+#[cfg(test)]
+pub(crate) mod tests;
+mod token;
+
+pub use self::error::AdminError;
+pub use self::http::{ADDR_FILE, serve};
+pub use self::schema::sdl;
+pub use self::token::{TOKEN_FILE, load_or_create_token};

@@ -1,0 +1,155 @@
+//! The GraphQL schema root. As in `mongooseimctl`, the top-level fields are categories and their
+//! sub-fields are the commands: `query { account { listUsers(domain: "localhost") } }`,
+//! `mutation { account { registerUser(...) { jid } } }`. Each category lives in its own module.
+
+use std::sync::Arc;
+
+use async_graphql::{Context, EmptySubscription, Object, Schema};
+
+use super::account::{AccountMutation, AccountQuery};
+use super::error::{AdminError, AdminResult};
+use super::roster::{RosterMutation, RosterQuery};
+use super::server::{ServerMutation, ServerQuery};
+use super::session::{SessionMutation, SessionQuery};
+use super::stanza::StanzaMutation;
+use crate::node::Node;
+
+/// The admin schema.
+pub(crate) type AdminSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+
+/// Deepest query accepted (the schema itself is four levels deep).
+const MAX_DEPTH: usize = 16;
+
+/// Builds the schema; resolvers find `node` in the context data.
+pub(crate) fn build(node: Arc<Node>) -> AdminSchema {
+    Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+        .data(node)
+        .limit_depth(MAX_DEPTH)
+        .finish()
+}
+
+/// The schema in GraphQL SDL, for documentation and tooling.
+pub fn sdl() -> String {
+    Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+        .finish()
+        .sdl()
+}
+
+/// The node a resolver works on.
+pub(crate) fn node<'a>(ctx: &Context<'a>) -> AdminResult<&'a Arc<Node>> {
+    ctx.data::<Arc<Node>>()
+        .map_err(|_| AdminError::Internal("finding the node"))
+}
+
+/// Read-only admin queries, by category.
+pub(crate) struct QueryRoot;
+
+#[Object]
+impl QueryRoot {
+    /// Accounts: list, count, check passwords.
+    async fn account(&self) -> AccountQuery {
+        AccountQuery
+    }
+
+    /// Sessions (bound resources) on this node.
+    async fn session(&self) -> SessionQuery {
+        SessionQuery
+    }
+
+    /// Rosters.
+    async fn roster(&self) -> RosterQuery {
+        RosterQuery
+    }
+
+    /// The node itself.
+    async fn server(&self) -> ServerQuery {
+        ServerQuery
+    }
+}
+
+/// Admin commands that change state, by category.
+pub(crate) struct MutationRoot;
+
+#[Object]
+impl MutationRoot {
+    /// Accounts: register, remove, change passwords.
+    async fn account(&self) -> AccountMutation {
+        AccountMutation
+    }
+
+    /// Sessions: kick.
+    async fn session(&self) -> SessionMutation {
+        SessionMutation
+    }
+
+    /// Sending messages and raw stanzas.
+    async fn stanza(&self) -> StanzaMutation {
+        StanzaMutation
+    }
+
+    /// Rosters: add contacts, set subscriptions.
+    async fn roster(&self) -> RosterMutation {
+        RosterMutation
+    }
+
+    /// The node itself: stop.
+    async fn server(&self) -> ServerMutation {
+        ServerMutation
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sdl_has_every_category() {
+        let sdl = sdl();
+        for name in [
+            "type QueryRoot",
+            "type MutationRoot",
+            "type AccountQuery",
+            "type AccountMutation",
+            "type SessionQuery",
+            "type SessionMutation",
+            "type StanzaMutation",
+            "type RosterQuery",
+            "type RosterMutation",
+            "type ServerQuery",
+            "type ServerMutation",
+        ] {
+            assert!(sdl.contains(name), "{name} missing from\n{sdl}");
+        }
+    }
+
+    /// Every field of the schema is described in `docs/admin.md`.
+    #[test]
+    fn docs_describe_every_field() {
+        let docs = include_str!("../../../docs/admin.md");
+        let sdl = sdl();
+        let mut missing = Vec::new();
+        let mut in_type = false;
+        for line in sdl.lines() {
+            let line = line.trim();
+            if line.starts_with("type ") {
+                in_type = true;
+                continue;
+            }
+            if line.starts_with('}') {
+                in_type = false;
+                continue;
+            }
+            if !in_type || line.is_empty() || line.starts_with('"') {
+                continue;
+            }
+            let name: String = line
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if !name.is_empty() && !docs.contains(&format!("`{name}")) {
+                missing.push(name);
+            }
+        }
+        assert!(missing.is_empty(), "not in docs/admin.md: {missing:?}");
+    }
+}

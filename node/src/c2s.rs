@@ -1,0 +1,451 @@
+//! Client listeners and the connection task: the async shell around
+//! [`tern_xmpp_proto::stream::ServerStream`].
+//!
+//! The task only moves bytes, arms the stream's deadline and acts on its events: the TLS
+//! upgrade, credential lookups, resource binding and handing stanzas to the session layer. One
+//! task per connection; its span is `c2s{conn_id, peer_addr}` and records `jid` after bind.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use jid::{BareJid, FullJid};
+use tern_config::{C2sListener, TlsMode};
+use tern_xmpp_proto::stream::{Command, Entropy, Event, ServerStream, StreamConfig, TlsPolicy};
+use tern_xmpp_proto::{StanzaCondition, StreamCondition, StreamError};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tracing::Instrument;
+
+use crate::metrics::Transport;
+use crate::node::Node;
+use crate::session;
+use crate::sm::{Outbound, Session};
+
+/// How long a TLS handshake may take.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 4096;
+/// Outbound stanzas coalesced into one write.
+const WRITE_BATCH: usize = 64;
+
+/// The operating system's randomness, for stream ids and SCRAM nonces.
+struct OsEntropy;
+
+impl Entropy for OsEntropy {
+    fn fill(&mut self, buf: &mut [u8]) {
+        rand::fill(buf);
+    }
+}
+
+/// A client listener bound to its address.
+pub struct C2sServer {
+    listener: TcpListener,
+    transport: Transport,
+    stream_config: Arc<StreamConfig>,
+    acceptor: TlsAcceptor,
+}
+
+impl std::fmt::Debug for C2sServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("C2sServer")
+            .field("address", &self.listener.local_addr().ok())
+            .field("transport", &self.transport)
+            .finish_non_exhaustive()
+    }
+}
+
+impl C2sServer {
+    /// Binds the listener.
+    pub async fn bind(
+        node: &Node,
+        config: &C2sListener,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> io::Result<Self> {
+        let listener = TcpListener::bind(config.address).await?;
+        let (transport, policy) = match config.tls {
+            TlsMode::StartTls if config.starttls_required => (Transport::StartTls, TlsPolicy::Required),
+            TlsMode::StartTls => (Transport::StartTls, TlsPolicy::Optional),
+            TlsMode::Direct => (Transport::DirectTls, TlsPolicy::AlreadySecure),
+        };
+        Ok(Self {
+            listener,
+            transport,
+            stream_config: Arc::new(node.stream_config(policy)),
+            acceptor: TlsAcceptor::from(tls),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Accepts connections until shutdown. The connection limit is a semaphore; accept errors
+    /// (such as running out of file descriptors) back off instead of spinning.
+    pub async fn run(self, node: Arc<Node>, limit: Arc<Semaphore>) {
+        let mut shutdown = node.shutdown.subscribe();
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            let accepted = tokio::select! {
+                r = self.listener.accept() => r,
+                _ = shutdown.changed() => return,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(a) => {
+                    backoff = Duration::from_millis(10);
+                    a
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            let Ok(permit) = limit.clone().try_acquire_owned() else {
+                tracing::warn!(%peer, "connection limit reached");
+                tokio::spawn(refuse(tcp, self.transport, self.acceptor.clone()));
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            let conn_id = node.conn_id();
+            let span = tracing::info_span!("c2s", conn_id, peer_addr = %peer, jid = tracing::field::Empty);
+            let node = node.clone();
+            let config = self.stream_config.clone();
+            let acceptor = self.acceptor.clone();
+            let transport = self.transport;
+            tokio::spawn(
+                async move {
+                    node.metrics.connection_opened(transport);
+                    let connection = Connection {
+                        node: node.clone(),
+                        conn_id,
+                        peer,
+                        transport,
+                        acceptor,
+                        session: None,
+                        session_rx: None,
+                    };
+                    if let Err(e) = connection.run(tcp, config).await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                    node.metrics.connection_closed(transport);
+                    drop(permit);
+                }
+                .instrument(span),
+            );
+        }
+    }
+}
+
+/// Over the limit: answer with a stream error so the client knows why.
+async fn refuse(tcp: TcpStream, transport: Transport, acceptor: TlsAcceptor) {
+    let error = StreamError::new(StreamCondition::ResourceConstraint)
+        .with_text("too many connections");
+    let body = format!(
+        "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>{}</stream:stream>",
+        error.to_xml()
+    );
+    let mut io = match transport {
+        Transport::StartTls => Io::Plain(tcp),
+        Transport::DirectTls => {
+            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => Io::Tls(Box::new(tls)),
+                _ => return,
+            }
+        }
+    };
+    let _ = io.write_all(body.as_bytes()).await;
+    let _ = io.shutdown().await;
+}
+
+/// The transport under the stream: plain TCP until STARTTLS, then TLS.
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    /// The socket is inside the TLS handshake (or was lost in it).
+    Upgrading,
+}
+
+fn upgrading() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "transport is being upgraded to tls")
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Self::Upgrading => Poll::Ready(Err(upgrading())),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Self::Upgrading => Poll::Ready(Err(upgrading())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Self::Upgrading => Poll::Ready(Err(upgrading())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Self::Upgrading => Poll::Ready(Err(upgrading())),
+        }
+    }
+}
+
+/// One client connection.
+struct Connection {
+    node: Arc<Node>,
+    conn_id: u64,
+    peer: SocketAddr,
+    transport: Transport,
+    acceptor: TlsAcceptor,
+    session: Option<Arc<Session>>,
+    session_rx: Option<mpsc::Receiver<Outbound>>,
+}
+
+impl Connection {
+    async fn run(mut self, tcp: TcpStream, config: Arc<StreamConfig>) -> io::Result<()> {
+        let now = tokio::time::Instant::now().into_std();
+        let mut stream = ServerStream::new(config, Box::new(OsEntropy), now);
+        let mut io = match self.transport {
+            Transport::StartTls => Io::Plain(tcp),
+            Transport::DirectTls => {
+                let tls = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, self.acceptor.accept(tcp))
+                    .await
+                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "tls handshake timeout"))??;
+                let binding = crate::tls::tls_exporter(tls.get_ref().1).map(|b| b.to_vec());
+                stream.set_channel_binding(binding);
+                Io::Tls(Box::new(tls))
+            }
+        };
+        let result = self.drive(&mut stream, &mut io).await;
+        self.end_session().await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
+        result
+    }
+
+    async fn drive(&mut self, stream: &mut ServerStream, io: &mut Io) -> io::Result<()> {
+        let mut out = BytesMut::new();
+        let mut shutdown = self.node.shutdown.subscribe();
+        let mut read_buf = vec![0u8; READ_CHUNK].into_boxed_slice();
+        loop {
+            // Act on everything the stream has to say before waiting again.
+            while let Some(event) = stream.poll_event() {
+                if self.handle_event(stream, io, &mut out, event).await? {
+                    flush(stream, io, &mut out).await?;
+                    return Ok(());
+                }
+            }
+            flush(stream, io, &mut out).await?;
+            if stream.is_closed() {
+                return Ok(());
+            }
+            stream.shrink();
+            let deadline = stream.poll_timeout().map(tokio::time::Instant::from_std);
+            let session = self.session.clone();
+            tokio::select! {
+                read = io.read(&mut read_buf) => {
+                    let n = read?;
+                    let now = tokio::time::Instant::now().into_std();
+                    if n == 0 {
+                        // The peer went away without closing the stream.
+                        return Ok(());
+                    }
+                    stream.handle_input(now, &read_buf[..n]);
+                }
+                Some(first) = recv(&mut self.session_rx) => {
+                    let now = tokio::time::Instant::now().into_std();
+                    let Outbound::Stanza(bytes) = first;
+                    stream.handle_command(now, Command::Send(bytes));
+                    if let Some(rx) = self.session_rx.as_mut() {
+                        for _ in 1..WRITE_BATCH {
+                            match rx.try_recv() {
+                                Ok(Outbound::Stanza(bytes)) => stream.handle_command(now, Command::Send(bytes)),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                }
+                () = sleep_until(deadline) => {
+                    stream.handle_timeout(tokio::time::Instant::now().into_std());
+                }
+                reason = closed(session.as_deref()) => {
+                    stream.handle_command(tokio::time::Instant::now().into_std(), Command::Close(Some(reason)));
+                }
+                _ = shutdown.changed() => {
+                    stream.handle_command(
+                        tokio::time::Instant::now().into_std(),
+                        Command::Close(Some(StreamError::new(StreamCondition::SystemShutdown))),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Acts on one stream event; `Ok(true)` when the stream is over.
+    async fn handle_event(
+        &mut self,
+        stream: &mut ServerStream,
+        io: &mut Io,
+        out: &mut BytesMut,
+        event: Event,
+    ) -> io::Result<bool> {
+        let now = || tokio::time::Instant::now().into_std();
+        match event {
+            Event::StartTls => {
+                flush(stream, io, out).await?;
+                let Io::Plain(tcp) = std::mem::replace(io, Io::Upgrading) else {
+                    return Err(io::Error::other("starttls on a tls transport"));
+                };
+                let tls = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, self.acceptor.accept(tcp))
+                    .await
+                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "tls handshake timeout"))??;
+                let binding = crate::tls::tls_exporter(tls.get_ref().1).map(|b| b.to_vec());
+                *io = Io::Tls(Box::new(tls));
+                stream.handle_command(now(), Command::TlsEstablished { channel_binding: binding });
+            }
+            Event::CredentialsNeeded { username, domain } => {
+                let creds = match BareJid::new(&format!("{username}@{domain}")) {
+                    Ok(jid) if jid.node().is_some() => crate::accounts::credentials(&self.node, &jid).await,
+                    _ => None,
+                };
+                stream.handle_command(now(), Command::Credentials(creds));
+            }
+            Event::Authenticated { mechanism, .. } => self.node.metrics.login(mechanism),
+            Event::AuthFailed { mechanism, .. } => self.node.metrics.auth_failure(mechanism),
+            Event::BindRequested { resource } => {
+                let command = self.bind(stream, resource);
+                stream.handle_command(now(), command);
+            }
+            Event::RegistrationIq(iq) => {
+                let domain = stream.domain().unwrap_or_default().to_owned();
+                let reply = crate::modules::register::pre_auth(&self.node, &domain, iq).await;
+                stream.handle_command(now(), Command::Send(reply.into()));
+            }
+            Event::Stanza(stanza) => {
+                if let Some(session) = self.session.clone() {
+                    session::handle_client_stanza(&self.node, &session, stanza).await;
+                }
+            }
+            Event::Closed { error } => {
+                if let Some(e) = error {
+                    tracing::debug!(error = %e, "stream closed with an error");
+                }
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn bind(&mut self, stream: &ServerStream, resource: Option<String>) -> Command {
+        let (Some(domain), Some(jid_user)) = (stream.domain(), self.authenticated_user(stream)) else {
+            return Command::BindFailed(StanzaCondition::NotAllowed);
+        };
+        let bare = match BareJid::new(&format!("{jid_user}@{domain}")) {
+            Ok(b) => b,
+            Err(_) => return Command::BindFailed(StanzaCondition::NotAllowed),
+        };
+        let resource = resource.unwrap_or_else(|| {
+            let mut bytes = [0u8; 8];
+            rand::fill(&mut bytes);
+            format!("tern-{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+        });
+        let full: FullJid = match bare.with_resource_str(&resource) {
+            Ok(full) => full,
+            Err(_) => return Command::BindFailed(StanzaCondition::BadRequest),
+        };
+        let (session, rx) = Session::new(
+            full.clone(),
+            self.conn_id,
+            self.transport,
+            self.peer,
+            self.node.config.limits.session_queue,
+        );
+        if let Some(old) = self.node.sm.register(session.clone()) {
+            old.close(
+                StreamError::new(StreamCondition::Conflict)
+                    .with_text("replaced by a new connection"),
+            );
+        }
+        self.node.metrics.sessions_changed(1);
+        tracing::Span::current().record("jid", tracing::field::display(&full));
+        tracing::debug!("session bound");
+        self.session = Some(session);
+        self.session_rx = Some(rx);
+        Command::Bound(full.to_string())
+    }
+
+    fn authenticated_user(&self, stream: &ServerStream) -> Option<String> {
+        stream.username().map(str::to_owned)
+    }
+
+    /// The stream ended: unregister the session and tell the contacts.
+    async fn end_session(&mut self) {
+        let Some(session) = self.session.take() else {
+            return;
+        };
+        self.session_rx = None;
+        // A session replaced by a newer one with the same JID is already out of the map, but
+        // it was counted when bound, so it is uncounted here either way.
+        self.node.sm.unregister(&session);
+        self.node.metrics.sessions_changed(-1);
+        crate::modules::presence::session_ended(&self.node, &session).await;
+    }
+}
+
+async fn flush(stream: &mut ServerStream, io: &mut Io, out: &mut BytesMut) -> io::Result<()> {
+    if stream.poll_transmit(out) {
+        io.write_all(out).await?;
+        io.flush().await?;
+        out.clear();
+    }
+    Ok(())
+}
+
+async fn recv(rx: &mut Option<mpsc::Receiver<Outbound>>) -> Option<Outbound> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn closed(session: Option<&Session>) -> StreamError {
+    match session {
+        Some(s) => s.closed().await,
+        None => std::future::pending().await,
+    }
+}

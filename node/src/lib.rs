@@ -1,0 +1,32 @@
+//! The Tern XMPP node: listeners, sessions, router, modules, storage, admin API and metrics.
+//!
+//! # Layout
+//! - [`server`]: builds a node from its configuration and runs its listeners until shutdown.
+//! - [`node`]: the shared services of one process ([`node::Node`]).
+//! - [`c2s`]: client listeners and the connection task around the sans-IO stream.
+//! - [`session`]: what a bound session does with the stanzas its client sends.
+//! - [`sm`]: the session manager (bound resources, outbound queues, presence state).
+//! - [`router`]: where a stanza goes (local session, later other nodes, DCs and S2S, or an error).
+//! - [`modules`]: server features: roster, presence, disco, ping, version, registration.
+//! - [`accounts`]: account creation, password checks and removal.
+//! - [`storage`]: the storage interface and its redb backend.
+//! - [`tls`]: certificates (configured or self-signed) and channel binding.
+//! - [`admin`]: the GraphQL admin API and `/metrics` on the loopback admin listener.
+//! - [`ctl`]: `tern ctl`, the admin API's command-line client.
+//! - [`metrics`]: Prometheus counters.
+//! - [`telemetry`]: tracing subscriber setup.
+
+pub mod accounts;
+pub mod admin;
+pub mod c2s;
+pub mod ctl;
+pub mod metrics;
+pub mod modules;
+pub mod node;
+pub mod router;
+pub mod server;
+pub mod session;
+pub mod sm;
+pub mod storage;
+pub mod telemetry;
+pub mod tls;

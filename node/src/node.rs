@@ -1,0 +1,143 @@
+//! The node: the services one `tern` process runs, built in a fixed order and shared by every
+//! connection task as `Arc<Node>`.
+//!
+//! Build order (STYLE.md §7): configuration → data directory → storage → TLS material → admin
+//! token → session manager and metrics → listeners (see [`crate::server`]).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use jid::BareJid;
+use tern_config::Config;
+use tern_xmpp_proto::sasl::Mechanism;
+use tern_xmpp_proto::stream::{StreamConfig, TlsPolicy};
+use tern_xmpp_proto::{Limits, ns};
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+use crate::sm::SessionManager;
+use crate::storage::SharedStorage;
+
+/// Everything a connection task or the admin API needs.
+pub struct Node {
+    /// The validated configuration.
+    pub config: Arc<Config>,
+    /// Accounts and rosters.
+    pub storage: SharedStorage,
+    /// Bound sessions of this node.
+    pub sm: SessionManager,
+    /// Counters for `/metrics`.
+    pub metrics: Metrics,
+    /// When the node started.
+    pub started: Instant,
+    /// The admin API token.
+    pub admin_token: String,
+    /// The admin listener's bound address, once it is up.
+    pub admin_address: std::sync::OnceLock<SocketAddr>,
+    /// Flips to `true` when the node shuts down.
+    pub shutdown: watch::Sender<bool>,
+    decoy_secret: Vec<u8>,
+    next_conn_id: AtomicU64,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("domains", &self.config.general.domains)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Builds the node's shared state.
+    pub fn new(config: Arc<Config>, storage: SharedStorage, admin_token: String) -> Self {
+        let mut decoy_secret = vec![0u8; 32];
+        rand::fill(&mut decoy_secret[..]);
+        let (shutdown, _) = watch::channel(false);
+        Self {
+            config,
+            storage,
+            sm: SessionManager::default(),
+            metrics: Metrics::default(),
+            started: Instant::now(),
+            admin_token,
+            admin_address: std::sync::OnceLock::new(),
+            shutdown,
+            decoy_secret,
+            next_conn_id: AtomicU64::new(1),
+        }
+    }
+
+    /// A new connection id.
+    pub fn conn_id(&self) -> u64 {
+        self.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Whether `domain` is served here.
+    pub fn serves(&self, domain: &str) -> bool {
+        self.config.general.domains.iter().any(|d| d == domain)
+    }
+
+    /// Whether `jid` is a local account (the domain is served and the account exists).
+    pub async fn account_exists(&self, jid: &BareJid) -> bool {
+        if jid.node().is_none() || !self.serves(jid.domain().as_str()) {
+            return false;
+        }
+        if self.sm.is_online(jid) {
+            return true;
+        }
+        match self.storage.get_user(jid).await {
+            Ok(user) => user.is_some(),
+            Err(e) => {
+                tracing::error!(error = %e, "account lookup failed");
+                false
+            }
+        }
+    }
+
+    /// The stream settings of a listener.
+    pub fn stream_config(&self, tls: TlsPolicy) -> StreamConfig {
+        let c = &self.config;
+        StreamConfig {
+            domains: c.general.domains.clone(),
+            tls,
+            mechanisms: c
+                .auth
+                .mechanisms
+                .iter()
+                .filter_map(|m| Mechanism::from_name(m))
+                .collect(),
+            limits: Limits {
+                max_stanza_size: c.limits.max_stanza_size,
+                max_depth: c.limits.max_depth,
+                max_attributes: c.limits.max_attributes,
+            },
+            registration: c.modules.register.enabled,
+            failure_delay: c.auth.failure_delay,
+            max_auth_attempts: 3,
+            handshake_timeout: c.limits.handshake_timeout,
+            idle_ping: c.modules.ping.idle_interval,
+            ping_timeout: c.modules.ping.timeout,
+            decoy_secret: self.decoy_secret.clone(),
+            scram_iterations: c.auth.scram_iterations,
+        }
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.config.general.data_dir.clone()
+    }
+
+    /// Whether the node is shutting down.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// The default namespace of client streams.
+    pub fn client_ns(&self) -> &'static str {
+        ns::CLIENT
+    }
+}

@@ -1,0 +1,222 @@
+//! The router: where a stanza goes (DESIGN.md "Data flow of one stanza", step 4).
+//!
+//! The router reads only the envelope (`to`, `from`, `type`) and forwards the raw bytes. Order of
+//! decisions for a stanza addressed to `to`:
+//!
+//! 1. `to` is not a JID → `<jid-malformed/>` back to the sender.
+//! 2. The domain is not served by this node → **remote**. Today that is the end of the line
+//!    (`<remote-server-not-found/>`); the later targets plug in here, in this order: another
+//!    node of this DC (session directory), another DC (global routing table → bridge), a
+//!    foreign server (S2S). See [`Node::route_remote`].
+//! 3. The domain itself (no localpart) → the server's modules ([`crate::modules`]).
+//! 4. A local account → RFC 6121 §8.5 delivery rules: a full JID goes to that session, a bare JID
+//!    to the account's available resources; subscription presence goes through the roster
+//!    state machine ([`crate::modules::presence`]); IQs to a bare JID are answered by the server
+//!    on the account's behalf.
+//! 5. Nobody to deliver to → offline storage (a later issue plugs in at
+//!    [`Node::undeliverable_message`]) or a stanza error. Never a silent drop of a message that
+//!    asks for delivery.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use jid::{BareJid, FullJid, Jid};
+use tern_xmpp_proto::{StanzaCondition, StanzaError, StanzaKind, ns};
+use tern_xmpp_proto::stanza::Stanza;
+
+use crate::modules;
+use crate::node::Node;
+use crate::sm::Session;
+
+/// A boxed future, for the router's recursion (a bounce is routed too).
+pub type BoxFuture<'a, T = ()> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+impl Node {
+    /// Routes a stanza whose `from` is trusted: stamped by a client stream, or made by the server.
+    pub fn route(self: &Arc<Self>, stanza: Stanza) -> BoxFuture<'_> {
+        Box::pin(async move {
+            let started = Instant::now();
+            self.route_inner(stanza).await;
+            self.metrics.routed(started.elapsed());
+        })
+    }
+
+    async fn route_inner(self: &Arc<Self>, stanza: Stanza) {
+        let Some(to) = stanza.to.as_deref() else {
+            // Only server-made stanzas reach here without `to`; clients' are resolved by the
+            // session first (RFC 6120 §8.1.1.1).
+            return;
+        };
+        let to = match Jid::new(to) {
+            Ok(jid) => jid,
+            Err(_) => return self.bounce(&stanza, StanzaCondition::JidMalformed).await,
+        };
+        if !self.serves(to.domain().as_str()) {
+            return self.route_remote(stanza, to).await;
+        }
+        if to.node().is_none() {
+            return modules::handle_server_stanza(self, stanza, to).await;
+        }
+        match to.try_into_full() {
+            Ok(full) => self.route_to_full(stanza, full).await,
+            Err(bare) => self.route_to_bare(stanza, bare).await,
+        }
+    }
+
+    /// A stanza for a domain this node does not serve. Later issues add, in this order: the
+    /// other nodes of this DC, the other DCs of the mesh, and S2S to foreign servers.
+    async fn route_remote(self: &Arc<Self>, stanza: Stanza, to: Jid) {
+        tracing::debug!(to = %to, "no route to a remote domain");
+        self.bounce(&stanza, StanzaCondition::RemoteServerNotFound)
+            .await;
+    }
+
+    async fn route_to_full(self: &Arc<Self>, stanza: Stanza, to: FullJid) {
+        if let Some(session) = self.sm.get(&to) {
+            if stanza.kind == StanzaKind::Presence && is_subscription(&stanza) {
+                // Subscription state lives on the bare JID (RFC 6121 §3).
+                return modules::presence::inbound(self, stanza, to.to_bare()).await;
+            }
+            if stanza.kind == StanzaKind::Presence && stanza.is_type("probe") {
+                return modules::presence::inbound(self, stanza, to.to_bare()).await;
+            }
+            if !self.deliver(&session, &stanza) {
+                self.bounce(&stanza, StanzaCondition::RecipientUnavailable)
+                    .await;
+            }
+            return;
+        }
+        let bare = to.to_bare();
+        match stanza.kind {
+            StanzaKind::Message => {
+                if stanza.is_type("groupchat") {
+                    return self.bounce(&stanza, StanzaCondition::ServiceUnavailable).await;
+                }
+                // RFC 6121 §8.5.3.2.1: treated as if sent to the bare JID.
+                self.route_to_bare(stanza, bare).await;
+            }
+            StanzaKind::Presence => {
+                if is_subscription(&stanza) || stanza.is_type("probe") {
+                    self.route_to_bare(stanza, bare).await;
+                }
+                // Directed available/unavailable presence to a gone resource: ignored (§8.5.3.2.2).
+            }
+            StanzaKind::Iq => {
+                if stanza.is_type("get") || stanza.is_type("set") {
+                    self.bounce(&stanza, StanzaCondition::ServiceUnavailable)
+                        .await;
+                }
+            }
+        }
+    }
+
+    async fn route_to_bare(self: &Arc<Self>, stanza: Stanza, to: BareJid) {
+        if !self.account_exists(&to).await {
+            // RFC 6121 §8.5.1: no such account.
+            match stanza.kind {
+                StanzaKind::Presence => {}
+                StanzaKind::Message | StanzaKind::Iq => {
+                    if !stanza.is_type("error") && !stanza.is_type("result") {
+                        self.bounce(&stanza, StanzaCondition::ServiceUnavailable)
+                            .await;
+                    }
+                }
+            }
+            return;
+        }
+        match stanza.kind {
+            StanzaKind::Message => self.deliver_message_to_bare(stanza, &to).await,
+            StanzaKind::Presence => {
+                if is_subscription(&stanza) || stanza.is_type("probe") {
+                    modules::presence::inbound(self, stanza, to).await;
+                } else {
+                    // Available/unavailable presence to a bare JID: every available resource.
+                    for session in self.sm.resources(&to) {
+                        if session.is_available() {
+                            self.deliver(&session, &stanza);
+                        }
+                    }
+                }
+            }
+            StanzaKind::Iq => modules::handle_account_iq(self, stanza, to).await,
+        }
+    }
+
+    /// RFC 6121 §8.5.2.1.1: a message to a bare JID goes to the available resources with the
+    /// highest non-negative priority (headlines to all non-negative ones).
+    async fn deliver_message_to_bare(self: &Arc<Self>, stanza: Stanza, to: &BareJid) {
+        if stanza.is_type("groupchat") {
+            return self.bounce(&stanza, StanzaCondition::ServiceUnavailable).await;
+        }
+        let candidates: Vec<(Arc<Session>, i8)> = self
+            .sm
+            .resources(to)
+            .into_iter()
+            .filter_map(|s| {
+                let p = s.presence();
+                (p.available.is_some() && p.priority >= 0).then_some((s, p.priority))
+            })
+            .collect();
+        let top = candidates.iter().map(|(_, p)| *p).max();
+        let mut delivered = false;
+        for (session, priority) in &candidates {
+            if stanza.is_type("headline") || Some(*priority) == top {
+                delivered |= self.deliver(session, &stanza);
+            }
+        }
+        if !delivered {
+            self.undeliverable_message(stanza).await;
+        }
+    }
+
+    /// A message to an existing account that no session can take now. Offline storage
+    /// (XEP-0160) plugs in here; until then a chat or normal message is answered with
+    /// `<service-unavailable/>` (RFC 6121 §8.5.2.2.1 allows either), errors and headlines are
+    /// dropped as the RFC says.
+    pub async fn undeliverable_message(self: &Arc<Self>, stanza: Stanza) {
+        if stanza.is_type("error") || stanza.is_type("headline") {
+            return;
+        }
+        self.bounce(&stanza, StanzaCondition::ServiceUnavailable)
+            .await;
+    }
+
+    /// Queues a stanza on a session; `false` when it could not be queued.
+    pub fn deliver(&self, session: &Session, stanza: &Stanza) -> bool {
+        let ok = session.deliver(stanza.raw().clone());
+        if ok {
+            self.metrics.stanza_out(stanza.kind);
+        }
+        ok
+    }
+
+    /// Answers `stanza` with a stanza error (never an error to an error).
+    pub async fn bounce(self: &Arc<Self>, stanza: &Stanza, condition: StanzaCondition) {
+        self.bounce_with(stanza, StanzaError::new(condition)).await;
+    }
+
+    /// Answers `stanza` with the given stanza error.
+    pub async fn bounce_with(self: &Arc<Self>, stanza: &Stanza, error: StanzaError) {
+        if stanza.is_type("error") || stanza.is_type("result") || stanza.from.is_none() {
+            return;
+        }
+        let Ok(element) = stanza.element(ns::CLIENT) else {
+            return;
+        };
+        self.metrics.stanza_bounced();
+        let reply = error.reply_to(&element);
+        if let Ok(reply) = Stanza::from_element(&reply, ns::CLIENT) {
+            self.route(reply).await;
+        }
+    }
+}
+
+/// Whether a presence is a subscription management one (RFC 6121 §3).
+pub fn is_subscription(stanza: &Stanza) -> bool {
+    matches!(
+        stanza.type_.as_deref(),
+        Some("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed")
+    )
+}

@@ -1,0 +1,146 @@
+//! Builds a node from its configuration and runs it until shutdown (`tern serve`).
+//!
+//! Order: data directory → storage → TLS material → admin token → [`Node`] → client listeners
+//! → admin listener. Every listener is bound before the node reports that it is up, so a
+//! port already in use fails the start with a clear error.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tern_config::Config;
+use tokio::sync::Semaphore;
+
+use crate::c2s::C2sServer;
+use crate::node::Node;
+use crate::storage::RedbStorage;
+
+/// A started node: its shared state and the tasks serving it.
+#[derive(Debug)]
+pub struct Running {
+    /// The node.
+    pub node: Arc<Node>,
+    /// The bound client listener addresses, in configuration order.
+    pub c2s_addresses: Vec<std::net::SocketAddr>,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Running {
+    /// Waits until the node is told to stop (admin `server stop`, or [`Self::stop`]), then
+    /// until its listeners and connections have wound down (at most a few seconds).
+    pub async fn wait(mut self) {
+        let mut shutdown = self.node.shutdown.subscribe();
+        while !*shutdown.borrow_and_update() {
+            if shutdown.changed().await.is_err() {
+                break;
+            }
+        }
+        let deadline = tokio::time::sleep(std::time::Duration::from_secs(5));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                next = self.tasks.join_next() => if next.is_none() { break },
+                () = &mut deadline => break,
+            }
+        }
+        // Connection tasks flush their `<system-shutdown/>` errors; give them a moment.
+        let mut waited = 0;
+        while self.node.sm.count(None) > 0 && waited < 20 {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            waited += 1;
+        }
+    }
+
+    /// Asks the node to stop.
+    pub fn stop(&self) {
+        self.node.shutdown.send_replace(true);
+    }
+}
+
+/// Starts a node: binds every listener and spawns their tasks.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let config = Arc::new(config);
+    let data_dir = config.general.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    let storage = RedbStorage::open(&config.storage.path)
+        .with_context(|| format!("cannot open database {}", config.storage.path.display()))?;
+    let tls = crate::tls::load_or_create(
+        &data_dir,
+        config.tls.cert_file.as_deref(),
+        config.tls.key_file.as_deref(),
+        &config.general.domains,
+    )
+    .context("cannot set up TLS")?;
+    if tls.self_signed {
+        tracing::info!(cert = %tls.cert_path.display(), "using a self-signed certificate");
+    }
+    let token = crate::admin::load_or_create_token(&data_dir, config.admin.token.as_deref())
+        .context("cannot set up the admin token")?;
+    let node = Arc::new(Node::new(config.clone(), Arc::new(storage), token));
+    let limit = Arc::new(Semaphore::new(config.limits.max_connections));
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut c2s_addresses = Vec::new();
+    for listener in &config.listen.c2s {
+        let server = C2sServer::bind(&node, listener, tls.server_config.clone())
+            .await
+            .with_context(|| format!("cannot listen on {}", listener.address))?;
+        let address = server.local_addr()?;
+        tracing::info!(%address, tls = %listener.tls, "c2s listener up");
+        c2s_addresses.push(address);
+        tasks.spawn(server.run(node.clone(), limit.clone()));
+    }
+    if config.admin.enabled {
+        let listener = tokio::net::TcpListener::bind(config.admin.address)
+            .await
+            .with_context(|| format!("cannot listen on {} (admin)", config.admin.address))?;
+        tracing::info!(address = %listener.local_addr()?, "admin listener up");
+        let node = node.clone();
+        tasks.spawn(async move {
+            if let Err(e) = crate::admin::serve(node, listener).await {
+                tracing::error!(error = %e, "admin listener failed");
+            }
+        });
+    }
+    tracing::info!(domains = ?config.general.domains, "tern is up");
+    Ok(Running {
+        node,
+        c2s_addresses,
+        tasks,
+    })
+}
+
+/// `tern serve`: runs until SIGINT/SIGTERM or an admin `server stop`.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let running = start(config).await?;
+    let node = running.node.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        node.shutdown.send_replace(true);
+    });
+    running.wait().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

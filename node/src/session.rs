@@ -1,0 +1,74 @@
+//! What a bound session does with the stanzas its client sends (DESIGN.md step 3).
+//!
+//! The stream has already stamped `from`. Here the `to` address is checked, stanzas meant for
+//! the account itself are answered, presence goes through the presence module, and everything
+//! else is handed to the router. Per-session modules of later issues (stream management,
+//! carbons, CSI, privacy) hook in here.
+
+use std::sync::Arc;
+
+use jid::Jid;
+use tern_xmpp_proto::stanza::Stanza;
+use tern_xmpp_proto::{StanzaCondition, StanzaError, StanzaKind, ns};
+
+use crate::modules;
+use crate::node::Node;
+use crate::sm::Session;
+
+/// Handles one stanza from the client of `session`.
+pub async fn handle_client_stanza(node: &Arc<Node>, session: &Arc<Session>, stanza: Stanza) {
+    node.metrics.stanza_in(stanza.kind);
+    let to = match stanza.to.as_deref() {
+        None => None,
+        Some(text) => match Jid::new(text) {
+            Ok(jid) => Some(jid),
+            Err(_) => return reply_error(node, session, &stanza, StanzaCondition::JidMalformed),
+        },
+    };
+    match stanza.kind {
+        StanzaKind::Presence => modules::presence::outbound(node, session, stanza, to).await,
+        StanzaKind::Iq => {
+            let valid_type = matches!(
+                stanza.type_.as_deref(),
+                Some("get" | "set" | "result" | "error")
+            );
+            if stanza.id.is_none() || !valid_type {
+                return reply_error(node, session, &stanza, StanzaCondition::BadRequest);
+            }
+            let own = session.jid.to_bare();
+            match &to {
+                None => modules::handle_own_iq(node, session, stanza).await,
+                Some(jid) if jid.is_bare() && jid.to_bare() == own => {
+                    modules::handle_own_iq(node, session, stanza).await
+                }
+                Some(_) => node.route(stanza).await,
+            }
+        }
+        StanzaKind::Message => {
+            if to.is_none() {
+                // RFC 6120 §8.1.1.1: no `to` means the account itself.
+                let own = session.jid.to_bare().to_string();
+                let addressed = stanza.with_addresses(None, Some(&own));
+                return node.route(addressed).await;
+            }
+            node.route(stanza).await;
+        }
+    }
+}
+
+/// Answers a stanza straight back to its session (used when it cannot even be routed).
+fn reply_error(node: &Node, session: &Session, stanza: &Stanza, condition: StanzaCondition) {
+    if stanza.is_type("error") {
+        return;
+    }
+    let Ok(element) = stanza.element(ns::CLIENT) else {
+        return;
+    };
+    let mut reply = StanzaError::new(condition).reply_to(&element);
+    reply.remove_attr("from");
+    reply.set_attr("to", session.jid.to_string());
+    if let Ok(reply) = Stanza::from_element(&reply, ns::CLIENT) {
+        node.metrics.stanza_bounced();
+        node.deliver(session, &reply);
+    }
+}

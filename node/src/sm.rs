@@ -1,0 +1,291 @@
+//! The session manager: every bound resource on this node, by bare JID.
+//!
+//! A session is registered when its resource is bound and removed when its stream ends. The map
+//! is sharded ([`DashMap`]) so lookups on the routing hot path take no global lock. Each entry
+//! holds the sending half of the session's outbound queue and the presence state the router and
+//! the presence module need (RFC 6121 §4: available or not, priority, whether it asked for the
+//! roster, where it sent directed presence).
+//!
+//! The outbound queue is bounded (`limits.session_queue`). Overflow policy: a session that cannot
+//! keep up is closed with `<resource-constraint/>`, and the stanza that did not fit is reported
+//! back to the router as undelivered (so it is bounced or stored, never silently dropped).
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use jid::{BareJid, FullJid};
+use tern_xmpp_proto::{StreamCondition, StreamError};
+use tokio::sync::{Notify, mpsc};
+
+use crate::metrics::Transport;
+
+/// What the router hands to a session's connection task.
+#[derive(Debug)]
+pub enum Outbound {
+    /// Serialised stanza bytes to write to the client.
+    Stanza(Bytes),
+}
+
+/// Presence state of one session (RFC 6121 §4).
+#[derive(Debug, Default, Clone)]
+pub struct PresenceState {
+    /// The last available presence broadcast by the client (stamped), if it is available.
+    pub available: Option<Bytes>,
+    /// Its priority (-128..=127).
+    pub priority: i8,
+    /// Whether the session requested the roster (it then gets roster pushes and
+    /// subscription requests).
+    pub interested: bool,
+    /// JIDs that got directed presence from this session and must get `unavailable` at the end.
+    pub directed: HashSet<String>,
+}
+
+/// One bound resource.
+#[derive(Debug)]
+pub struct Session {
+    /// The full JID.
+    pub jid: FullJid,
+    /// The connection id (unique per node).
+    pub conn_id: u64,
+    /// How the client connected.
+    pub transport: Transport,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// When the session was bound.
+    pub started: SystemTime,
+    tx: mpsc::Sender<Outbound>,
+    /// Presence state, behind a short-held lock (never across an await).
+    pub presence: Mutex<PresenceState>,
+    close: Mutex<Option<StreamError>>,
+    close_signal: Notify,
+}
+
+impl Session {
+    /// A session for a just-bound resource and the receiving half of its queue.
+    pub fn new(
+        jid: FullJid,
+        conn_id: u64,
+        transport: Transport,
+        peer: SocketAddr,
+        queue: usize,
+    ) -> (Arc<Self>, mpsc::Receiver<Outbound>) {
+        let (tx, rx) = mpsc::channel(queue);
+        let session = Arc::new(Self {
+            jid,
+            conn_id,
+            transport,
+            peer,
+            started: SystemTime::now(),
+            tx,
+            presence: Mutex::new(PresenceState::default()),
+            close: Mutex::new(None),
+            close_signal: Notify::new(),
+        });
+        (session, rx)
+    }
+
+    /// Queues stanza bytes for the client. `false` when the session is gone or its queue is
+    /// full (it is then being closed); the caller treats the stanza as undelivered.
+    pub fn deliver(&self, bytes: Bytes) -> bool {
+        match self.tx.try_send(Outbound::Stanza(bytes)) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.close(
+                    StreamError::new(StreamCondition::ResourceConstraint)
+                        .with_text("the client does not read fast enough"),
+                );
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Asks the connection task to end the stream with `error` (first reason wins).
+    pub fn close(&self, error: StreamError) {
+        let mut slot = lock(&self.close);
+        if slot.is_none() {
+            *slot = Some(error);
+        }
+        drop(slot);
+        self.close_signal.notify_one();
+    }
+
+    /// Waits until [`Self::close`] is called, and returns the reason.
+    pub async fn closed(&self) -> StreamError {
+        loop {
+            if let Some(e) = lock(&self.close).clone() {
+                return e;
+            }
+            self.close_signal.notified().await;
+        }
+    }
+
+    /// A copy of the presence state.
+    pub fn presence(&self) -> PresenceState {
+        lock(&self.presence).clone()
+    }
+
+    /// Whether the session is available with a non-negative priority.
+    pub fn is_available(&self) -> bool {
+        lock(&self.presence).available.is_some()
+    }
+
+    /// Updates the presence state.
+    pub fn update_presence<R>(&self, f: impl FnOnce(&mut PresenceState) -> R) -> R {
+        f(&mut lock(&self.presence))
+    }
+}
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it (the state is plain
+/// data and stays consistent field by field).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// All sessions of this node.
+#[derive(Debug, Default)]
+pub struct SessionManager {
+    by_bare: DashMap<BareJid, Vec<Arc<Session>>>,
+}
+
+impl SessionManager {
+    /// Registers a bound session. A session with the same full JID is replaced and returned: the
+    /// caller closes it with `<conflict/>` (RFC 6120 §7.7.2.2, the newer session wins).
+    pub fn register(&self, session: Arc<Session>) -> Option<Arc<Session>> {
+        let mut entry = self.by_bare.entry(session.jid.to_bare()).or_default();
+        let old = entry
+            .iter()
+            .position(|s| s.jid == session.jid)
+            .map(|i| entry.remove(i));
+        entry.push(session);
+        old
+    }
+
+    /// Removes a session, if it is still the registered one for its JID.
+    pub fn unregister(&self, session: &Session) -> bool {
+        let bare = session.jid.to_bare();
+        let mut removed = false;
+        if let Some(mut list) = self.by_bare.get_mut(&bare) {
+            let before = list.len();
+            list.retain(|s| s.conn_id != session.conn_id);
+            removed = list.len() != before;
+        }
+        self.by_bare.remove_if(&bare, |_, list| list.is_empty());
+        removed
+    }
+
+    /// The session bound to `jid`.
+    pub fn get(&self, jid: &FullJid) -> Option<Arc<Session>> {
+        self.by_bare
+            .get(&jid.to_bare())
+            .and_then(|list| list.iter().find(|s| s.jid == *jid).cloned())
+    }
+
+    /// All sessions of an account.
+    pub fn resources(&self, bare: &BareJid) -> Vec<Arc<Session>> {
+        self.by_bare
+            .get(bare)
+            .map(|list| list.clone())
+            .unwrap_or_default()
+    }
+
+    /// Whether the account has any session.
+    pub fn is_online(&self, bare: &BareJid) -> bool {
+        self.by_bare.contains_key(bare)
+    }
+
+    /// Every session, optionally only those of `domain`, sorted by JID.
+    pub fn list(&self, domain: Option<&str>) -> Vec<Arc<Session>> {
+        let mut all: Vec<Arc<Session>> = self
+            .by_bare
+            .iter()
+            .filter(|e| domain.is_none_or(|d| e.key().domain().as_str() == d))
+            .flat_map(|e| e.value().clone())
+            .collect();
+        all.sort_by(|a, b| a.jid.as_str().cmp(b.jid.as_str()));
+        all
+    }
+
+    /// The number of sessions, optionally only of `domain`.
+    pub fn count(&self, domain: Option<&str>) -> usize {
+        self.by_bare
+            .iter()
+            .filter(|e| domain.is_none_or(|d| e.key().domain().as_str() == d))
+            .map(|e| e.value().len())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(jid: &str, conn_id: u64, queue: usize) -> (Arc<Session>, mpsc::Receiver<Outbound>) {
+        Session::new(
+            FullJid::new(jid).unwrap(),
+            conn_id,
+            Transport::StartTls,
+            "127.0.0.1:1".parse().unwrap(),
+            queue,
+        )
+    }
+
+    #[test]
+    fn same_full_jid_replaces_the_old_session() {
+        let sm = SessionManager::default();
+        let (a, _ra) = session("u@localhost/r", 1, 4);
+        let (b, _rb) = session("u@localhost/r", 2, 4);
+        let (c, _rc) = session("u@localhost/other", 3, 4);
+        assert!(sm.register(a.clone()).is_none());
+        assert!(sm.register(c).is_none());
+        let replaced = sm.register(b).unwrap();
+        assert_eq!(replaced.conn_id, 1);
+        assert_eq!(sm.count(None), 2);
+        // The replaced session's own cleanup must not remove its successor.
+        assert!(!sm.unregister(&a));
+        assert_eq!(
+            sm.get(&FullJid::new("u@localhost/r").unwrap()).unwrap().conn_id,
+            2
+        );
+    }
+
+    #[test]
+    fn lists_and_counts_by_domain() {
+        let sm = SessionManager::default();
+        let keep: Vec<_> = [("a@one/x", 1), ("b@two/x", 2), ("a@one/y", 3)]
+            .into_iter()
+            .map(|(j, id)| {
+                let (s, rx) = session(j, id, 4);
+                sm.register(s);
+                rx
+            })
+            .collect();
+        assert_eq!(sm.count(Some("one")), 2);
+        assert_eq!(sm.count(None), 3);
+        let listed: Vec<String> = sm.list(Some("one")).iter().map(|s| s.jid.to_string()).collect();
+        assert_eq!(listed, ["a@one/x", "a@one/y"]);
+        assert_eq!(sm.resources(&BareJid::new("a@one").unwrap()).len(), 2);
+        drop(keep);
+    }
+
+    #[tokio::test]
+    async fn full_queue_closes_the_session() {
+        let (s, mut rx) = session("u@localhost/r", 1, 2);
+        assert!(s.deliver(Bytes::from_static(b"<a/>")));
+        assert!(s.deliver(Bytes::from_static(b"<b/>")));
+        assert!(!s.deliver(Bytes::from_static(b"<c/>")));
+        let reason = s.closed().await;
+        assert_eq!(reason.condition, StreamCondition::ResourceConstraint);
+        assert!(matches!(rx.recv().await, Some(Outbound::Stanza(b)) if b.as_ref() == b"<a/>"));
+    }
+
+    #[test]
+    fn session_entry_stays_small() {
+        assert!(std::mem::size_of::<Session>() <= 512, "{}", std::mem::size_of::<Session>());
+    }
+}

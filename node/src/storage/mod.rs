@@ -1,0 +1,135 @@
+//! Persistent data of a node: accounts and rosters, behind the [`Storage`] trait.
+//!
+//! Modules only see `Arc<dyn Storage>` ([`SharedStorage`]); the embedded default is
+//! [`RedbStorage`] (one redb file per node). A PostgreSQL backend can be added later as another
+//! implementation of the trait without touching the callers.
+//!
+//! # Layout
+//!
+//! - `types.rs`: the stored records ([`UserRecord`], [`ScramRecord`], [`Roster`], ...).
+//! - `codec.rs`: value encoding, one format version byte then the postcard body, shared by
+//!   backends so every stored value can evolve.
+//! - `error.rs`: [`Error`] and [`Result`].
+//! - `redb.rs`: [`RedbStorage`], the redb backend.
+//!
+//! # Keys and tables
+//!
+//! Account keys are not the `user@domain` string but `"<domain>\0<localpart>"`
+//! ([`user_key`]): all accounts of one domain are then one contiguous key range
+//! (`"<domain>\0"` up to `"<domain>\u{1}"`), so listing a domain is a range scan, sorted by
+//! localpart. A domain never contains NUL (it is not allowed in JIDs), so the split is exact.
+//!
+//! | Table | Key | Value |
+//! |---|---|---|
+//! | `jid_user` | `user_key(bare JID)` | version byte + postcard [`UserRecord`] |
+//! | `jid_roster` | `user_key(bare JID)` | version byte + postcard [`Roster`] |
+//! | `domain_usercount` | domain | `u64` number of accounts, kept in the same transaction as `jid_user` |
+
+mod codec;
+mod error;
+mod redb;
+mod types;
+
+use std::sync::Arc;
+
+use jid::BareJid;
+
+pub use self::error::{Error, Result};
+pub use self::redb::RedbStorage;
+pub use self::types::{Roster, RosterItem, ScramRecord, Subscription, UserRecord};
+
+/// A storage backend shared by every module of a node.
+pub type SharedStorage = Arc<dyn Storage>;
+
+/// Accounts and rosters. Every method is one transaction; implementations never block the async
+/// caller (blocking backends run their work on tokio's blocking pool).
+#[async_trait::async_trait]
+pub trait Storage: Send + Sync + 'static {
+    /// Creates an account; [`Error::UserExists`] if it exists, [`Error::NoLocalpart`] if `user`
+    /// is a bare domain.
+    async fn create_user(&self, user: &BareJid, record: UserRecord) -> Result<()>;
+
+    /// The account record, or `None` if there is no such account.
+    async fn get_user(&self, user: &BareJid) -> Result<Option<UserRecord>>;
+
+    /// Replaces the credentials of an existing account; [`Error::UserNotFound`] if it does not
+    /// exist.
+    async fn set_user_credentials(&self, user: &BareJid, record: UserRecord) -> Result<()>;
+
+    /// Deletes an account together with its roster; `false` if there was no such account.
+    async fn remove_user(&self, user: &BareJid) -> Result<bool>;
+
+    /// The accounts of `domain` (normalized, as in [`BareJid::domain`]), sorted by localpart.
+    async fn list_users(&self, domain: &str) -> Result<Vec<BareJid>>;
+
+    /// The number of accounts of `domain`.
+    async fn count_users(&self, domain: &str) -> Result<u64>;
+
+    /// The roster of `user`; an empty roster (version 0) if none is stored.
+    async fn get_roster(&self, user: &BareJid) -> Result<Roster>;
+
+    /// Reads the roster of `user` (empty if none), runs `f` on it and stores the result, all in
+    /// one transaction, so concurrent calls never lose an update. Returns the roster as stored.
+    /// [`Error::UserNotFound`] if `user` has no account, so a roster can never outlive, or
+    /// predate, its account. `f` must not block: it runs while the write transaction is held.
+    async fn modify_roster(
+        &self,
+        user: &BareJid,
+        f: &mut (dyn for<'r> FnMut(&'r mut Roster) + Send),
+    ) -> Result<Roster>;
+}
+
+/// The storage key of an account or roster: `"<domain>\0<localpart>"` (see the module docs).
+pub(crate) fn user_key(user: &BareJid) -> String {
+    let domain = user.domain().as_str();
+    let node = user.node().map_or("", |node| node.as_str());
+    let mut key = String::with_capacity(domain.len() + 1 + node.len());
+    key.push_str(domain);
+    key.push('\0');
+    key.push_str(node);
+    key
+}
+
+/// The half-open key range `[start, end)` holding every account of `domain`.
+pub(crate) fn domain_range(domain: &str) -> (String, String) {
+    (format!("{domain}\0"), format!("{domain}\u{1}"))
+}
+
+/// Turns a key made by [`user_key`] back into the account's bare JID; `None` if malformed.
+pub(crate) fn jid_from_key(key: &str) -> Option<BareJid> {
+    let (domain, node) = key.split_once('\0')?;
+    if node.is_empty() {
+        return BareJid::new(domain).ok();
+    }
+    BareJid::new(&format!("{node}@{domain}")).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_key_round_trips() {
+        let jid = BareJid::new("Juliet@Capulet.example").unwrap();
+        let key = user_key(&jid);
+        assert_eq!(key, format!("{}\0{}", jid.domain(), jid.node().unwrap()));
+        assert_eq!(jid_from_key(&key), Some(jid));
+    }
+
+    #[test]
+    fn domain_range_holds_only_that_domain() {
+        let (start, end) = domain_range("a.example");
+        let inside = user_key(&BareJid::new("zed@a.example").unwrap());
+        let longer = user_key(&BareJid::new("amy@a.example.org").unwrap());
+        let sub = user_key(&BareJid::new("amy@a.exampl").unwrap());
+        assert!(start.as_str() <= inside.as_str() && inside.as_str() < end.as_str());
+        assert!(!(start.as_str() <= longer.as_str() && longer.as_str() < end.as_str()));
+        assert!(!(start.as_str() <= sub.as_str() && sub.as_str() < end.as_str()));
+    }
+
+    #[test]
+    fn malformed_key_is_rejected() {
+        assert_eq!(jid_from_key("no-separator"), None);
+        assert_eq!(jid_from_key("example.com\0bad@part"), None);
+    }
+}

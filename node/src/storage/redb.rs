@@ -1,0 +1,753 @@
+//! [`RedbStorage`]: the embedded redb backend of [`Storage`](super::Storage).
+//!
+//! redb is synchronous, so every transaction runs on tokio's blocking pool through
+//! [`RedbStorage::blocking`]; the database handle is shared there by `Arc`.
+//!
+//! Writes: redb allows one write transaction at a time, which is what makes
+//! [`modify_roster`](super::Storage::modify_roster) lose no concurrent update. Writers first take
+//! an async lock (`write_lock`) and only then a blocking thread, so waiting writers never pile up
+//! on the blocking pool. This matters for `modify_roster`, whose transaction is opened on the pool,
+//! comes back to the async caller to run its closure, and needs a pool thread again to commit: if
+//! waiting writers could fill the pool, that commit would never get a thread.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use jid::BareJid;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+
+use super::codec;
+use super::error::{Error, Result};
+use super::types::{Roster, UserRecord};
+use super::{Storage, domain_range, jid_from_key, user_key};
+
+/// Accounts: `user_key` -> versioned [`UserRecord`].
+const JID_USER: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("jid_user");
+/// Rosters: `user_key` -> versioned [`Roster`].
+const JID_ROSTER: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("jid_roster");
+/// Account count per domain, updated with `jid_user` in the same transaction.
+const DOMAIN_USERCOUNT: TableDefinition<'_, &str, u64> = TableDefinition::new("domain_usercount");
+
+/// Table names as they appear in errors.
+const JID_USER_NAME: &str = "jid_user";
+const JID_ROSTER_NAME: &str = "jid_roster";
+
+/// Maps a redb error to [`Error::Backend`] naming the operation.
+trait OrBackend<T> {
+    fn or_backend(self, op: &'static str) -> Result<T>;
+}
+
+impl<T, E: Into<redb::Error>> OrBackend<T> for Result<T, E> {
+    fn or_backend(self, op: &'static str) -> Result<T> {
+        self.map_err(|source| Error::Backend {
+            op,
+            source: source.into(),
+        })
+    }
+}
+
+/// The redb storage backend: one database file holding every table of the node.
+#[derive(Clone)]
+pub struct RedbStorage {
+    db: Arc<Database>,
+    /// Held by every write from before its transaction starts until after it ends.
+    write_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl std::fmt::Debug for RedbStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbStorage").finish_non_exhaustive()
+    }
+}
+
+impl RedbStorage {
+    /// Opens the database at `path`, creating its parent directory, the file and the tables if
+    /// they do not exist. Synchronous: call it at startup or from a blocking context.
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| Error::CreateDir {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        let db = Database::create(path).or_backend("open")?;
+        write(&db, |txn| {
+            txn.open_table(JID_USER).or_backend("open_table")?;
+            txn.open_table(JID_ROSTER).or_backend("open_table")?;
+            txn.open_table(DOMAIN_USERCOUNT).or_backend("open_table")?;
+            Ok(())
+        })?;
+        tracing::debug!(path = %path.display(), "redb storage opened");
+        Ok(Self {
+            db: Arc::new(db),
+            write_lock: Arc::new(tokio::sync::Mutex::new(())),
+        })
+    }
+
+    /// Runs `f` with the database on tokio's blocking pool.
+    async fn blocking<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> Result<T> + Send + 'static,
+    {
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(|source| Error::TaskFailed { source })?
+    }
+
+    /// Runs `f` in one write transaction on the blocking pool, under the write lock.
+    async fn blocking_write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Result<T> + Send + 'static,
+    {
+        let _writing = self.write_lock.lock().await;
+        self.blocking(move |db| write(db, f)).await
+    }
+}
+
+/// Runs `f` in one write transaction: commits if it returns `Ok`, aborts otherwise.
+fn write<T>(db: &Database, f: impl FnOnce(&WriteTransaction) -> Result<T>) -> Result<T> {
+    let txn = db.begin_write().or_backend("begin_write")?;
+    finish(txn, f)
+}
+
+/// Runs `f` in the open transaction `txn`, then commits it if `f` succeeded or aborts it.
+fn finish<T>(txn: WriteTransaction, f: impl FnOnce(&WriteTransaction) -> Result<T>) -> Result<T> {
+    match f(&txn) {
+        Ok(value) => {
+            txn.commit().or_backend("commit")?;
+            Ok(value)
+        }
+        Err(err) => {
+            abort(txn);
+            Err(err)
+        }
+    }
+}
+
+/// Aborts `txn`; a failing abort is only logged since the caller already reports an error.
+fn abort(txn: WriteTransaction) {
+    if let Err(error) = txn.abort() {
+        tracing::warn!(%error, "redb abort failed after a failed transaction");
+    }
+}
+
+/// Whether the account stored under `key` exists, inside a write transaction.
+fn user_exists(txn: &WriteTransaction, key: &str) -> Result<bool> {
+    let users = txn.open_table(JID_USER).or_backend("open_table")?;
+    Ok(users.get(key).or_backend("get")?.is_some())
+}
+
+/// The roster stored under `key` in `table`, or the empty roster.
+fn read_roster(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Roster> {
+    match table.get(key).or_backend("get")? {
+        Some(bytes) => codec::decode(JID_ROSTER_NAME, key, bytes.value()),
+        None => Ok(Roster::default()),
+    }
+}
+
+#[async_trait::async_trait]
+impl Storage for RedbStorage {
+    async fn create_user(&self, user: &BareJid, record: UserRecord) -> Result<()> {
+        if user.node().is_none() {
+            return Err(Error::NoLocalpart {
+                jid: user.to_string(),
+            });
+        }
+        let key = user_key(user);
+        let domain = user.domain().as_str().to_owned();
+        let value = codec::encode(JID_USER_NAME, &record)?;
+        let jid = user.to_string();
+        self.blocking_write(move |txn| {
+            let mut users = txn.open_table(JID_USER).or_backend("open_table")?;
+            if users.get(key.as_str()).or_backend("get")?.is_some() {
+                return Err(Error::UserExists { jid });
+            }
+            users
+                .insert(key.as_str(), value.as_slice())
+                .or_backend("insert")?;
+            let mut counts = txn.open_table(DOMAIN_USERCOUNT).or_backend("open_table")?;
+            let count = counts
+                .get(domain.as_str())
+                .or_backend("get")?
+                .map_or(0, |count| count.value());
+            counts
+                .insert(domain.as_str(), count.saturating_add(1))
+                .or_backend("insert")?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_user(&self, user: &BareJid) -> Result<Option<UserRecord>> {
+        let key = user_key(user);
+        self.blocking(move |db| {
+            let txn = db.begin_read().or_backend("begin_read")?;
+            let users = txn.open_table(JID_USER).or_backend("open_table")?;
+            let Some(bytes) = users.get(key.as_str()).or_backend("get")? else {
+                return Ok(None);
+            };
+            codec::decode(JID_USER_NAME, &key, bytes.value()).map(Some)
+        })
+        .await
+    }
+
+    async fn set_user_credentials(&self, user: &BareJid, record: UserRecord) -> Result<()> {
+        let key = user_key(user);
+        let value = codec::encode(JID_USER_NAME, &record)?;
+        let jid = user.to_string();
+        self.blocking_write(move |txn| {
+            let mut users = txn.open_table(JID_USER).or_backend("open_table")?;
+            if users.get(key.as_str()).or_backend("get")?.is_none() {
+                return Err(Error::UserNotFound { jid });
+            }
+            users
+                .insert(key.as_str(), value.as_slice())
+                .or_backend("insert")?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn remove_user(&self, user: &BareJid) -> Result<bool> {
+        let key = user_key(user);
+        let domain = user.domain().as_str().to_owned();
+        self.blocking_write(move |txn| {
+            let mut users = txn.open_table(JID_USER).or_backend("open_table")?;
+            if users.remove(key.as_str()).or_backend("remove")?.is_none() {
+                return Ok(false);
+            }
+            let mut rosters = txn.open_table(JID_ROSTER).or_backend("open_table")?;
+            rosters.remove(key.as_str()).or_backend("remove")?;
+            let mut counts = txn.open_table(DOMAIN_USERCOUNT).or_backend("open_table")?;
+            let count = counts
+                .get(domain.as_str())
+                .or_backend("get")?
+                .map_or(0, |count| count.value());
+            if count <= 1 {
+                counts.remove(domain.as_str()).or_backend("remove")?;
+            } else {
+                counts
+                    .insert(domain.as_str(), count - 1)
+                    .or_backend("insert")?;
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn list_users(&self, domain: &str) -> Result<Vec<BareJid>> {
+        let (start, end) = domain_range(domain);
+        self.blocking(move |db| {
+            let txn = db.begin_read().or_backend("begin_read")?;
+            let users = txn.open_table(JID_USER).or_backend("open_table")?;
+            let mut out = Vec::new();
+            for entry in users
+                .range::<&str>(start.as_str()..end.as_str())
+                .or_backend("range")?
+            {
+                let (key, _) = entry.or_backend("range")?;
+                let key = key.value();
+                let jid = jid_from_key(key).ok_or_else(|| Error::BadKey {
+                    table: JID_USER_NAME,
+                    key: key.escape_debug().to_string(),
+                })?;
+                out.push(jid);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn count_users(&self, domain: &str) -> Result<u64> {
+        let domain = domain.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read().or_backend("begin_read")?;
+            let counts = txn.open_table(DOMAIN_USERCOUNT).or_backend("open_table")?;
+            Ok(counts
+                .get(domain.as_str())
+                .or_backend("get")?
+                .map_or(0, |count| count.value()))
+        })
+        .await
+    }
+
+    async fn get_roster(&self, user: &BareJid) -> Result<Roster> {
+        let key = user_key(user);
+        self.blocking(move |db| {
+            let txn = db.begin_read().or_backend("begin_read")?;
+            let rosters = txn.open_table(JID_ROSTER).or_backend("open_table")?;
+            read_roster(&rosters, &key)
+        })
+        .await
+    }
+
+    async fn modify_roster(
+        &self,
+        user: &BareJid,
+        f: &mut (dyn for<'r> FnMut(&'r mut Roster) + Send),
+    ) -> Result<Roster> {
+        // `f` borrows from the caller, so it cannot move to the blocking pool: the transaction
+        // is opened there, comes back here for `f` (synchronous, no await while it runs), and
+        // goes back to the pool to be committed. Other writers wait on `write_lock` meanwhile.
+        let _writing = self.write_lock.lock().await;
+        let key = user_key(user);
+        let jid = user.to_string();
+        let (txn, key, mut roster) = self
+            .blocking(move |db| {
+                let txn = db.begin_write().or_backend("begin_write")?;
+                let loaded = user_exists(&txn, &key).and_then(|exists| {
+                    if !exists {
+                        return Err(Error::UserNotFound { jid });
+                    }
+                    let rosters = txn.open_table(JID_ROSTER).or_backend("open_table")?;
+                    read_roster(&rosters, &key)
+                });
+                match loaded {
+                    Ok(roster) => Ok((txn, key, roster)),
+                    Err(err) => {
+                        abort(txn);
+                        Err(err)
+                    }
+                }
+            })
+            .await?;
+        f(&mut roster);
+        let value = codec::encode(JID_ROSTER_NAME, &roster);
+        self.blocking(move |_| {
+            finish(txn, |txn| {
+                let value = value?;
+                let mut rosters = txn.open_table(JID_ROSTER).or_backend("open_table")?;
+                rosters
+                    .insert(key.as_str(), value.as_slice())
+                    .or_backend("insert")?;
+                Ok(())
+            })
+        })
+        .await?;
+        Ok(roster)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::types::{RosterItem, ScramRecord, Subscription};
+    use std::path::PathBuf;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> Self {
+            static NEXT: AtomicU32 = AtomicU32::new(0);
+            let path = std::env::temp_dir().join(format!(
+                "tern-storage-{tag}-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ));
+            let _ = std::fs::remove_dir_all(&path);
+            Self(path)
+        }
+
+        fn db_path(&self) -> PathBuf {
+            // A nested path also checks that `open` creates parent directories.
+            self.0.join("data").join("tern.redb")
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn jid(s: &str) -> BareJid {
+        BareJid::new(s).unwrap()
+    }
+
+    fn scram(seed: u8) -> ScramRecord {
+        ScramRecord {
+            salt: vec![seed; 16],
+            iterations: 4096,
+            stored_key: vec![seed.wrapping_add(1); 32],
+            server_key: vec![seed.wrapping_add(2); 32],
+        }
+    }
+
+    fn record(seed: u8) -> UserRecord {
+        UserRecord {
+            sha1: scram(seed),
+            sha256: scram(seed.wrapping_add(10)),
+            created_unix: 1_700_000_000 + u64::from(seed),
+        }
+    }
+
+    fn item(jid: &str, subscription: Subscription) -> RosterItem {
+        RosterItem {
+            name: Some("Nick".to_owned()),
+            groups: vec!["Friends".to_owned(), "Work".to_owned()],
+            subscription,
+            ask: true,
+            ..RosterItem::new(jid)
+        }
+    }
+
+    #[tokio::test]
+    async fn create_then_get_returns_record() {
+        let dir = TempDir::new("create");
+        let store = RedbStorage::open(&dir.db_path()).unwrap();
+        let alice = jid("alice@a.example");
+        assert_eq!(store.get_user(&alice).await.unwrap(), None);
+        store.create_user(&alice, record(1)).await.unwrap();
+        assert_eq!(store.get_user(&alice).await.unwrap(), Some(record(1)));
+    }
+
+    #[tokio::test]
+    async fn creating_existing_user_fails_and_keeps_record() {
+        let dir = TempDir::new("exists");
+        let store = RedbStorage::open(&dir.db_path()).unwrap();
+        let alice = jid("alice@a.example");
+        store.create_user(&alice, record(1)).await.unwrap();
+        let err = store.create_user(&alice, record(2)).await.unwrap_err();
+        assert!(
+            matches!(err, Error::UserExists { ref jid } if jid == "alice@a.example"),
+            "{err:?}"
+        );
+        assert_eq!(store.get_user(&alice).await.unwrap(), Some(record(1)));
+        assert_eq!(store.count_users("a.example").await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn domain_cannot_be_a_user() {
+        let dir = TempDir::new("domain-user");
+        let store = RedbStorage::open(&dir.db_path()).unwrap();
+        let err = store
+            .create_user(&jid("a.example"), record(1))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::NoLocalpart { .. }), "{err:?}");
+        assert_eq!(store.count_users("a.example").await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn list_and_count_are_per_domain_and_sorted() {
+        let dir = TempDir::new("list");
+        let store = RedbStorage::open(&dir.db_path()).unwrap();
+        for name in ["carol@a.example", "alice@a.example", "bob@a.example"] {
+            store.create_user(&jid(name), record(1)).await.unwrap();
+        }
+        for name in ["zed@b.example", "amy@b.example"] {
+            store.create_user(&jid(name), record(2)).await.unwrap();
+        }
+        // A domain that extends another one's name must not leak into it.
+        store
+            .create_user(&jid("dan@a.example.org"), record(3))
+            .await
+            .unwrap();
+
+        assert_eq!(
+            store.list_users("a.example").await.unwrap(),
+            vec![
+                jid("alice@a.example"),
+                jid("bob@a.example"),
+                jid("carol@a.example")
+            ]
+        );
+        assert_eq!(
+            store.list_users("b.example").await.unwrap(),
+            vec![jid("amy@b.example"), jid("zed@b.example")]
+        );
+        assert_eq!(store.count_users("a.example").await.unwrap(), 3);
+        assert_eq!(store.count_users("b.example").await.unwrap(), 2);
+        assert_eq!(store.count_users("a.example.org").await.unwrap(), 1);
+        assert_eq!(store.count_users("c.example").await.unwrap(), 0);
+        assert!(store.list_users("c.example").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn remove_user_updates_list_and_count() {
+        let dir = TempDir::new("remove");
+        let store = RedbStorage::open(&dir.db_path()).unwrap();
+        let alice = jid("alice@a.example");
+        let bob = jid("bob@a.example");
+        store.create_user(&alice, record(1)).await.unwrap();
+        store.create_user(&bob, record(2)).await.unwrap();
+
+        assert!(store.remove_user(&alice).await.unwrap());
+        assert!(!store.remove_user(&alice).await.unwrap());
+        assert_eq!(store.get_user(&alice).await.unwrap(), None);
+        assert_eq!(
+            store.list_users("a.example").await.unwrap(),
+            vec![bob.clone()]
+        );
+        assert_eq!(store.count_users("a.example").await.unwrap(), 1);
+
+        assert!(store.remove_user(&bob).await.unwrap());
+        assert_eq!(store.count_users("a.example").await.unwrap(), 0);
+        // The account can be created again after removal.
+        store.create_user(&alice, record(3)).await.unwrap();
+        assert_eq!(store.get_user(&alice).await.unwrap(), Some(record(3)));
+    }
+
+    #[tokio::test]
+    async fn credentials_change_replaces_record() {
+        let dir = TempDir::new("credentials");
+        let store = RedbStorage::open(&dir.db_path()).unwrap();
+        let alice = jid("alice@a.example");
+        let err = store
+            .set_user_credentials(&alice, record(5))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::UserNotFound { .. }), "{err:?}");
+        assert_eq!(store.get_user(&alice).await.unwrap(), None);
+
+        store.create_user(&alice, record(1)).await.unwrap();
+        store.set_user_credentials(&alice, record(5)).await.unwrap();
+        assert_eq!(store.get_user(&alice).await.unwrap(), Some(record(5)));
+        assert_eq!(store.count_users("a.example").await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn roster_modify_round_trip() {
+        let dir = TempDir::new("roster");
+        let store = RedbStorage::open(&dir.db_path()).unwrap();
+        let alice = jid("alice@a.example");
+        store.create_user(&alice, record(1)).await.unwrap();
+        assert_eq!(store.get_roster(&alice).await.unwrap(), Roster::default());
+
+        let stored = store
+            .modify_roster(&alice, &mut |roster| {
+                roster.version += 1;
+                let contact = item("bob@b.example", Subscription::To);
+                roster.items.insert(contact.jid.clone(), contact);
+                roster.pending_in.insert(
+                    "eve@c.example".to_owned(),
+                    "<presence type='subscribe' from='eve@c.example'/>".to_owned(),
+                );
+            })
+            .await
+            .unwrap();
+        assert_eq!(stored.version, 1);
+        assert_eq!(store.get_roster(&alice).await.unwrap(), stored);
+
+        let stored = store
+            .modify_roster(&alice, &mut |roster| {
+                roster.version += 1;
+                roster.pending_in.clear();
+                if let Some(contact) = roster.items.get_mut("bob@b.example") {
+                    contact.subscription = Subscription::Both;
+                    contact.ask = false;
+                }
+            })
+            .await
+            .unwrap();
+        let read = store.get_roster(&alice).await.unwrap();
+        assert_eq!(read, stored);
+        assert_eq!(read.version, 2);
+        assert!(read.pending_in.is_empty());
+        let contact = &read.items["bob@b.example"];
+        assert_eq!(contact.subscription, Subscription::Both);
+        assert_eq!(
+            contact.groups,
+            vec!["Friends".to_owned(), "Work".to_owned()]
+        );
+        assert!(!contact.ask);
+    }
+
+    #[tokio::test]
+    async fn roster_of_unknown_user_is_not_written() {
+        let dir = TempDir::new("roster-unknown");
+        let store = RedbStorage::open(&dir.db_path()).unwrap();
+        let ghost = jid("ghost@a.example");
+        let mut called = false;
+        let err = store
+            .modify_roster(&ghost, &mut |roster| {
+                called = true;
+                roster.version = 9;
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::UserNotFound { .. }), "{err:?}");
+        assert!(!called);
+        assert_eq!(store.get_roster(&ghost).await.unwrap(), Roster::default());
+    }
+
+    #[tokio::test]
+    async fn data_persists_across_reopen() {
+        let dir = TempDir::new("reopen");
+        let alice = jid("alice@a.example");
+        {
+            let store = RedbStorage::open(&dir.db_path()).unwrap();
+            store.create_user(&alice, record(1)).await.unwrap();
+            store
+                .modify_roster(&alice, &mut |roster| {
+                    roster.version = 41;
+                    let contact = item("bob@b.example", Subscription::From);
+                    roster.items.insert(contact.jid.clone(), contact);
+                })
+                .await
+                .unwrap();
+        }
+        let store = RedbStorage::open(&dir.db_path()).unwrap();
+        assert_eq!(store.get_user(&alice).await.unwrap(), Some(record(1)));
+        assert_eq!(store.count_users("a.example").await.unwrap(), 1);
+        let roster = store.get_roster(&alice).await.unwrap();
+        assert_eq!(roster.version, 41);
+        assert_eq!(
+            roster.items["bob@b.example"].subscription,
+            Subscription::From
+        );
+    }
+
+    #[tokio::test]
+    async fn remove_user_deletes_roster() {
+        let dir = TempDir::new("remove-roster");
+        let store = RedbStorage::open(&dir.db_path()).unwrap();
+        let alice = jid("alice@a.example");
+        store.create_user(&alice, record(1)).await.unwrap();
+        store
+            .modify_roster(&alice, &mut |roster| {
+                roster.version = 3;
+                let contact = item("bob@b.example", Subscription::Both);
+                roster.items.insert(contact.jid.clone(), contact);
+            })
+            .await
+            .unwrap();
+        assert!(store.remove_user(&alice).await.unwrap());
+        assert_eq!(store.get_roster(&alice).await.unwrap(), Roster::default());
+        // A new account under the same name starts with an empty roster.
+        store.create_user(&alice, record(2)).await.unwrap();
+        assert_eq!(store.get_roster(&alice).await.unwrap(), Roster::default());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_roster_modifications_lose_no_update() {
+        let dir = TempDir::new("concurrent");
+        let store: Arc<dyn Storage> = Arc::new(RedbStorage::open(&dir.db_path()).unwrap());
+        let alice = jid("alice@a.example");
+        store.create_user(&alice, record(1)).await.unwrap();
+
+        let mut tasks = Vec::new();
+        for n in 0..50u32 {
+            let store = Arc::clone(&store);
+            let alice = alice.clone();
+            tasks.push(tokio::spawn(async move {
+                store
+                    .modify_roster(&alice, &mut |roster| {
+                        roster.version += 1;
+                        let contact = format!("c{n}@b.example");
+                        roster
+                            .items
+                            .insert(contact.clone(), RosterItem::new(contact));
+                    })
+                    .await
+                    .unwrap()
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let roster = store.get_roster(&alice).await.unwrap();
+        assert_eq!(roster.version, 50);
+        assert_eq!(roster.items.len(), 50);
+    }
+
+    #[test]
+    fn writers_cannot_starve_a_roster_commit_of_blocking_threads() {
+        // With two blocking threads, writers parked in `begin_write` on the pool would leave no
+        // thread for the commit of a `modify_roster` holding the transaction.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = TempDir::new("starve");
+        let store = RedbStorage::open(&dir.db_path()).unwrap();
+        runtime.block_on(async move {
+            let alice = jid("alice@a.example");
+            store.create_user(&alice, record(1)).await.unwrap();
+            let mut tasks = tokio::task::JoinSet::new();
+            for n in 0..20u8 {
+                let store = store.clone();
+                let alice = alice.clone();
+                tasks.spawn(async move {
+                    store
+                        .create_user(&jid(&format!("u{n}@a.example")), record(n))
+                        .await
+                        .unwrap();
+                    store
+                        .modify_roster(&alice, &mut |roster| roster.version += 1)
+                        .await
+                        .unwrap();
+                });
+            }
+            let all = async {
+                while let Some(done) = tasks.join_next().await {
+                    done.unwrap();
+                }
+            };
+            tokio::time::timeout(std::time::Duration::from_secs(60), all)
+                .await
+                .expect("writers deadlocked");
+            assert_eq!(store.get_roster(&alice).await.unwrap().version, 20);
+            assert_eq!(store.count_users("a.example").await.unwrap(), 21);
+        });
+    }
+
+    #[tokio::test]
+    async fn corrupt_value_is_an_error() {
+        let dir = TempDir::new("corrupt");
+        let store = RedbStorage::open(&dir.db_path()).unwrap();
+        let alice = jid("alice@a.example");
+        store.create_user(&alice, record(1)).await.unwrap();
+        let key = user_key(&alice);
+        write(&store.db, |txn| {
+            let mut users = txn.open_table(JID_USER).or_backend("open_table")?;
+            users
+                .insert(key.as_str(), [codec::FORMAT_V1, 0xff, 0xff].as_slice())
+                .or_backend("insert")?;
+            let mut rosters = txn.open_table(JID_ROSTER).or_backend("open_table")?;
+            rosters
+                .insert(key.as_str(), [77u8, 1, 2].as_slice())
+                .or_backend("insert")?;
+            Ok(())
+        })
+        .unwrap();
+        let err = store.get_user(&alice).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Decode {
+                    table: "jid_user",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let err = store.get_roster(&alice).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::UnknownFormat {
+                    table: "jid_roster",
+                    version: 77,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let err = store
+            .modify_roster(&alice, &mut |roster| roster.version += 1)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::UnknownFormat { .. }), "{err:?}");
+    }
+}

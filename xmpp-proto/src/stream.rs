@@ -1,0 +1,869 @@
+//! The server side of an RFC 6120 client stream, as a sans-IO state machine.
+//!
+//! [`ServerStream`] takes bytes ([`ServerStream::handle_input`]), local intent
+//! ([`ServerStream::handle_command`]) and the passing of time ([`ServerStream::handle_timeout`]),
+//! and yields bytes to write ([`ServerStream::poll_transmit`]), events for its owner
+//! ([`ServerStream::poll_event`]) and its next deadline ([`ServerStream::poll_timeout`]). It runs
+//! the negotiation phases of RFC 6120 — header, STARTTLS, SASL, resource binding — and then hands
+//! every client stanza out with `from` stamped to the bound full JID (§8.1.2.1), so a spoofed
+//! `from` never gets through.
+//!
+//! What needs the outside world is an event: the TLS handshake ([`Event::StartTls`]), the stored
+//! credentials ([`Event::CredentialsNeeded`]), the session registry ([`Event::BindRequested`]).
+//! Timers are deadlines: the handshake timeout, the delayed SASL failure, XEP-0199 idle pings.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::{Bytes, BytesMut};
+
+use crate::element::{Element, escape};
+use crate::error::{StanzaCondition, StanzaError, StreamCondition, StreamError};
+use crate::framing::{Frame, Framer, FramingError, Limits};
+use crate::ns;
+use crate::sasl::{Mechanism, SaslFailure, SaslServer, SaslStep, StoredCredentials};
+use crate::stanza::{StartTag, Stanza};
+
+/// How a listener treats TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsPolicy {
+    /// STARTTLS offered and required before authentication.
+    Required,
+    /// STARTTLS offered; authentication allowed without it (PLAIN is then not offered).
+    Optional,
+    /// The transport is already TLS (direct TLS, XEP-0368); STARTTLS is not offered.
+    AlreadySecure,
+}
+
+/// The fixed settings of a stream.
+#[derive(Debug, Clone)]
+pub struct StreamConfig {
+    /// The domains served; a header `to` outside them gets `<host-unknown/>`.
+    pub domains: Vec<String>,
+    /// TLS handling of this listener.
+    pub tls: TlsPolicy,
+    /// Mechanisms offered, in order of preference.
+    pub mechanisms: Vec<Mechanism>,
+    /// Framing limits.
+    pub limits: Limits,
+    /// Whether XEP-0077 in-band registration is offered before authentication.
+    pub registration: bool,
+    /// Delay before a SASL `<failure/>` for bad credentials is sent.
+    pub failure_delay: Duration,
+    /// Failed authentication attempts allowed before the stream is closed.
+    pub max_auth_attempts: u32,
+    /// Time allowed from the start of the stream until a resource is bound.
+    pub handshake_timeout: Duration,
+    /// Send an XEP-0199 ping after this much silence from the client.
+    pub idle_ping: Option<Duration>,
+    /// Close the stream when a ping gets no answer in this time.
+    pub ping_timeout: Duration,
+    /// A secret the node keeps for its lifetime: SCRAM answers for unknown users derive their
+    /// fake salt from it, so they look stable, like a real account's.
+    pub decoy_secret: Vec<u8>,
+    /// The PBKDF2 iteration count new accounts get (announced for unknown users too).
+    pub scram_iterations: u32,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        Self {
+            domains: vec!["localhost".into()],
+            tls: TlsPolicy::Required,
+            mechanisms: vec![
+                Mechanism::ScramSha256Plus,
+                Mechanism::ScramSha256,
+                Mechanism::ScramSha1Plus,
+                Mechanism::ScramSha1,
+                Mechanism::Plain,
+            ],
+            limits: Limits::default(),
+            registration: false,
+            failure_delay: Duration::from_secs(1),
+            max_auth_attempts: 3,
+            handshake_timeout: Duration::from_secs(60),
+            idle_ping: Some(Duration::from_secs(300)),
+            ping_timeout: Duration::from_secs(30),
+            decoy_secret: Vec::new(),
+            scram_iterations: crate::sasl::DEFAULT_ITERATIONS,
+        }
+    }
+}
+
+/// Randomness for stream ids and SCRAM nonces, injected by the owner.
+pub trait Entropy: Send {
+    /// Fills `buf` with unpredictable bytes.
+    fn fill(&mut self, buf: &mut [u8]);
+}
+
+/// What the owner of a stream must act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// `<proceed/>` is queued: write it, run the TLS handshake on the transport, then send
+    /// [`Command::TlsEstablished`].
+    StartTls,
+    /// SASL needs the stored credentials of `username` on `domain`: answer with
+    /// [`Command::Credentials`].
+    CredentialsNeeded {
+        /// The localpart the client authenticates as, as sent.
+        username: String,
+        /// The stream's domain.
+        domain: String,
+    },
+    /// SASL succeeded.
+    Authenticated {
+        /// The authenticated localpart.
+        username: String,
+        /// The mechanism used.
+        mechanism: Mechanism,
+    },
+    /// A SASL attempt failed.
+    AuthFailed {
+        /// The mechanism tried.
+        mechanism: Mechanism,
+        /// The RFC 6120 failure condition.
+        condition: &'static str,
+    },
+    /// The client asked to bind a resource (`None`: the server picks one): answer with
+    /// [`Command::Bound`] or [`Command::BindFailed`].
+    BindRequested {
+        /// The requested resource.
+        resource: Option<String>,
+    },
+    /// An XEP-0077 registration IQ before authentication; answer with [`Command::Send`].
+    RegistrationIq(Element),
+    /// A stanza from the bound client, `from` already stamped.
+    Stanza(Stanza),
+    /// The stream is over: write what is queued, then close the transport.
+    Closed {
+        /// The stream error sent, if the close was not clean.
+        error: Option<StreamError>,
+    },
+}
+
+/// Local intent for a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// The TLS handshake finished; `channel_binding` is its RFC 9266 `tls-exporter` value.
+    TlsEstablished {
+        /// The channel binding data for SCRAM-PLUS.
+        channel_binding: Option<Vec<u8>>,
+    },
+    /// The credentials asked for by [`Event::CredentialsNeeded`] (`None`: no such user).
+    Credentials(Option<StoredCredentials>),
+    /// The resource is bound: the session's full JID.
+    Bound(String),
+    /// Binding failed with this condition.
+    BindFailed(StanzaCondition),
+    /// Write a stanza (already serialised) to the client.
+    Send(Bytes),
+    /// Close the stream, with a stream error or cleanly.
+    Close(Option<StreamError>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Before TLS (when offered) or authentication.
+    PreAuth,
+    /// Authenticated, not yet bound.
+    PostAuth,
+    /// Bound: stanzas flow.
+    Established,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waiting {
+    /// Not waiting for the owner.
+    Nothing,
+    /// For the TLS handshake.
+    Tls,
+    /// For credentials.
+    Credentials,
+    /// For a bind result, with the IQ id.
+    Bind,
+}
+
+/// The server side of one client stream.
+pub struct ServerStream {
+    config: Arc<StreamConfig>,
+    entropy: Box<dyn Entropy>,
+    framer: Framer,
+    phase: Phase,
+    header_seen: bool,
+    waiting: Waiting,
+    secure: bool,
+    channel_binding: Option<Vec<u8>>,
+    domain: Option<String>,
+    username: Option<String>,
+    jid: Option<String>,
+    sasl: Option<(Mechanism, Box<SaslServer>)>,
+    auth_failures: u32,
+    bind_id: String,
+    out: BytesMut,
+    events: VecDeque<Event>,
+    closed: bool,
+    handshake_deadline: Option<Instant>,
+    delayed_failure: Option<(Instant, String)>,
+    last_input: Instant,
+    ping: Option<(Instant, String)>,
+    ping_counter: u64,
+}
+
+impl std::fmt::Debug for ServerStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerStream")
+            .field("phase", &self.phase)
+            .field("waiting", &self.waiting)
+            .field("secure", &self.secure)
+            .field("jid", &self.jid)
+            .field("closed", &self.closed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerStream {
+    /// A stream that has just been accepted at `now`.
+    pub fn new(config: Arc<StreamConfig>, entropy: Box<dyn Entropy>, now: Instant) -> Self {
+        let secure = config.tls == TlsPolicy::AlreadySecure;
+        Self {
+            framer: Framer::new(config.limits),
+            handshake_deadline: Some(now + config.handshake_timeout),
+            config,
+            entropy,
+            phase: Phase::PreAuth,
+            header_seen: false,
+            waiting: Waiting::Nothing,
+            secure,
+            channel_binding: None,
+            domain: None,
+            username: None,
+            jid: None,
+            sasl: None,
+            auth_failures: 0,
+            bind_id: String::new(),
+            out: BytesMut::new(),
+            events: VecDeque::new(),
+            closed: false,
+            delayed_failure: None,
+            last_input: now,
+            ping: None,
+            ping_counter: 0,
+        }
+    }
+
+    /// For a direct-TLS stream: the channel binding of the TLS session, set before any input.
+    pub fn set_channel_binding(&mut self, channel_binding: Option<Vec<u8>>) {
+        self.channel_binding = channel_binding;
+    }
+
+    /// The bound full JID, once established.
+    pub fn jid(&self) -> Option<&str> {
+        self.jid.as_deref()
+    }
+
+    /// The authenticated username (localpart as sent), once SASL succeeded.
+    pub fn username(&self) -> Option<&str> {
+        self.username.as_deref()
+    }
+
+    /// The stream's domain (from the client's header).
+    pub fn domain(&self) -> Option<&str> {
+        self.domain.as_deref()
+    }
+
+    /// Whether the stream is closed.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Whether the transport is encrypted.
+    pub fn is_secure(&self) -> bool {
+        self.secure
+    }
+
+    /// Feeds bytes read from the transport.
+    pub fn handle_input(&mut self, now: Instant, bytes: &[u8]) {
+        if self.closed {
+            return;
+        }
+        self.last_input = now;
+        self.ping = None;
+        self.framer.push(bytes);
+        self.process_frames(now);
+    }
+
+    /// Local intent.
+    pub fn handle_command(&mut self, now: Instant, command: Command) {
+        if self.closed {
+            return;
+        }
+        match command {
+            Command::TlsEstablished { channel_binding } if self.waiting == Waiting::Tls => {
+                self.waiting = Waiting::Nothing;
+                self.secure = true;
+                self.channel_binding = channel_binding;
+                self.framer.reset();
+                self.header_seen = false;
+            }
+            Command::Credentials(creds) if self.waiting == Waiting::Credentials => {
+                self.waiting = Waiting::Nothing;
+                if let Some((mechanism, sasl)) = &mut self.sasl {
+                    let mechanism = *mechanism;
+                    let step = sasl.provide_credentials(creds.as_ref());
+                    self.sasl_step(now, mechanism, step);
+                }
+            }
+            Command::Bound(jid) if self.waiting == Waiting::Bind => {
+                self.waiting = Waiting::Nothing;
+                let reply = format!(
+                    "<iq type='result' id='{}'><bind xmlns='{}'><jid>{}</jid></bind></iq>",
+                    escape(&self.bind_id),
+                    ns::BIND,
+                    escape(&jid)
+                );
+                self.write(reply.as_bytes());
+                self.jid = Some(jid);
+                self.phase = Phase::Established;
+                self.handshake_deadline = None;
+                self.last_input = now;
+            }
+            Command::BindFailed(condition) if self.waiting == Waiting::Bind => {
+                self.waiting = Waiting::Nothing;
+                let error = StanzaError::new(condition).to_element(ns::CLIENT);
+                let reply = Element::new("iq", ns::CLIENT)
+                    .with_attr("type", "error")
+                    .with_attr("id", self.bind_id.clone())
+                    .with_child(error);
+                self.write(reply.to_xml(ns::CLIENT).as_bytes());
+            }
+            Command::Send(bytes) => self.write(&bytes),
+            Command::Close(error) => self.close(error),
+            other => {
+                // A command that does not fit the state is a bug in the owner; close safely.
+                self.close(Some(
+                    StreamError::new(StreamCondition::InternalServerError)
+                        .with_text(format!("unexpected {}", command_name(&other))),
+                ));
+            }
+        }
+        if self.waiting == Waiting::Nothing && self.delayed_failure.is_none() {
+            self.process_frames(now);
+        }
+    }
+
+    /// The deadline returned by [`Self::poll_timeout`] has passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.closed {
+            return;
+        }
+        if let Some((at, xml)) = &self.delayed_failure
+            && *at <= now
+        {
+            let xml = xml.clone();
+            self.delayed_failure = None;
+            self.write(xml.as_bytes());
+            if self.auth_failures >= self.config.max_auth_attempts {
+                self.close(Some(
+                    StreamError::new(StreamCondition::PolicyViolation)
+                        .with_text("too many failed authentication attempts"),
+                ));
+                return;
+            }
+            self.process_frames(now);
+        }
+        if let Some(deadline) = self.handshake_deadline
+            && deadline <= now
+        {
+            self.close(Some(
+                StreamError::new(StreamCondition::ConnectionTimeout)
+                    .with_text("stream negotiation took too long"),
+            ));
+            return;
+        }
+        if self.phase != Phase::Established {
+            return;
+        }
+        if let Some((deadline, _)) = &self.ping {
+            if *deadline <= now {
+                self.close(Some(
+                    StreamError::new(StreamCondition::ConnectionTimeout)
+                        .with_text("no answer to ping"),
+                ));
+            }
+        } else if let Some(idle) = self.config.idle_ping
+            && self.last_input + idle <= now
+        {
+            self.ping_counter += 1;
+            let id = format!("tern-ping-{}", self.ping_counter);
+            let ping = format!(
+                "<iq type='get' id='{id}' from='{}' to='{}'><ping xmlns='{}'/></iq>",
+                escape(self.domain.as_deref().unwrap_or_default()),
+                escape(self.jid.as_deref().unwrap_or_default()),
+                ns::PING
+            );
+            self.write(ping.as_bytes());
+            self.ping = Some((now + self.config.ping_timeout, id));
+        }
+    }
+
+    /// The next deadline, if any.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.closed {
+            return None;
+        }
+        let ping = if self.phase == Phase::Established {
+            match &self.ping {
+                Some((deadline, _)) => Some(*deadline),
+                None => self.config.idle_ping.map(|idle| self.last_input + idle),
+            }
+        } else {
+            None
+        };
+        [
+            self.handshake_deadline,
+            self.delayed_failure.as_ref().map(|(at, _)| *at),
+            ping,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Moves the bytes to write into `buf`; `false` when there were none.
+    pub fn poll_transmit(&mut self, buf: &mut BytesMut) -> bool {
+        if self.out.is_empty() {
+            return false;
+        }
+        if buf.is_empty() {
+            std::mem::swap(buf, &mut self.out);
+        } else {
+            buf.extend_from_slice(&self.out);
+            self.out.clear();
+        }
+        true
+    }
+
+    /// The next event for the owner.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Releases buffers an idle stream does not need.
+    pub fn shrink(&mut self) {
+        self.framer.shrink();
+        if self.out.is_empty() {
+            self.out = BytesMut::new();
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+    }
+
+    fn close(&mut self, error: Option<StreamError>) {
+        if self.closed {
+            return;
+        }
+        if !self.header_seen {
+            // A stream error must be inside a stream: open ours first.
+            self.write_header(None);
+        }
+        if let Some(e) = &error {
+            self.write(e.to_xml().as_bytes());
+        }
+        self.write(b"</stream:stream>");
+        self.closed = true;
+        self.delayed_failure = None;
+        self.events.push_back(Event::Closed { error });
+    }
+
+    fn process_frames(&mut self, now: Instant) {
+        while !self.closed && self.waiting == Waiting::Nothing && self.delayed_failure.is_none() {
+            match self.framer.next_frame() {
+                Ok(None) => break,
+                Ok(Some(Frame::Header(header))) => self.handle_header(&header),
+                Ok(Some(Frame::Element(element))) => self.handle_element(now, element),
+                Ok(Some(Frame::Close)) => self.close(None),
+                Err(e) => self.close(Some(framing_error(&e))),
+            }
+        }
+    }
+
+    fn write_header(&mut self, domain: Option<&str>) {
+        let mut id = [0u8; 12];
+        self.entropy.fill(&mut id);
+        let from = domain
+            .or(self.domain.as_deref())
+            .or(self.config.domains.first().map(String::as_str))
+            .unwrap_or_default()
+            .to_owned();
+        let header = format!(
+            "<?xml version='1.0'?><stream:stream xmlns='{}' xmlns:stream='{}' id='{}' from='{}' version='1.0' xml:lang='en'>",
+            ns::CLIENT,
+            ns::STREAMS,
+            BASE64.encode(id).replace(['+', '/'], "x"),
+            escape(&from),
+        );
+        self.write(header.as_bytes());
+        self.header_seen = true;
+    }
+
+    fn handle_header(&mut self, header: &[u8]) {
+        let tag = match StartTag::parse(header) {
+            Ok(tag) => tag,
+            Err(_) => {
+                return self.close(Some(StreamError::new(StreamCondition::NotWellFormed)));
+            }
+        };
+        let to = tag.attr("to").map(str::to_lowercase);
+        let domain = match &to {
+            Some(d) if self.config.domains.iter().any(|x| x == d) => Some(d.clone()),
+            Some(_) => None,
+            None => self
+                .domain
+                .clone()
+                .or_else(|| self.config.domains.first().cloned()),
+        };
+        self.write_header(domain.as_deref());
+        if tag.local_name() != "stream" || tag.declared_ns() != Some(ns::STREAMS) {
+            return self.close(Some(StreamError::new(StreamCondition::InvalidNamespace)));
+        }
+        if tag.attr("xmlns") != Some(ns::CLIENT) {
+            return self.close(Some(
+                StreamError::new(StreamCondition::InvalidNamespace)
+                    .with_text("the default namespace must be jabber:client"),
+            ));
+        }
+        let Some(domain) = domain else {
+            return self.close(Some(StreamError::new(StreamCondition::HostUnknown)));
+        };
+        if self.domain.as_ref().is_some_and(|d| *d != domain) {
+            return self.close(Some(
+                StreamError::new(StreamCondition::HostUnknown)
+                    .with_text("the domain changed on stream restart"),
+            ));
+        }
+        let major = tag
+            .attr("version")
+            .and_then(|v| v.split('.').next())
+            .and_then(|m| m.trim().parse::<u32>().ok());
+        if major != Some(1) {
+            return self.close(Some(StreamError::new(StreamCondition::UnsupportedVersion)));
+        }
+        self.domain = Some(domain);
+        let features = self.features();
+        self.write(features.as_bytes());
+    }
+
+    fn offered_mechanisms(&self) -> Vec<Mechanism> {
+        self.config
+            .mechanisms
+            .iter()
+            .copied()
+            .filter(|m| {
+                if m.is_plus() {
+                    self.secure && self.channel_binding.is_some()
+                } else if *m == Mechanism::Plain {
+                    self.secure
+                } else {
+                    true
+                }
+            })
+            .collect()
+    }
+
+    fn features(&self) -> String {
+        let mut f = String::from("<stream:features>");
+        match self.phase {
+            Phase::PreAuth => {
+                if !self.secure {
+                    f.push_str(&format!("<starttls xmlns='{}'>", ns::TLS));
+                    if self.config.tls == TlsPolicy::Required {
+                        f.push_str("<required/>");
+                    }
+                    f.push_str("</starttls>");
+                }
+                if self.secure || self.config.tls == TlsPolicy::Optional {
+                    f.push_str(&format!("<mechanisms xmlns='{}'>", ns::SASL));
+                    for m in self.offered_mechanisms() {
+                        f.push_str(&format!("<mechanism>{}</mechanism>", m.name()));
+                    }
+                    f.push_str("</mechanisms>");
+                    if self.channel_binding.is_some() {
+                        f.push_str(&format!(
+                            "<sasl-channel-binding xmlns='{}'><channel-binding type='tls-exporter'/></sasl-channel-binding>",
+                            ns::SASL_CB
+                        ));
+                    }
+                    if self.config.registration {
+                        f.push_str(&format!("<register xmlns='{}'/>", ns::REGISTER_FEATURE));
+                    }
+                }
+            }
+            Phase::PostAuth | Phase::Established => {
+                f.push_str(&format!(
+                    "<bind xmlns='{}'/><session xmlns='{}'><optional/></session><ver xmlns='{}'/>",
+                    ns::BIND,
+                    ns::SESSION,
+                    ns::ROSTER_VER
+                ));
+            }
+        }
+        f.push_str("</stream:features>");
+        f
+    }
+
+    fn handle_element(&mut self, now: Instant, frame: Bytes) {
+        if self.phase == Phase::Established {
+            return self.handle_stanza(frame);
+        }
+        let element = match Element::parse(&frame, ns::CLIENT) {
+            Ok(e) => e,
+            Err(_) => return self.close(Some(StreamError::new(StreamCondition::NotWellFormed))),
+        };
+        match (element.ns(), element.name()) {
+            (ns::TLS, "starttls") if self.phase == Phase::PreAuth && !self.secure => {
+                self.write(format!("<proceed xmlns='{}'/>", ns::TLS).as_bytes());
+                self.waiting = Waiting::Tls;
+                self.events.push_back(Event::StartTls);
+            }
+            (ns::SASL, "auth") if self.phase == Phase::PreAuth => self.handle_auth(now, &element),
+            (ns::SASL, "response") if self.sasl.is_some() => {
+                let Some(data) = decode_sasl_payload(&element.text()) else {
+                    return self.sasl_failure(now, SaslFailure::IncorrectEncoding);
+                };
+                if let Some((mechanism, sasl)) = &mut self.sasl {
+                    let mechanism = *mechanism;
+                    let step = sasl.respond(&data);
+                    self.sasl_step(now, mechanism, step);
+                }
+            }
+            (ns::SASL, "abort") if self.sasl.is_some() => {
+                self.sasl_failure(now, SaslFailure::Aborted);
+            }
+            (ns::CLIENT, "iq") if self.phase == Phase::PostAuth => self.handle_bind_iq(&element),
+            (ns::CLIENT, "iq")
+                if self.phase == Phase::PreAuth
+                    && self.secure
+                    && element.children().any(|c| c.ns() == ns::REGISTER) =>
+            {
+                self.events.push_back(Event::RegistrationIq(element));
+            }
+            (ns::CLIENT, "message" | "presence" | "iq") => {
+                self.close(Some(StreamError::new(StreamCondition::NotAuthorized)));
+            }
+            _ => self.close(Some(StreamError::new(StreamCondition::UnsupportedStanzaType))),
+        }
+    }
+
+    fn handle_auth(&mut self, now: Instant, element: &Element) {
+        let mechanism = element.attr("mechanism").and_then(Mechanism::from_name);
+        let Some(mechanism) = mechanism else {
+            return self.sasl_failure_for(now, None, SaslFailure::InvalidMechanism);
+        };
+        if !self.secure && self.config.tls == TlsPolicy::Required {
+            return self.sasl_failure_for(now, Some(mechanism), SaslFailure::EncryptionRequired);
+        }
+        let offered = self.offered_mechanisms();
+        if !offered.contains(&mechanism) {
+            let failure = if mechanism == Mechanism::Plain && !self.secure {
+                SaslFailure::EncryptionRequired
+            } else {
+                SaslFailure::InvalidMechanism
+            };
+            return self.sasl_failure_for(now, Some(mechanism), failure);
+        }
+        let Some(initial) = decode_sasl_payload(&element.text()) else {
+            return self.sasl_failure_for(now, Some(mechanism), SaslFailure::IncorrectEncoding);
+        };
+        let mut nonce = [0u8; 18];
+        self.entropy.fill(&mut nonce);
+        let plus_offered = offered.iter().any(|m| m.is_plus());
+        let mut sasl = SaslServer::new(
+            mechanism,
+            self.channel_binding.clone(),
+            plus_offered,
+            BASE64.encode(nonce),
+        );
+        if !self.config.decoy_secret.is_empty() {
+            sasl = sasl.with_decoy(&self.config.decoy_secret, self.config.scram_iterations);
+        }
+        let step = sasl.start(&initial);
+        self.sasl = Some((mechanism, Box::new(sasl)));
+        self.sasl_step(now, mechanism, step);
+    }
+
+    fn sasl_step(&mut self, now: Instant, mechanism: Mechanism, step: SaslStep) {
+        match step {
+            SaslStep::NeedCredentials { username } => {
+                self.waiting = Waiting::Credentials;
+                self.events.push_back(Event::CredentialsNeeded {
+                    username,
+                    domain: self.domain.clone().unwrap_or_default(),
+                });
+            }
+            SaslStep::Challenge(data) => {
+                let xml = format!(
+                    "<challenge xmlns='{}'>{}</challenge>",
+                    ns::SASL,
+                    BASE64.encode(data)
+                );
+                self.write(xml.as_bytes());
+            }
+            SaslStep::Success(data) => {
+                let username = self
+                    .sasl
+                    .as_ref()
+                    .and_then(|(_, s)| s.username())
+                    .unwrap_or_default()
+                    .to_owned();
+                let body = if data.is_empty() {
+                    String::new()
+                } else {
+                    BASE64.encode(data)
+                };
+                self.write(format!("<success xmlns='{}'>{body}</success>", ns::SASL).as_bytes());
+                self.sasl = None;
+                self.phase = Phase::PostAuth;
+                self.username = Some(username.clone());
+                self.framer.reset();
+                self.header_seen = false;
+                self.events
+                    .push_back(Event::Authenticated { username, mechanism });
+            }
+            SaslStep::Failure(failure) => self.sasl_failure_for(now, Some(mechanism), failure),
+        }
+    }
+
+    fn sasl_failure(&mut self, now: Instant, failure: SaslFailure) {
+        let mechanism = self.sasl.as_ref().map(|(m, _)| *m);
+        self.sasl_failure_for(now, mechanism, failure);
+    }
+
+    fn sasl_failure_for(&mut self, now: Instant, mechanism: Option<Mechanism>, failure: SaslFailure) {
+        self.sasl = None;
+        self.waiting = Waiting::Nothing;
+        let xml = format!(
+            "<failure xmlns='{}'><{}/></failure>",
+            ns::SASL,
+            failure.condition()
+        );
+        if let Some(mechanism) = mechanism {
+            self.events.push_back(Event::AuthFailed {
+                mechanism,
+                condition: failure.condition(),
+            });
+        }
+        self.auth_failures += 1;
+        if failure == SaslFailure::NotAuthorized {
+            // Wrong credentials: answer only after the configured delay, to slow guessing.
+            self.delayed_failure = Some((now + self.config.failure_delay, xml));
+            return;
+        }
+        self.write(xml.as_bytes());
+        if self.auth_failures >= self.config.max_auth_attempts {
+            self.close(Some(
+                StreamError::new(StreamCondition::PolicyViolation)
+                    .with_text("too many failed authentication attempts"),
+            ));
+        }
+    }
+
+    fn handle_bind_iq(&mut self, iq: &Element) {
+        let id = iq.attr("id").unwrap_or_default().to_owned();
+        let bind = iq.get_child("bind", ns::BIND);
+        match (iq.attr("type"), bind) {
+            (Some("set"), Some(bind)) => {
+                let resource = bind
+                    .get_child("resource", ns::BIND)
+                    .map(|r| r.text().trim().to_owned())
+                    .filter(|r| !r.is_empty());
+                self.bind_id = id;
+                self.waiting = Waiting::Bind;
+                self.events.push_back(Event::BindRequested { resource });
+            }
+            (Some("get" | "set"), _) => {
+                // Anything but binding before a resource is bound.
+                let error = StanzaError::new(StanzaCondition::NotAuthorized).reply_to(iq);
+                self.write(error.to_xml(ns::CLIENT).as_bytes());
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_stanza(&mut self, frame: Bytes) {
+        if let Err(e) = crate::element::check_well_formed(&frame, ns::CLIENT) {
+            return self.close(Some(
+                StreamError::new(StreamCondition::NotWellFormed).with_text(e.to_string()),
+            ));
+        }
+        let stanza = match Stanza::from_frame(frame) {
+            Ok(s) => s,
+            Err(crate::stanza::StanzaError::NotAStanza(_)) => {
+                return self.close(Some(StreamError::new(
+                    StreamCondition::UnsupportedStanzaType,
+                )));
+            }
+            Err(crate::stanza::StanzaError::Tag(_)) => {
+                return self.close(Some(StreamError::new(StreamCondition::NotWellFormed)));
+            }
+        };
+        if let Some((_, ping_id)) = &self.ping
+            && stanza.id.as_deref() == Some(ping_id.as_str())
+            && (stanza.is_type("result") || stanza.is_type("error"))
+        {
+            self.ping = None;
+            return;
+        }
+        if stanza.id.as_deref().is_some_and(|id| id.starts_with("tern-ping-"))
+            && (stanza.is_type("result") || stanza.is_type("error"))
+            && stanza.to.as_deref().is_none_or(|to| Some(to) == self.domain.as_deref())
+        {
+            // An answer to a ping already superseded by other traffic.
+            return;
+        }
+        let Some(jid) = self.jid.as_deref() else {
+            return;
+        };
+        let stamped = stanza.with_from(jid);
+        self.events.push_back(Event::Stanza(stamped));
+    }
+}
+
+fn command_name(command: &Command) -> &'static str {
+    match command {
+        Command::TlsEstablished { .. } => "tls established",
+        Command::Credentials(_) => "credentials",
+        Command::Bound(_) => "bound",
+        Command::BindFailed(_) => "bind failed",
+        Command::Send(_) => "send",
+        Command::Close(_) => "close",
+    }
+}
+
+/// A SASL payload: `=` is an empty response (RFC 6120 §6.4.2), otherwise base64.
+fn decode_sasl_payload(text: &str) -> Option<Vec<u8>> {
+    let text = text.trim();
+    if text.is_empty() || text == "=" {
+        return Some(Vec::new());
+    }
+    BASE64.decode(text).ok()
+}
+
+/// The stream error for a framing failure.
+pub fn framing_error(e: &FramingError) -> StreamError {
+    let condition = match e {
+        FramingError::NotWellFormed(_) => StreamCondition::NotWellFormed,
+        FramingError::RestrictedXml(_) => StreamCondition::RestrictedXml,
+        FramingError::StanzaTooLarge { .. }
+        | FramingError::TooDeep { .. }
+        | FramingError::TooManyAttributes { .. } => StreamCondition::PolicyViolation,
+    };
+    StreamError::new(condition).with_text(e.to_string())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,398 @@
+//! Transcript tests of the server stream: a scripted client drives a [`ServerStream`] with byte
+//! vectors and a virtual clock, and the owner's side (TLS, credentials, binding) is played by
+//! the test.
+
+use super::*;
+
+struct CountingEntropy(u8);
+
+impl Entropy for CountingEntropy {
+    fn fill(&mut self, buf: &mut [u8]) {
+        for b in buf {
+            self.0 = self.0.wrapping_add(1);
+            *b = self.0;
+        }
+    }
+}
+
+const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+    xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>";
+const CB: [u8; 32] = [7; 32];
+
+fn config() -> StreamConfig {
+    StreamConfig {
+        failure_delay: Duration::from_millis(500),
+        ..StreamConfig::default()
+    }
+}
+
+struct Harness {
+    stream: ServerStream,
+    now: Instant,
+    written: String,
+    events: Vec<Event>,
+    password: &'static str,
+}
+
+impl Harness {
+    fn new(config: StreamConfig) -> Self {
+        let now = Instant::now();
+        Self {
+            stream: ServerStream::new(Arc::new(config), Box::new(CountingEntropy(0)), now),
+            now,
+            written: String::new(),
+            events: Vec::new(),
+            password: "secret",
+        }
+    }
+
+    /// Feeds `input` in pieces of `chunk` bytes, answering owner events like a node would.
+    fn send(&mut self, input: &str, chunk: usize) {
+        for piece in input.as_bytes().chunks(chunk.max(1)) {
+            self.stream.handle_input(self.now, piece);
+            self.pump();
+        }
+    }
+
+    fn pump(&mut self) {
+        loop {
+            let mut buf = BytesMut::new();
+            if self.stream.poll_transmit(&mut buf) {
+                self.written.push_str(std::str::from_utf8(&buf).unwrap());
+            }
+            let Some(event) = self.stream.poll_event() else {
+                break;
+            };
+            let command = match &event {
+                Event::StartTls => Some(Command::TlsEstablished {
+                    channel_binding: Some(CB.to_vec()),
+                }),
+                Event::CredentialsNeeded { username, .. } => {
+                    Some(Command::Credentials((username == "alice").then(|| {
+                        StoredCredentials::derive(self.password, b"salt-one", b"salt-two", 4096)
+                    })))
+                }
+                Event::BindRequested { resource } => Some(Command::Bound(format!(
+                    "alice@localhost/{}",
+                    resource.clone().unwrap_or_else(|| "generated".into())
+                ))),
+                _ => None,
+            };
+            self.events.push(event);
+            if let Some(command) = command {
+                self.stream.handle_command(self.now, command);
+            }
+        }
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+        if self.stream.poll_timeout().is_some_and(|t| t <= self.now) {
+            self.stream.handle_timeout(self.now);
+        }
+        self.pump();
+    }
+
+    fn login(&mut self, resource: &str, chunk: usize) {
+        for segment in login_script(resource) {
+            self.send(&segment, chunk);
+        }
+    }
+
+    fn take_written(&mut self) -> String {
+        std::mem::take(&mut self.written)
+    }
+
+    fn stanzas(&self) -> Vec<&Stanza> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Stanza(s) => Some(s),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn closed_with(&self) -> Option<Option<StreamCondition>> {
+        self.events.iter().find_map(|e| match e {
+            Event::Closed { error } => Some(error.as_ref().map(|e| e.condition)),
+            _ => None,
+        })
+    }
+}
+
+fn plain(user: &str, password: &str) -> String {
+    BASE64.encode(format!("\0{user}\0{password}"))
+}
+
+/// The client's side of a login, one segment per stream restart (a client waits for
+/// `<proceed/>` and `<success/>` before it sends the next header).
+fn login_script(resource: &str) -> Vec<String> {
+    vec![
+        format!("{HEADER}<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"),
+        format!(
+            "{HEADER}<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}</auth>",
+            plain("alice", "secret")
+        ),
+        format!(
+            "{HEADER}<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>\
+             <resource>{resource}</resource></bind></iq>"
+        ),
+    ]
+}
+
+#[test]
+fn negotiates_tls_sasl_and_bind_then_stamps_from() {
+    let mut h = Harness::new(config());
+    h.login("balcony", usize::MAX);
+    h.send(
+        "<message from='mallory@evil/x' to='bob@localhost' id='m1'><body>hi</body></message>",
+        usize::MAX,
+    );
+    let out = h.take_written();
+    assert!(out.contains("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>"));
+    assert!(out.contains("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"));
+    assert!(out.contains("<mechanism>SCRAM-SHA-256-PLUS</mechanism>"));
+    assert!(out.contains("<mechanism>PLAIN</mechanism>"));
+    assert!(out.contains("<channel-binding type='tls-exporter'/>"));
+    assert!(out.contains("<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'></success>"));
+    assert!(out.contains("<jid>alice@localhost/balcony</jid>"));
+    assert!(out.contains("<session xmlns='urn:ietf:params:xml:ns:xmpp-session'><optional/>"));
+    assert_eq!(out.matches("<stream:stream").count(), 3, "one header per restart");
+    assert!(h.events.contains(&Event::Authenticated {
+        username: "alice".into(),
+        mechanism: Mechanism::Plain
+    }));
+    let stanzas = h.stanzas();
+    assert_eq!(stanzas.len(), 1);
+    assert_eq!(stanzas[0].from.as_deref(), Some("alice@localhost/balcony"));
+    assert!(!String::from_utf8_lossy(stanzas[0].raw()).contains("mallory"));
+    assert_eq!(h.stream.jid(), Some("alice@localhost/balcony"));
+    assert_eq!(h.closed_with(), None);
+}
+
+#[test]
+fn same_result_at_every_split() {
+    let mut script = login_script("r");
+    script.push(
+        "<presence/><message to='bob@localhost'><body>a&amp;b</body></message></stream:stream>"
+            .into(),
+    );
+    let mut reference = Harness::new(config());
+    for segment in &script {
+        reference.send(segment, usize::MAX);
+    }
+    let expected_events = reference.events.clone();
+    assert_eq!(reference.closed_with(), Some(None));
+    for chunk in [1, 2, 3, 5, 8, 13, 64] {
+        let mut h = Harness::new(config());
+        for segment in &script {
+            h.send(segment, chunk);
+        }
+        assert_eq!(h.events, expected_events, "chunk size {chunk}");
+        assert_eq!(h.written, reference.written, "chunk size {chunk}");
+    }
+}
+
+#[test]
+fn wrong_password_fails_only_after_the_delay() {
+    let mut h = Harness::new(config());
+    h.password = "other";
+    let script = login_script("r");
+    h.send(&script[0], usize::MAX);
+    h.send(&script[1], usize::MAX);
+    h.take_written();
+    assert_eq!(h.stream.poll_timeout(), Some(h.now + Duration::from_millis(500)));
+    h.advance(Duration::from_millis(499));
+    assert!(!h.written.contains("failure"));
+    h.advance(Duration::from_millis(1));
+    assert!(h.take_written().contains("<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><not-authorized/></failure>"));
+    assert!(h.events.iter().any(|e| matches!(e, Event::AuthFailed { condition: "not-authorized", .. })));
+    // The client may retry, and a retry queued during the delay is handled after it.
+    h.password = "secret";
+    h.send(
+        &format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}</auth>",
+            plain("alice", "secret")
+        ),
+        usize::MAX,
+    );
+    assert!(h.take_written().contains("<success"));
+}
+
+#[test]
+fn too_many_failures_close_the_stream() {
+    let mut h = Harness::new(config());
+    h.send(&login_script("r")[0], usize::MAX);
+    h.send(HEADER, usize::MAX);
+    for _ in 0..3 {
+        h.send(
+            &format!(
+                "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}</auth>",
+                plain("alice", "wrong")
+            ),
+            usize::MAX,
+        );
+        h.advance(Duration::from_secs(1));
+    }
+    assert_eq!(h.closed_with(), Some(Some(StreamCondition::PolicyViolation)));
+}
+
+#[test]
+fn auth_before_required_tls_is_refused() {
+    let mut h = Harness::new(config());
+    h.send(
+        &format!(
+            "{HEADER}<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}</auth>",
+            plain("alice", "secret")
+        ),
+        usize::MAX,
+    );
+    let out = h.take_written();
+    assert!(out.contains("<encryption-required/>"));
+    assert!(!out.contains("<mechanisms"), "no mechanisms before TLS when it is required");
+    assert!(!h.events.iter().any(|e| matches!(e, Event::CredentialsNeeded { .. })));
+}
+
+#[test]
+fn stanza_before_auth_is_not_authorized() {
+    let mut h = Harness::new(config());
+    h.send(&login_script("r")[0], usize::MAX);
+    h.send(&format!("{HEADER}<message to='bob@localhost'/>"), usize::MAX);
+    assert_eq!(h.closed_with(), Some(Some(StreamCondition::NotAuthorized)));
+    assert!(h.take_written().ends_with(
+        "<stream:error><not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>"
+    ));
+}
+
+#[test]
+fn header_errors() {
+    let cases = [
+        (
+            "<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>",
+            StreamCondition::InvalidNamespace,
+        ),
+        (
+            "<stream:stream xmlns='jabber:client' xmlns:stream='urn:wrong' to='localhost' version='1.0'>",
+            StreamCondition::InvalidNamespace,
+        ),
+        (
+            "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='elsewhere.example' version='1.0'>",
+            StreamCondition::HostUnknown,
+        ),
+        (
+            "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost'>",
+            StreamCondition::UnsupportedVersion,
+        ),
+    ];
+    for (header, condition) in cases {
+        let mut h = Harness::new(config());
+        h.send(header, usize::MAX);
+        assert_eq!(h.closed_with(), Some(Some(condition)), "{header}");
+        let out = h.take_written();
+        assert!(out.starts_with("<?xml version='1.0'?><stream:stream"), "our header first");
+        assert!(out.contains(condition.as_str()));
+    }
+}
+
+#[test]
+fn bad_bytes_become_stream_errors() {
+    let cases = [
+        ("<message><body></message></body>", StreamCondition::NotWellFormed),
+        ("<message><body>&xxe;</body></message>", StreamCondition::NotWellFormed),
+        ("<!DOCTYPE x [<!ENTITY a 'b'>]>", StreamCondition::RestrictedXml),
+        ("<?php ?>", StreamCondition::RestrictedXml),
+        ("<foo xmlns='urn:x'/>", StreamCondition::UnsupportedStanzaType),
+    ];
+    for (bad, condition) in cases {
+        let mut h = Harness::new(config());
+        h.login("r", usize::MAX);
+        h.send(bad, usize::MAX);
+        assert_eq!(h.closed_with(), Some(Some(condition)), "{bad}");
+        assert!(h.stanzas().is_empty());
+    }
+    let mut h = Harness::new(StreamConfig {
+        limits: Limits {
+            max_stanza_size: 2048,
+            ..Limits::default()
+        },
+        ..config()
+    });
+    h.login("r", usize::MAX);
+    h.send(&format!("<message><body>{}</body></message>", "x".repeat(4096)), 100);
+    assert_eq!(h.closed_with(), Some(Some(StreamCondition::PolicyViolation)));
+}
+
+#[test]
+fn idle_client_is_pinged_and_dropped_without_answer() {
+    let mut h = Harness::new(StreamConfig {
+        idle_ping: Some(Duration::from_secs(60)),
+        ping_timeout: Duration::from_secs(10),
+        ..config()
+    });
+    h.login("r", usize::MAX);
+    h.take_written();
+    h.advance(Duration::from_secs(60));
+    let ping = h.take_written();
+    assert!(ping.contains("<ping xmlns='urn:xmpp:ping'/>"), "{ping}");
+    // An answer keeps the session and is not routed anywhere.
+    h.send("<iq type='result' id='tern-ping-1' to='localhost'/>", usize::MAX);
+    assert!(h.stanzas().is_empty());
+    h.advance(Duration::from_secs(30));
+    assert_eq!(h.closed_with(), None);
+    h.advance(Duration::from_secs(30));
+    assert!(h.take_written().contains("tern-ping-2"));
+    h.advance(Duration::from_secs(10));
+    assert_eq!(h.closed_with(), Some(Some(StreamCondition::ConnectionTimeout)));
+}
+
+#[test]
+fn slow_handshake_times_out() {
+    let mut h = Harness::new(config());
+    h.send(HEADER, usize::MAX);
+    h.advance(Duration::from_secs(61));
+    assert_eq!(h.closed_with(), Some(Some(StreamCondition::ConnectionTimeout)));
+}
+
+#[test]
+fn plus_and_plain_need_tls() {
+    let mut h = Harness::new(StreamConfig {
+        tls: TlsPolicy::Optional,
+        ..config()
+    });
+    h.send(HEADER, usize::MAX);
+    let out = h.take_written();
+    assert!(out.contains("<mechanism>SCRAM-SHA-256</mechanism>"));
+    assert!(!out.contains("PLUS"));
+    assert!(!out.contains("<mechanism>PLAIN</mechanism>"));
+    h.send(
+        &format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}</auth>",
+            plain("alice", "secret")
+        ),
+        usize::MAX,
+    );
+    assert!(h.take_written().contains("<encryption-required/>"));
+}
+
+#[test]
+fn close_command_sends_the_stream_error() {
+    let mut h = Harness::new(config());
+    h.login("r", usize::MAX);
+    h.take_written();
+    h.stream.handle_command(
+        h.now,
+        Command::Close(Some(StreamError::new(StreamCondition::Conflict))),
+    );
+    h.pump();
+    assert_eq!(
+        h.take_written(),
+        "<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>"
+    );
+    assert!(h.stream.is_closed());
+}
+
+#[test]
+fn stream_state_stays_small() {
+    assert!(std::mem::size_of::<ServerStream>() <= 512, "{}", std::mem::size_of::<ServerStream>());
+}
