@@ -313,7 +313,9 @@ impl Stanza {
             let replaced = (attr.name == "from" && from.is_some())
                 || (attr.name == "to" && to.is_some());
             if replaced {
-                out.push_str(&text[cursor..attr.span.start]);
+                // Drop the attribute with the whitespace before it.
+                let start = text[..attr.span.start].trim_end().len().max(cursor);
+                out.push_str(&text[cursor..start]);
                 cursor = attr.span.end;
             }
         }
@@ -391,6 +393,10 @@ mod tests {
         assert_eq!(e.attr("to"), Some("b@c"));
         assert_eq!(e.attr("id"), Some("1"));
         assert_eq!(e.attrs().count(), 3);
+        assert_eq!(
+            stamped.raw().as_ref(),
+            b"<message from='alice@c/home' to='b@c' id='1'><body>hi</body></message>"
+        );
         assert_eq!(e.get_child("body", ns::CLIENT).unwrap().text(), "hi");
         let again = Stanza::from_frame(stamped.raw().clone()).unwrap();
         assert_eq!(again, stamped);

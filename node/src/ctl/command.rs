@@ -1,0 +1,421 @@
+//! Each `tern ctl` command as a GraphQL operation ([`plan`]) and its answer as text or JSON
+//! ([`render`]). Arguments always travel as GraphQL variables, never pasted into the query.
+
+use std::io::{BufRead, Read as _, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::error::{CtlError, EXIT_REFUSED};
+use super::{AccountCommand, CtlCommand, RosterCommand, ServerCommand, SessionCommand, StanzaCommand};
+
+/// How an answer is printed as text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Output {
+    /// A list: one line per item (a string, or an object's `jid`).
+    Lines,
+    /// A number.
+    Count,
+    /// An object's `message`.
+    Message,
+    /// `checkPassword`: the message, and exit 1 when the password is wrong.
+    CheckPassword,
+    /// `server status`: `key: value` lines.
+    Status,
+    /// A string.
+    Text,
+}
+
+/// One command, ready to send.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Call {
+    /// The GraphQL document.
+    pub(crate) query: &'static str,
+    /// Its variables.
+    pub(crate) variables: Value,
+    /// Where the answer is in `data`: category, then field.
+    path: [&'static str; 2],
+    output: Output,
+}
+
+impl Call {
+    fn new(query: &'static str, variables: Value, path: [&'static str; 2], output: Output) -> Self {
+        Self {
+            query,
+            variables,
+            path,
+            output,
+        }
+    }
+}
+
+/// The GraphQL operation for `command`. Arguments given as `-` (passwords, stanzas) are read
+/// from `input`.
+pub(crate) fn plan(command: &CtlCommand, input: &mut dyn BufRead) -> Result<Call, CtlError> {
+    use Output::{CheckPassword, Count, Lines, Message, Status, Text};
+    Ok(match command {
+        CtlCommand::Account(c) => match c {
+            AccountCommand::Register {
+                username,
+                domain,
+                password,
+            } => Call::new(
+                "mutation($domain: String!, $username: String!, $password: String!) \
+                 { account { registerUser(domain: $domain, username: $username, \
+                 password: $password) { jid message } } }",
+                json!({ "domain": domain, "username": username,
+                        "password": secret(password, input)? }),
+                ["account", "registerUser"],
+                Message,
+            ),
+            AccountCommand::Remove { user } => Call::new(
+                "mutation($user: String!) { account { removeUser(user: $user) { jid message } } }",
+                json!({ "user": user }),
+                ["account", "removeUser"],
+                Message,
+            ),
+            AccountCommand::List { domain } => Call::new(
+                "query($domain: String!) { account { listUsers(domain: $domain) } }",
+                json!({ "domain": domain }),
+                ["account", "listUsers"],
+                Lines,
+            ),
+            AccountCommand::Count { domain } => Call::new(
+                "query($domain: String!) { account { countUsers(domain: $domain) } }",
+                json!({ "domain": domain }),
+                ["account", "countUsers"],
+                Count,
+            ),
+            AccountCommand::CheckPassword { user, password } => Call::new(
+                "query($user: String!, $password: String!) \
+                 { account { checkPassword(user: $user, password: $password) \
+                 { correct message } } }",
+                json!({ "user": user, "password": secret(password, input)? }),
+                ["account", "checkPassword"],
+                CheckPassword,
+            ),
+            AccountCommand::ChangePassword { user, password } => Call::new(
+                "mutation($user: String!, $password: String!) \
+                 { account { changePassword(user: $user, newPassword: $password) \
+                 { jid message } } }",
+                json!({ "user": user, "password": secret(password, input)? }),
+                ["account", "changePassword"],
+                Message,
+            ),
+        },
+        CtlCommand::Session(c) => match c {
+            SessionCommand::List { domain } => Call::new(
+                "query($domain: String) { session { listSessions(domain: $domain) \
+                 { jid user resource transport peer connectedSince connectedSeconds \
+                 available priority } } }",
+                json!({ "domain": domain }),
+                ["session", "listSessions"],
+                Lines,
+            ),
+            SessionCommand::Count { domain } => Call::new(
+                "query($domain: String) { session { countSessions(domain: $domain) } }",
+                json!({ "domain": domain }),
+                ["session", "countSessions"],
+                Count,
+            ),
+            SessionCommand::Kick { user, reason } => Call::new(
+                "mutation($user: String!, $reason: String) \
+                 { session { kickUser(user: $user, reason: $reason) { jid message } } }",
+                json!({ "user": user, "reason": reason }),
+                ["session", "kickUser"],
+                Message,
+            ),
+        },
+        CtlCommand::Stanza(c) => match c {
+            StanzaCommand::SendMessage { from, to, body } => Call::new(
+                "mutation($from: String!, $to: String!, $body: String!) \
+                 { stanza { sendMessage(from: $from, to: $to, body: $body) { id message } } }",
+                json!({ "from": from, "to": to, "body": body }),
+                ["stanza", "sendMessage"],
+                Message,
+            ),
+            StanzaCommand::SendStanza { stanza } => Call::new(
+                "mutation($stanza: String!) \
+                 { stanza { sendStanza(stanza: $stanza) { id message } } }",
+                json!({ "stanza": document(stanza, input)? }),
+                ["stanza", "sendStanza"],
+                Message,
+            ),
+        },
+        CtlCommand::Roster(c) => match c {
+            RosterCommand::List { user } => Call::new(
+                "query($user: String!) { roster { listContacts(user: $user) \
+                 { jid name groups subscription ask pendingIn approved } } }",
+                json!({ "user": user }),
+                ["roster", "listContacts"],
+                Lines,
+            ),
+            RosterCommand::AddContact {
+                user,
+                contact,
+                name,
+                groups,
+            } => Call::new(
+                "mutation($user: String!, $contact: String!, $name: String, $groups: [String!]) \
+                 { roster { addContact(user: $user, contact: $contact, name: $name, \
+                 groups: $groups) { message } } }",
+                json!({ "user": user, "contact": contact, "name": name, "groups": groups }),
+                ["roster", "addContact"],
+                Message,
+            ),
+            RosterCommand::SetMutualSubscription { user_a, user_b } => Call::new(
+                "mutation($userA: String!, $userB: String!) \
+                 { roster { setMutualSubscription(userA: $userA, userB: $userB) { message } } }",
+                json!({ "userA": user_a, "userB": user_b }),
+                ["roster", "setMutualSubscription"],
+                Message,
+            ),
+        },
+        CtlCommand::Server(c) => match c {
+            ServerCommand::Status => Call::new(
+                "query { server { status { status nodeName version uptimeSeconds startedAt \
+                 domains sessionsOnline registeredUsers adminAddress dataDir } } }",
+                json!({}),
+                ["server", "status"],
+                Status,
+            ),
+            ServerCommand::Stop => Call::new(
+                "mutation { server { stop } }",
+                json!({}),
+                ["server", "stop"],
+                Text,
+            ),
+        },
+    })
+}
+
+/// A secret argument: itself, or the first line of `input` when it is `-`.
+fn secret(value: &str, input: &mut dyn BufRead) -> Result<String, CtlError> {
+    if value != "-" {
+        return Ok(value.to_owned());
+    }
+    let mut line = String::new();
+    input.read_line(&mut line).map_err(CtlError::Stdin)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+/// A document argument: itself, or all of `input` when it is `-`.
+fn document(value: &str, input: &mut dyn BufRead) -> Result<String, CtlError> {
+    if value != "-" {
+        return Ok(value.to_owned());
+    }
+    let mut text = String::new();
+    input.read_to_string(&mut text).map_err(CtlError::Stdin)?;
+    Ok(text.trim().to_owned())
+}
+
+/// Prints the answer `data` of `call` to `out` and returns the exit code.
+pub(crate) fn render(
+    call: &Call,
+    data: &Value,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<ExitCode, CtlError> {
+    let [category, field] = call.path;
+    let value = data
+        .get(category)
+        .and_then(|c| c.get(field))
+        .ok_or_else(|| CtlError::BadResponse(format!("the answer has no {category}.{field}")))?;
+    let code = match call.output {
+        Output::CheckPassword if value.get("correct") != Some(&Value::Bool(true)) => {
+            ExitCode::from(EXIT_REFUSED)
+        }
+        _ => ExitCode::SUCCESS,
+    };
+    let text = if json {
+        serde_json::to_string_pretty(data).unwrap_or_else(|_| data.to_string())
+    } else {
+        as_text(call.output, value)
+    };
+    // A closed standard output (`| head`) is not the command's failure.
+    if !text.is_empty() {
+        let _ = writeln!(out, "{text}");
+    }
+    Ok(code)
+}
+
+/// The text form of an answer; empty for an empty list.
+fn as_text(output: Output, value: &Value) -> String {
+    match output {
+        Output::Lines => value
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .map(|item| plain(item.get("jid").unwrap_or(item)))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .unwrap_or_else(|| plain(value)),
+        Output::Count | Output::Text => plain(value),
+        Output::Message | Output::CheckPassword => plain(value.get("message").unwrap_or(value)),
+        Output::Status => status_lines(value),
+    }
+}
+
+/// `server status` as `key: value` lines.
+fn status_lines(value: &Value) -> String {
+    const FIELDS: [(&str, &str); 10] = [
+        ("status", "status"),
+        ("nodeName", "node"),
+        ("version", "version"),
+        ("uptimeSeconds", "uptime"),
+        ("startedAt", "started_at"),
+        ("domains", "domains"),
+        ("sessionsOnline", "sessions_online"),
+        ("registeredUsers", "registered_users"),
+        ("adminAddress", "admin_address"),
+        ("dataDir", "data_dir"),
+    ];
+    FIELDS
+        .iter()
+        .map(|(field, key)| {
+            let v = value.get(*field).unwrap_or(&Value::Null);
+            let shown = match (*field, v) {
+                ("uptimeSeconds", Value::Number(n)) => n.as_u64().map_or_else(
+                    || n.to_string(),
+                    |s| humantime::format_duration(Duration::from_secs(s)).to_string(),
+                ),
+                (_, Value::Array(items)) => {
+                    items.iter().map(plain).collect::<Vec<_>>().join(", ")
+                }
+                _ => plain(v),
+            };
+            format!("{key}: {shown}")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A JSON value as plain text: strings without quotes, null as `-`.
+fn plain(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan_of(command: CtlCommand) -> Call {
+        plan(&command, &mut std::io::empty()).unwrap()
+    }
+
+    fn text_of(call: &Call, data: Value) -> (String, ExitCode) {
+        let mut out = Vec::new();
+        let code = render(call, &data, false, &mut out).unwrap();
+        (String::from_utf8(out).unwrap(), code)
+    }
+
+    #[test]
+    fn register_sends_arguments_as_variables() {
+        let call = plan_of(CtlCommand::Account(AccountCommand::Register {
+            username: "al'ice".into(),
+            domain: "localhost".into(),
+            password: "p\"w".into(),
+        }));
+        assert!(call.query.contains("registerUser(domain: $domain"));
+        assert_eq!(
+            call.variables,
+            json!({ "domain": "localhost", "username": "al'ice", "password": "p\"w" })
+        );
+    }
+
+    #[test]
+    fn dash_reads_the_password_from_input() {
+        let command = CtlCommand::Account(AccountCommand::ChangePassword {
+            user: "a@localhost".into(),
+            password: "-".into(),
+        });
+        let call = plan(&command, &mut &b"from stdin\r\nignored\n"[..]).unwrap();
+        assert_eq!(call.variables["password"], "from stdin");
+    }
+
+    #[test]
+    fn dash_reads_the_whole_stanza_from_input() {
+        let command = CtlCommand::Stanza(StanzaCommand::SendStanza { stanza: "-".into() });
+        let call = plan(&command, &mut &b"<presence\n to='a@b'/>\n"[..]).unwrap();
+        assert_eq!(call.variables["stanza"], "<presence\n to='a@b'/>");
+    }
+
+    #[test]
+    fn optional_arguments_are_null() {
+        let call = plan_of(CtlCommand::Session(SessionCommand::List { domain: None }));
+        assert_eq!(call.variables, json!({ "domain": null }));
+    }
+
+    #[test]
+    fn lists_print_one_jid_per_line() {
+        let call = plan_of(CtlCommand::Account(AccountCommand::List { domain: "d".into() }));
+        let (text, code) = text_of(&call, json!({ "account": { "listUsers": ["a@d", "b@d"] } }));
+        assert_eq!(text, "a@d\nb@d\n");
+        assert_eq!(code, ExitCode::SUCCESS);
+        let (text, _) = text_of(&call, json!({ "account": { "listUsers": [] } }));
+        assert_eq!(text, "");
+        let call = plan_of(CtlCommand::Roster(RosterCommand::List { user: "a@d".into() }));
+        let data = json!({ "roster": { "listContacts": [
+            { "jid": "b@d", "subscription": "both" }, { "jid": "c@e", "subscription": "none" }
+        ] } });
+        assert_eq!(text_of(&call, data).0, "b@d\nc@e\n");
+    }
+
+    #[test]
+    fn check_password_exits_one_when_wrong() {
+        let call = plan_of(CtlCommand::Account(AccountCommand::CheckPassword {
+            user: "a@d".into(),
+            password: "p".into(),
+        }));
+        let wrong = json!({ "account": { "checkPassword":
+            { "correct": false, "message": "the password of a@d is wrong" } } });
+        let (text, code) = text_of(&call, wrong);
+        assert_eq!(text, "the password of a@d is wrong\n");
+        assert_eq!(code, ExitCode::from(EXIT_REFUSED));
+        let right = json!({ "account": { "checkPassword":
+            { "correct": true, "message": "the password of a@d is correct" } } });
+        assert_eq!(text_of(&call, right).1, ExitCode::SUCCESS);
+    }
+
+    #[test]
+    fn status_prints_key_value_lines() {
+        let call = plan_of(CtlCommand::Server(ServerCommand::Status));
+        let data = json!({ "server": { "status": {
+            "status": "running", "nodeName": "tern@host", "version": "0.1.0",
+            "uptimeSeconds": 3723, "startedAt": "2025-01-01T00:00:00Z",
+            "domains": ["localhost", "example.org"], "sessionsOnline": 2,
+            "registeredUsers": 5, "adminAddress": null, "dataDir": "tern-data"
+        } } });
+        let (text, _) = text_of(&call, data);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "status: running");
+        assert!(lines.contains(&"uptime: 1h 2m 3s"), "{text}");
+        assert!(lines.contains(&"domains: localhost, example.org"), "{text}");
+        assert!(lines.contains(&"sessions_online: 2"), "{text}");
+        assert!(lines.contains(&"admin_address: -"), "{text}");
+    }
+
+    #[test]
+    fn json_prints_the_raw_data() {
+        let call = plan_of(CtlCommand::Account(AccountCommand::Count { domain: "d".into() }));
+        let data = json!({ "account": { "countUsers": 7 } });
+        let mut out = Vec::new();
+        render(&call, &data, true, &mut out).unwrap();
+        let printed: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(printed, data);
+    }
+
+    #[test]
+    fn missing_answer_is_a_bad_response() {
+        let call = plan_of(CtlCommand::Server(ServerCommand::Stop));
+        let e = render(&call, &json!({ "server": {} }), false, &mut Vec::new()).unwrap_err();
+        assert!(matches!(e, CtlError::BadResponse(_)), "{e:?}");
+    }
+}

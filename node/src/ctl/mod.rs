@@ -1,0 +1,435 @@
+//! `tern ctl`: the admin API's command-line client, in the `mongooseimctl` style
+//! (`tern ctl <category> <command> --arg value`). The reference is `docs/admin.md`.
+//!
+//! # Layout
+//! - this file: the command line ([`CtlArgs`] and the category enums) and [`run`].
+//! - `discovery`: finding the node's admin address and token from its configuration.
+//! - `client`: a small blocking HTTP/1.1 client that posts GraphQL.
+//! - `command`: each command's GraphQL operation and how its answer is printed.
+//! - `error`: [`CtlError`] and the exit codes.
+//!
+//! Exit codes: 0 success; 1 the node refused the command (or `check-password` found the
+//! password wrong); 2 bad command line (from clap); 3 the node could not be reached or
+//! authenticated, or the configuration is wrong.
+
+mod client;
+mod command;
+mod discovery;
+mod error;
+
+use std::io::{self, BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+pub use self::error::{CtlError, EXIT_REFUSED, EXIT_UNAVAILABLE};
+pub(crate) use self::client::AdminClient;
+#[cfg(test)]
+pub(crate) use self::client::request;
+
+/// Administer a running node through its admin API.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct CtlArgs {
+    /// The node's configuration file; without it, the defaults of `tern serve` (data in
+    /// ./tern-data, admin API on 127.0.0.1:5551).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the data the admin API returned as JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// The category.
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+/// The command categories.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum CtlCommand {
+    /// Accounts: register, remove, list, count, check or change passwords.
+    #[command(subcommand)]
+    Account(AccountCommand),
+    /// Sessions (bound resources): list, count, kick.
+    #[command(subcommand)]
+    Session(SessionCommand),
+    /// Send messages and raw stanzas.
+    #[command(subcommand)]
+    Stanza(StanzaCommand),
+    /// Rosters: list, add contacts, set mutual subscriptions.
+    #[command(subcommand)]
+    Roster(RosterCommand),
+    /// The node: status, stop.
+    #[command(subcommand)]
+    Server(ServerCommand),
+}
+
+/// `tern ctl account ...`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum AccountCommand {
+    /// Create the account USERNAME@DOMAIN.
+    Register {
+        /// The localpart of the new account.
+        #[arg(long)]
+        username: String,
+        /// A domain served by the node.
+        #[arg(long)]
+        domain: String,
+        /// The password; `-` reads it from the first line of standard input.
+        #[arg(long)]
+        password: String,
+    },
+    /// Remove an account with its roster, ending its sessions.
+    Remove {
+        /// The account's bare JID.
+        #[arg(long)]
+        user: String,
+    },
+    /// List the accounts of a domain, one JID per line.
+    List {
+        /// A domain served by the node.
+        #[arg(long)]
+        domain: String,
+    },
+    /// Count the accounts of a domain.
+    Count {
+        /// A domain served by the node.
+        #[arg(long)]
+        domain: String,
+    },
+    /// Check a password: exit 0 if it is right, 1 if it is wrong.
+    CheckPassword {
+        /// The account's bare JID.
+        #[arg(long)]
+        user: String,
+        /// The password to check; `-` reads it from standard input.
+        #[arg(long)]
+        password: String,
+    },
+    /// Replace an account's password.
+    ChangePassword {
+        /// The account's bare JID.
+        #[arg(long)]
+        user: String,
+        /// The new password; `-` reads it from standard input.
+        #[arg(long)]
+        password: String,
+    },
+}
+
+/// `tern ctl session ...`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum SessionCommand {
+    /// List the sessions, one full JID per line.
+    List {
+        /// Only sessions of this domain.
+        #[arg(long)]
+        domain: Option<String>,
+    },
+    /// Count the sessions.
+    Count {
+        /// Only sessions of this domain.
+        #[arg(long)]
+        domain: Option<String>,
+    },
+    /// End a session with a <policy-violation/> stream error.
+    Kick {
+        /// The session's full JID (user@domain/resource).
+        #[arg(long)]
+        user: String,
+        /// The text sent to the client.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+/// `tern ctl stanza ...`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum StanzaCommand {
+    /// Send a chat message.
+    SendMessage {
+        /// The sender: a JID on a domain served by the node.
+        #[arg(long)]
+        from: String,
+        /// The recipient.
+        #[arg(long)]
+        to: String,
+        /// The message text.
+        #[arg(long)]
+        body: String,
+    },
+    /// Route a raw <message/>, <presence/> or <iq/> with from and to attributes.
+    SendStanza {
+        /// The stanza's XML; `-` reads it from standard input.
+        #[arg(long)]
+        stanza: String,
+    },
+}
+
+/// `tern ctl roster ...`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum RosterCommand {
+    /// List an account's contacts, one JID per line.
+    List {
+        /// The account's bare JID.
+        #[arg(long)]
+        user: String,
+    },
+    /// Add a contact to an account's roster, or update its name and groups.
+    AddContact {
+        /// The account's bare JID.
+        #[arg(long)]
+        user: String,
+        /// The contact's bare JID.
+        #[arg(long)]
+        contact: String,
+        /// The contact's display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// A roster group; repeat for several.
+        #[arg(long = "group", value_name = "GROUP")]
+        groups: Vec<String>,
+    },
+    /// Make two accounts subscribed to each other's presence.
+    SetMutualSubscription {
+        /// One account's bare JID.
+        #[arg(long)]
+        user_a: String,
+        /// The other account's bare JID.
+        #[arg(long)]
+        user_b: String,
+    },
+}
+
+/// `tern ctl server ...`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum ServerCommand {
+    /// Show the node's status as `key: value` lines.
+    Status,
+    /// Stop the node gracefully.
+    Stop,
+}
+
+/// Runs `tern ctl`: finds the node, sends the command, prints the answer to standard output
+/// (errors to standard error, as `error: <message>`), and returns the exit code.
+pub fn run(args: CtlArgs) -> ExitCode {
+    let stdin = io::stdin();
+    let mut input = stdin.lock();
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    match execute(&args, &mut input, &mut out) {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = out.flush();
+            let _ = writeln!(io::stderr().lock(), "error: {}", error::Chain(&e));
+            e.exit_code()
+        }
+    }
+}
+
+/// [`run`] with its input and output given.
+fn execute(args: &CtlArgs, input: &mut dyn BufRead, out: &mut dyn Write) -> Result<ExitCode, CtlError> {
+    let call = command::plan(&args.command, input)?;
+    let target = discovery::discover(args.config.as_deref())?;
+    let data = AdminClient::new(&target).graphql(call.query, call.variables.clone())?;
+    Ok(command::render(&call, &data, args.json, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// The shape of the `tern` binary's command line, as far as `ctl` goes.
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: Top,
+    }
+
+    #[derive(Debug, clap::Subcommand)]
+    enum Top {
+        Ctl(CtlArgs),
+    }
+
+    fn parse(line: &str) -> Result<CtlArgs, clap::Error> {
+        let words = std::iter::once("tern").chain(line.split_whitespace());
+        Cli::try_parse_from(words).map(|cli| match cli.command {
+            Top::Ctl(args) => args,
+        })
+    }
+
+    #[test]
+    fn parses_register_exactly_as_scripts_write_it() {
+        let args = parse("ctl account register --username alice --domain localhost --password s3cret")
+            .unwrap();
+        assert_eq!(
+            args,
+            CtlArgs {
+                config: None,
+                json: false,
+                command: CtlCommand::Account(AccountCommand::Register {
+                    username: "alice".into(),
+                    domain: "localhost".into(),
+                    password: "s3cret".into(),
+                }),
+            }
+        );
+    }
+
+    #[test]
+    fn global_options_go_anywhere() {
+        for line in [
+            "ctl --config t.toml --json account list --domain d",
+            "ctl account --json list --config t.toml --domain d",
+            "ctl account list --domain d --config t.toml --json",
+        ] {
+            let args = parse(line).unwrap();
+            assert_eq!(args.config, Some(PathBuf::from("t.toml")), "{line}");
+            assert!(args.json, "{line}");
+            assert_eq!(
+                args.command,
+                CtlCommand::Account(AccountCommand::List { domain: "d".into() })
+            );
+        }
+    }
+
+    #[test]
+    fn parses_every_command() {
+        let cases = [
+            "ctl account remove --user a@d",
+            "ctl account count --domain d",
+            "ctl account check-password --user a@d --password p",
+            "ctl account change-password --user a@d --password p",
+            "ctl session list",
+            "ctl session list --domain d",
+            "ctl session count",
+            "ctl session kick --user a@d/r --reason bye",
+            "ctl stanza send-message --from a@d --to b@d --body hi",
+            "ctl stanza send-stanza --stanza <presence/>",
+            "ctl roster list --user a@d",
+            "ctl roster add-contact --user a@d --contact b@d --name B --group x --group y",
+            "ctl roster set-mutual-subscription --user-a a@d --user-b b@d",
+            "ctl server status",
+            "ctl server stop",
+        ];
+        for line in cases {
+            assert!(parse(line).is_ok(), "{line}: {:?}", parse(line).err());
+        }
+        let args = parse("ctl roster add-contact --user a@d --contact b@d --group x --group y")
+            .unwrap();
+        assert_eq!(
+            args.command,
+            CtlCommand::Roster(RosterCommand::AddContact {
+                user: "a@d".into(),
+                contact: "b@d".into(),
+                name: None,
+                groups: vec!["x".into(), "y".into()],
+            })
+        );
+    }
+
+    #[test]
+    fn rejects_incomplete_commands() {
+        for line in [
+            "ctl account register --username alice --domain localhost",
+            "ctl account",
+            "ctl session kick",
+            "ctl roster set-mutual-subscription --user-a a@d",
+            "ctl server restart",
+        ] {
+            assert!(parse(line).is_err(), "{line}");
+        }
+    }
+
+    /// Runs `tern ctl --config <config> <line>` and returns its result and standard output.
+    fn ctl(config: &std::path::Path, line: &str) -> (Result<ExitCode, CtlError>, String) {
+        let args = parse(&format!("ctl --config {} {line}", config.display())).unwrap();
+        let mut out = Vec::new();
+        let result = execute(&args, &mut io::empty(), &mut out);
+        (result, String::from_utf8(out).unwrap())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn commands_drive_a_running_node() {
+        use crate::admin::tests::{TOKEN, blocking, start_admin, test_node};
+        let (node, dir) = test_node("ctl-e2e");
+        let (_address, task) = start_admin(&node).await;
+        let config = dir.path().join("tern.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[general]\ndata_dir = {:?}\n[admin]\ntoken = \"{TOKEN}\"\n",
+                dir.path().display().to_string()
+            ),
+        )
+        .unwrap();
+        blocking(move || {
+            let register = "account register --username bob --domain localhost --password pw1";
+            let (r, out) = ctl(&config, register);
+            assert_eq!(r.unwrap(), ExitCode::SUCCESS);
+            assert_eq!(out, "registered bob@localhost\n");
+
+            let e = ctl(&config, register).0.unwrap_err();
+            assert_eq!(e.exit_code(), ExitCode::from(EXIT_REFUSED));
+            assert_eq!(e.code(), Some("USER_EXISTS"));
+
+            assert_eq!(ctl(&config, "account list --domain localhost").1, "bob@localhost\n");
+            assert_eq!(ctl(&config, "account count --domain localhost").1, "1\n");
+
+            let (r, out) = ctl(&config, "account check-password --user bob@localhost --password x");
+            assert_eq!(r.unwrap(), ExitCode::from(EXIT_REFUSED));
+            assert_eq!(out, "the password of bob@localhost is wrong\n");
+            let (r, _) = ctl(&config, "account check-password --user bob@localhost --password pw1");
+            assert_eq!(r.unwrap(), ExitCode::SUCCESS);
+
+            assert_eq!(ctl(&config, "session count").1, "0\n");
+            let add = "roster add-contact --user bob@localhost --contact carol@example.org \
+                       --name Carol --group Friends";
+            assert_eq!(ctl(&config, add).0.unwrap(), ExitCode::SUCCESS);
+            assert_eq!(ctl(&config, "roster list --user bob@localhost").1, "carol@example.org\n");
+
+            let (r, out) = ctl(&config, "server status --json");
+            assert_eq!(r.unwrap(), ExitCode::SUCCESS);
+            let data: serde_json::Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(data["server"]["status"]["status"], "running");
+            assert_eq!(data["server"]["status"]["registeredUsers"], 1);
+
+            assert_eq!(ctl(&config, "server stop").1, "the node is stopping\n");
+        })
+        .await;
+        tokio::time::timeout(std::time::Duration::from_secs(10), task)
+            .await
+            .expect("the admin API stops")
+            .unwrap()
+            .unwrap();
+    }
+
+    #[test]
+    fn unreachable_node_exits_with_three() {
+        let dir = crate::admin::tests::TempDir::new("ctl-unreachable");
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join(crate::admin::TOKEN_FILE), "t-0123456789abcdef\n").unwrap();
+        let free = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let config = dir.path().join("tern.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[general]\ndata_dir = {:?}\n[admin]\naddress = \"{free}\"\n",
+                data.display().to_string()
+            ),
+        )
+        .unwrap();
+        let args = CtlArgs {
+            config: Some(config),
+            json: false,
+            command: CtlCommand::Server(ServerCommand::Status),
+        };
+        let mut out = Vec::new();
+        let e = execute(&args, &mut io::empty(), &mut out).unwrap_err();
+        assert_eq!(e.exit_code(), ExitCode::from(EXIT_UNAVAILABLE));
+        assert!(e.to_string().contains("is `tern serve` running?"), "{e}");
+        assert!(out.is_empty());
+    }
+}

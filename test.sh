@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs every test of Tern on a fresh machine: formatting, lints, unit and integration tests,
+# and the interoperability suite with a real XMPP client (slixmpp, in a venv made here).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "toolchain: $(cargo --version)"
+if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    step "installing python3-venv"
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+    else
+        echo "python3 venv support is missing: install python3-venv" >&2
+        exit 1
+    fi
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "build the tern binary"
+cargo build --workspace --bins --locked
+
+step "unit and integration tests"
+cargo test --workspace --locked
+
+step "interoperability suite (slixmpp)"
+TERN_BIN="$PWD/target/debug/tern" tests/interop/run.sh

@@ -1,0 +1,274 @@
+//! A raw XMPP client for tests: exact bytes in, text out.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+/// How long a test waits for an expected reply.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// The stream header a client sends.
+pub fn header(domain: &str) -> String {
+    format!(
+        "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+         xmlns:stream='http://etherx.jabber.org/streams' to='{domain}' version='1.0'>"
+    )
+}
+
+/// Accepts the test server's self-signed certificate (tests only).
+#[derive(Debug)]
+struct AcceptAnyCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A TLS connector that trusts any server certificate.
+pub fn insecure_connector() -> TlsConnector {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("default protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
+        .with_no_client_auth();
+    TlsConnector::from(Arc::new(config))
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+enum Transport {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    Gone,
+}
+
+/// A raw client connection.
+pub struct RawClient {
+    transport: Transport,
+    /// Received text not yet consumed by a `read_until`.
+    pub pending: String,
+    domain: String,
+    eof: bool,
+}
+
+impl std::fmt::Debug for RawClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawClient").field("pending", &self.pending).finish()
+    }
+}
+
+impl RawClient {
+    /// A plain TCP connection (for STARTTLS).
+    pub async fn connect(port: u16, domain: &str) -> Self {
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+        Self {
+            transport: Transport::Plain(tcp),
+            pending: String::new(),
+            domain: domain.to_owned(),
+            eof: false,
+        }
+    }
+
+    /// A direct TLS connection (XEP-0368).
+    pub async fn connect_tls(port: u16, domain: &str) -> Self {
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+        let name = ServerName::try_from(domain.to_owned()).expect("server name");
+        let tls = insecure_connector().connect(name, tcp).await.expect("tls handshake");
+        Self {
+            transport: Transport::Tls(Box::new(tls)),
+            pending: String::new(),
+            domain: domain.to_owned(),
+            eof: false,
+        }
+    }
+
+    fn io(&mut self) -> &mut dyn Io {
+        match &mut self.transport {
+            Transport::Plain(s) => s,
+            Transport::Tls(s) => s.as_mut(),
+            Transport::Gone => panic!("transport lost"),
+        }
+    }
+
+    /// Sends raw text.
+    pub async fn send(&mut self, text: &str) {
+        let io = self.io();
+        io.write_all(text.as_bytes()).await.expect("write");
+        io.flush().await.expect("flush");
+    }
+
+    /// Sends raw text, ignoring errors (the server may have closed already).
+    pub async fn try_send(&mut self, text: &str) -> bool {
+        let io = self.io();
+        io.write_all(text.as_bytes()).await.is_ok() && io.flush().await.is_ok()
+    }
+
+    async fn fill(&mut self, wait: Duration) -> bool {
+        let mut buf = vec![0u8; 16384];
+        match tokio::time::timeout(wait, self.io().read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                self.eof = true;
+                false
+            }
+            Ok(Ok(n)) => {
+                self.pending.push_str(&String::from_utf8_lossy(&buf[..n]));
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Reads until `needle` arrives; returns everything up to and including it (consumed).
+    /// Panics after [`WAIT`] with what arrived.
+    pub async fn read_until(&mut self, needle: &str) -> String {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(i) = self.pending.find(needle) {
+                let rest = self.pending.split_off(i + needle.len());
+                return std::mem::replace(&mut self.pending, rest);
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            assert!(
+                !left.is_zero() && !self.eof,
+                "waited for {needle:?}; got {:?} (eof: {})",
+                self.pending,
+                self.eof
+            );
+            self.fill(left).await;
+        }
+    }
+
+    /// Everything that arrives within `wait` (consumed).
+    pub async fn read_for(&mut self, wait: Duration) -> String {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() || self.eof {
+                break;
+            }
+            self.fill(left).await;
+        }
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Whether the server closed the connection within [`WAIT`].
+    pub async fn closed(&mut self) -> bool {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !self.eof {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            self.fill(left).await;
+        }
+        true
+    }
+
+    /// Sends a stream header and returns the server's features.
+    pub async fn open(&mut self) -> String {
+        let header = header(&self.domain);
+        self.send(&header).await;
+        self.read_until("</stream:features>").await
+    }
+
+    /// Negotiates STARTTLS on a plain connection.
+    pub async fn starttls(&mut self) {
+        let features = self.open().await;
+        assert!(features.contains("urn:ietf:params:xml:ns:xmpp-tls"), "{features}");
+        self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>").await;
+        self.read_until("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>").await;
+        let Transport::Plain(tcp) = std::mem::replace(&mut self.transport, Transport::Gone) else {
+            panic!("starttls on a tls connection");
+        };
+        let name = ServerName::try_from(self.domain.clone()).expect("server name");
+        let tls = insecure_connector().connect(name, tcp).await.expect("tls handshake");
+        self.transport = Transport::Tls(Box::new(tls));
+    }
+
+    /// SASL PLAIN on an open, secure stream; returns the server's answer element.
+    pub async fn auth_plain(&mut self, user: &str, password: &str) -> String {
+        let payload = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+        self.send(&format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{payload}</auth>"
+        ))
+        .await;
+        let reply = self.read_until("</").await;
+        let reply = reply + &self.read_until(">").await;
+        reply
+    }
+
+    /// Binds `resource` on an authenticated, restarted stream; returns the full JID.
+    pub async fn bind(&mut self, resource: &str) -> String {
+        self.open().await;
+        self.send(&format!(
+            "<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>"
+        ))
+        .await;
+        let reply = self.read_until("</iq>").await;
+        let start = reply.find("<jid>").expect("bound jid") + 5;
+        let end = reply.find("</jid>").expect("bound jid end");
+        reply[start..end].to_owned()
+    }
+
+    /// Connects, negotiates STARTTLS, authenticates with PLAIN and binds `resource`.
+    pub async fn login(port: u16, domain: &str, user: &str, password: &str, resource: &str) -> Self {
+        let mut client = Self::connect(port, domain).await;
+        client.starttls().await;
+        client.open().await;
+        let answer = client.auth_plain(user, password).await;
+        assert!(answer.contains("<success"), "login of {user} failed: {answer}");
+        client.bind(resource).await;
+        client
+    }
+}

@@ -1,0 +1,188 @@
+//! Starting the real `tern` binary for a test.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `tern` binary under test: `$TERN_BIN`, else `target/debug/tern` of this workspace.
+pub fn tern_bin() -> PathBuf {
+    if let Ok(path) = std::env::var("TERN_BIN") {
+        return PathBuf::from(path);
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/tern");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build -p tern-node --bin tern` first (the test script does)",
+        path.display()
+    );
+    path
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local address").port()
+}
+
+/// A fresh, unique temporary directory (removed when the test server is dropped).
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let dir = std::env::temp_dir().join(format!("tern-it-{tag}-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+/// A running `tern serve` process with its own ports and data directory.
+#[derive(Debug)]
+pub struct TestServer {
+    /// The scratch directory (config file, data dir).
+    pub dir: PathBuf,
+    /// The configuration file.
+    pub config: PathBuf,
+    /// STARTTLS client port.
+    pub starttls_port: u16,
+    /// Direct TLS client port.
+    pub tls_port: u16,
+    /// Admin API port.
+    pub admin_port: u16,
+    child: Option<Child>,
+    keep_dir: bool,
+}
+
+impl TestServer {
+    /// Starts a server; `extra` is appended to the generated configuration (TOML).
+    pub fn start(tag: &str, extra: &str) -> Self {
+        let dir = temp_dir(tag);
+        let mut server = Self::configure(dir, extra);
+        server.spawn();
+        server
+    }
+
+    /// Writes the configuration for a server in `dir` without starting it.
+    pub fn configure(dir: PathBuf, extra: &str) -> Self {
+        let (starttls_port, tls_port, admin_port) = (free_port(), free_port(), free_port());
+        let config = dir.join("tern.toml");
+        let text = format!(
+            r#"[general]
+domains = ["localhost", "example.test"]
+data_dir = "{data}"
+log_level = "info"
+
+[[listen.c2s]]
+address = "127.0.0.1:{starttls_port}"
+tls = "starttls"
+
+[[listen.c2s]]
+address = "127.0.0.1:{tls_port}"
+tls = "direct"
+
+[admin]
+address = "127.0.0.1:{admin_port}"
+
+{extra}
+"#,
+            data = dir.join("data").display()
+        );
+        std::fs::write(&config, text).expect("write config");
+        Self {
+            dir,
+            config,
+            starttls_port,
+            tls_port,
+            admin_port,
+            child: None,
+            keep_dir: false,
+        }
+    }
+
+    /// Starts (or restarts) the process and waits until it accepts clients.
+    pub fn spawn(&mut self) {
+        let log = std::fs::File::create(self.dir.join("server.log")).expect("log file");
+        let child = Command::new(tern_bin())
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start tern");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for port in [self.starttls_port, self.tls_port, self.admin_port] {
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                    panic!("tern exited early ({status}):\n{}", self.log());
+                }
+                assert!(Instant::now() < deadline, "tern did not listen on {port}:\n{}", self.log());
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// Stops the process (SIGTERM, then kill after 5 s) and returns whether it exited cleanly.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill").arg(child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    /// Runs `tern ctl --config <config> args…`.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(tern_bin())
+            .arg("ctl")
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .expect("run tern ctl")
+    }
+
+    /// Registers `user@domain` with `tern ctl account register`, panicking on failure.
+    pub fn register(&self, user: &str, domain: &str, password: &str) {
+        let out = self.ctl(&[
+            "account", "register", "--username", user, "--domain", domain, "--password", password,
+        ]);
+        assert!(
+            out.status.success(),
+            "register {user}@{domain} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Keeps the scratch directory after the test (for debugging).
+    pub fn keep(&mut self) {
+        self.keep_dir = true;
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop();
+        if !self.keep_dir && !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
