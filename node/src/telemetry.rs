@@ -1,5 +1,7 @@
 //! Tracing subscriber setup for the `tern` binary (STYLE.md §6).
 
+use std::io::IsTerminal as _;
+
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber: human-readable lines on stderr, filtered by `RUST_LOG` when
@@ -11,6 +13,7 @@ pub fn init(level: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .try_init();
 }

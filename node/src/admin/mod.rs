@@ -10,9 +10,11 @@
 //!   `mongooseimctl` style (`account`, `session`, `stanza`, `roster`, `server`).
 //! - `account`, `session`, `stanza`, `roster`, `server`: one category each, its query and
 //!   mutation objects and the operations behind them.
+//! - `args`: parsing and checking the JIDs and domains resolvers receive.
 //! - `error`: [`AdminError`], every failure a resolver reports, with its `extensions.code`.
 
 mod account;
+mod args;
 mod error;
 mod http;
 mod roster;

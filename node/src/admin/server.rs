@@ -125,7 +125,7 @@ mod tests {
     #[tokio::test]
     async fn stop_flips_the_shutdown_flag() {
         let (node, _dir) = test_node("server-stop");
-        let mut watch = node.shutdown.subscribe();
+        let watch = node.shutdown.subscribe();
         assert!(!node.is_shutting_down());
         stop(&node).unwrap();
         assert!(node.is_shutting_down());

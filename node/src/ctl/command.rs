@@ -1,7 +1,7 @@
 //! Each `tern ctl` command as a GraphQL operation ([`plan`]) and its answer as text or JSON
 //! ([`render`]). Arguments always travel as GraphQL variables, never pasted into the query.
 
-use std::io::{BufRead, Read as _, Write};
+use std::io::{BufRead, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 

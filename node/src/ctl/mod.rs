@@ -229,7 +229,7 @@ fn execute(args: &CtlArgs, input: &mut dyn BufRead, out: &mut dyn Write) -> Resu
     let call = command::plan(&args.command, input)?;
     let target = discovery::discover(args.config.as_deref())?;
     let data = AdminClient::new(&target).graphql(call.query, call.variables.clone())?;
-    Ok(command::render(&call, &data, args.json, out))
+    command::render(&call, &data, args.json, out)
 }
 
 #[cfg(test)]
