@@ -67,6 +67,7 @@ impl AdminClient {
     }
 
     /// A client for `address` with `token`; `token_source` says where the token came from.
+    #[cfg(test)]
     pub(crate) fn with_token(address: SocketAddr, token: &str, token_source: &str) -> Self {
         Self {
             address,
@@ -114,6 +115,7 @@ impl AdminClient {
     }
 
     /// `GET path`, without a token.
+    #[cfg(test)]
     pub(crate) fn get(&self, path: &str) -> Result<HttpResponse, CtlError> {
         request(self.address, "GET", path, None, None)
     }

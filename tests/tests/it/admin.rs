@@ -40,6 +40,13 @@ fn ctl_explains_when_the_server_is_not_running() {
     let out = server.ctl(&["server", "status"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("`tern serve`"), "{stderr}");
+    // With a token left by an earlier run but no server listening.
+    let mut server = TestServer::start("ctl-stopped", "");
+    assert!(server.stop());
+    let out = server.ctl(&["server", "status"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("is `tern serve` running"), "{stderr}");
 }
 

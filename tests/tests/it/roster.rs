@@ -11,8 +11,8 @@ async fn roster_set_is_pushed_and_survives_a_restart() {
     let mut desk = RawClient::login(server.starttls_port, "localhost", "romeo", "pw", "desk").await;
     for c in [&mut phone, &mut desk] {
         c.send("<iq type='get' id='r0'><query xmlns='jabber:iq:roster'/></iq>").await;
-        let got = c.read_until("id='r0'").await;
-        assert!(got.contains("type='result'"), "{got}");
+        let got = c.read_until("</iq>").await;
+        assert!(got.contains("type='result' id='r0'"), "{got}");
     }
     phone
         .send("<iq type='set' id='r1'><query xmlns='jabber:iq:roster'><item jid='juliet@example.test' name='Juliet'><group>Verona</group></item></query></iq>")
