@@ -158,9 +158,8 @@ pub async fn remove(node: &Arc<Node>, jid: &BareJid) -> Result<(), AccountError>
         return Err(AccountError::NotFound(jid.to_string()));
     }
     for session in node.sm.resources(jid) {
-        session.close(
-            StreamError::new(StreamCondition::NotAuthorized).with_text("account removed"),
-        );
+        session
+            .close(StreamError::new(StreamCondition::NotAuthorized).with_text("account removed"));
     }
     Ok(())
 }

@@ -71,7 +71,9 @@ impl C2sServer {
     ) -> io::Result<Self> {
         let listener = TcpListener::bind(config.address).await?;
         let (transport, policy) = match config.tls {
-            TlsMode::StartTls if config.starttls_required => (Transport::StartTls, TlsPolicy::Required),
+            TlsMode::StartTls if config.starttls_required => {
+                (Transport::StartTls, TlsPolicy::Required)
+            }
             TlsMode::StartTls => (Transport::StartTls, TlsPolicy::Optional),
             TlsMode::Direct => (Transport::DirectTls, TlsPolicy::AlreadySecure),
         };
@@ -117,7 +119,8 @@ impl C2sServer {
             };
             let _ = tcp.set_nodelay(true);
             let conn_id = node.conn_id();
-            let span = tracing::info_span!("c2s", conn_id, peer_addr = %peer, jid = tracing::field::Empty);
+            let span =
+                tracing::info_span!("c2s", conn_id, peer_addr = %peer, jid = tracing::field::Empty);
             let node = node.clone();
             let config = self.stream_config.clone();
             let acceptor = self.acceptor.clone();
@@ -148,8 +151,8 @@ impl C2sServer {
 
 /// Over the limit: answer with a stream error so the client knows why.
 async fn refuse(tcp: TcpStream, transport: Transport, acceptor: TlsAcceptor) {
-    let error = StreamError::new(StreamCondition::ResourceConstraint)
-        .with_text("too many connections");
+    let error =
+        StreamError::new(StreamCondition::ResourceConstraint).with_text("too many connections");
     let body = format!(
         "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>{}</stream:stream>",
         error.to_xml()
@@ -176,7 +179,10 @@ enum Io {
 }
 
 fn upgrading() -> io::Error {
-    io::Error::new(io::ErrorKind::NotConnected, "transport is being upgraded to tls")
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "transport is being upgraded to tls",
+    )
 }
 
 impl AsyncRead for Io {
@@ -194,7 +200,11 @@ impl AsyncRead for Io {
 }
 
 impl AsyncWrite for Io {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
@@ -239,7 +249,9 @@ impl Connection {
             Transport::DirectTls => {
                 let tls = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, self.acceptor.accept(tcp))
                     .await
-                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "tls handshake timeout"))??;
+                    .map_err(|_| {
+                        io::Error::new(io::ErrorKind::TimedOut, "tls handshake timeout")
+                    })??;
                 let binding = crate::tls::tls_exporter(tls.get_ref().1).map(|b| b.to_vec());
                 stream.set_channel_binding(binding);
                 Io::Tls(Box::new(tls))
@@ -326,14 +338,23 @@ impl Connection {
                 };
                 let tls = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, self.acceptor.accept(tcp))
                     .await
-                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "tls handshake timeout"))??;
+                    .map_err(|_| {
+                        io::Error::new(io::ErrorKind::TimedOut, "tls handshake timeout")
+                    })??;
                 let binding = crate::tls::tls_exporter(tls.get_ref().1).map(|b| b.to_vec());
                 *io = Io::Tls(Box::new(tls));
-                stream.handle_command(now(), Command::TlsEstablished { channel_binding: binding });
+                stream.handle_command(
+                    now(),
+                    Command::TlsEstablished {
+                        channel_binding: binding,
+                    },
+                );
             }
             Event::CredentialsNeeded { username, domain } => {
                 let creds = match BareJid::new(&format!("{username}@{domain}")) {
-                    Ok(jid) if jid.node().is_some() => crate::accounts::credentials(&self.node, &jid).await,
+                    Ok(jid) if jid.node().is_some() => {
+                        crate::accounts::credentials(&self.node, &jid).await
+                    }
                     _ => None,
                 };
                 stream.handle_command(now(), Command::Credentials(creds));
@@ -365,17 +386,20 @@ impl Connection {
     }
 
     fn bind(&mut self, stream: &ServerStream, resource: Option<String>) -> Command {
-        let (Some(domain), Some(jid_user)) = (stream.domain(), self.authenticated_user(stream)) else {
+        let (Some(domain), Some(jid_user)) = (stream.domain(), self.authenticated_user(stream))
+        else {
             return Command::BindFailed(StanzaCondition::NotAllowed);
         };
-        let bare = match BareJid::new(&format!("{jid_user}@{domain}")) {
-            Ok(b) => b,
-            Err(_) => return Command::BindFailed(StanzaCondition::NotAllowed),
+        let Ok(bare) = BareJid::new(&format!("{jid_user}@{domain}")) else {
+            return Command::BindFailed(StanzaCondition::NotAllowed);
         };
         let resource = resource.unwrap_or_else(|| {
             let mut bytes = [0u8; 8];
             rand::fill(&mut bytes);
-            format!("tern-{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+            format!(
+                "tern-{}",
+                bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            )
         });
         let full: FullJid = match bare.with_resource_str(&resource) {
             Ok(full) => full,

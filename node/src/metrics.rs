@@ -128,15 +128,20 @@ impl Metrics {
             }
         }
         self.latency_count.fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_nanos
-            .fetch_add(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.latency_sum_nanos.fetch_add(
+            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
     }
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let _ = writeln!(out, "# HELP tern_c2s_connections_total Client connections accepted.");
+        let _ = writeln!(
+            out,
+            "# HELP tern_c2s_connections_total Client connections accepted."
+        );
         let _ = writeln!(out, "# TYPE tern_c2s_connections_total counter");
         for t in Transport::ALL {
             let _ = writeln!(
@@ -146,7 +151,10 @@ impl Metrics {
                 load(&self.connections_total[t.index()])
             );
         }
-        let _ = writeln!(out, "# HELP tern_c2s_connections Client connections open now.");
+        let _ = writeln!(
+            out,
+            "# HELP tern_c2s_connections Client connections open now."
+        );
         let _ = writeln!(out, "# TYPE tern_c2s_connections gauge");
         for t in Transport::ALL {
             let _ = writeln!(
@@ -157,8 +165,16 @@ impl Metrics {
             );
         }
         for (name, help, values) in [
-            ("tern_sasl_logins_total", "Successful SASL authentications.", &self.logins),
-            ("tern_sasl_auth_failures_total", "Failed SASL authentications.", &self.auth_failures),
+            (
+                "tern_sasl_logins_total",
+                "Successful SASL authentications.",
+                &self.logins,
+            ),
+            (
+                "tern_sasl_auth_failures_total",
+                "Failed SASL authentications.",
+                &self.auth_failures,
+            ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} counter");
@@ -172,8 +188,16 @@ impl Metrics {
             }
         }
         for (name, help, values) in [
-            ("tern_stanzas_in_total", "Stanzas received from clients.", &self.stanzas_in),
-            ("tern_stanzas_out_total", "Stanzas delivered to clients.", &self.stanzas_out),
+            (
+                "tern_stanzas_in_total",
+                "Stanzas received from clients.",
+                &self.stanzas_in,
+            ),
+            (
+                "tern_stanzas_out_total",
+                "Stanzas delivered to clients.",
+                &self.stanzas_out,
+            ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} counter");
@@ -186,10 +210,20 @@ impl Metrics {
                 );
             }
         }
-        let _ = writeln!(out, "# HELP tern_router_bounced_total Stanzas answered with an error.");
+        let _ = writeln!(
+            out,
+            "# HELP tern_router_bounced_total Stanzas answered with an error."
+        );
         let _ = writeln!(out, "# TYPE tern_router_bounced_total counter");
-        let _ = writeln!(out, "tern_router_bounced_total {}", load(&self.stanzas_bounced));
-        let _ = writeln!(out, "# HELP tern_sm_sessions Sessions online (bound resources).");
+        let _ = writeln!(
+            out,
+            "tern_router_bounced_total {}",
+            load(&self.stanzas_bounced)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP tern_sm_sessions Sessions online (bound resources)."
+        );
         let _ = writeln!(out, "# TYPE tern_sm_sessions gauge");
         let _ = writeln!(out, "tern_sm_sessions {}", self.sessions_online());
         let _ = writeln!(
@@ -206,7 +240,10 @@ impl Metrics {
             );
         }
         let count = load(&self.latency_count);
-        let _ = writeln!(out, "tern_router_latency_seconds_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "tern_router_latency_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
         let _ = writeln!(
             out,
             "tern_router_latency_seconds_sum {}",

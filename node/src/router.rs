@@ -23,8 +23,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use jid::{BareJid, FullJid, Jid};
-use tern_xmpp_proto::{StanzaCondition, StanzaError, StanzaKind, ns};
 use tern_xmpp_proto::stanza::Stanza;
+use tern_xmpp_proto::{StanzaCondition, StanzaError, StanzaKind, ns};
 
 use crate::modules;
 use crate::node::Node;
@@ -49,9 +49,8 @@ impl Node {
             // session first (RFC 6120 §8.1.1.1).
             return;
         };
-        let to = match Jid::new(to) {
-            Ok(jid) => jid,
-            Err(_) => return self.bounce(&stanza, StanzaCondition::JidMalformed).await,
+        let Ok(to) = Jid::new(to) else {
+            return self.bounce(&stanza, StanzaCondition::JidMalformed).await;
         };
         if !self.serves(to.domain().as_str()) {
             return self.route_remote(stanza, to).await;
@@ -92,7 +91,9 @@ impl Node {
         match stanza.kind {
             StanzaKind::Message => {
                 if stanza.is_type("groupchat") {
-                    return self.bounce(&stanza, StanzaCondition::ServiceUnavailable).await;
+                    return self
+                        .bounce(&stanza, StanzaCondition::ServiceUnavailable)
+                        .await;
                 }
                 // RFC 6121 §8.5.3.2.1: treated as if sent to the bare JID.
                 self.route_to_bare(stanza, bare).await;
@@ -148,7 +149,9 @@ impl Node {
     /// highest non-negative priority (headlines to all non-negative ones).
     async fn deliver_message_to_bare(self: &Arc<Self>, stanza: Stanza, to: &BareJid) {
         if stanza.is_type("groupchat") {
-            return self.bounce(&stanza, StanzaCondition::ServiceUnavailable).await;
+            return self
+                .bounce(&stanza, StanzaCondition::ServiceUnavailable)
+                .await;
         }
         let candidates: Vec<(Arc<Session>, i8)> = self
             .sm

@@ -249,7 +249,9 @@ mod tests {
         // The replaced session's own cleanup must not remove its successor.
         assert!(!sm.unregister(&a));
         assert_eq!(
-            sm.get(&FullJid::new("u@localhost/r").unwrap()).unwrap().conn_id,
+            sm.get(&FullJid::new("u@localhost/r").unwrap())
+                .unwrap()
+                .conn_id,
             2
         );
     }
@@ -267,7 +269,11 @@ mod tests {
             .collect();
         assert_eq!(sm.count(Some("one")), 2);
         assert_eq!(sm.count(None), 3);
-        let listed: Vec<String> = sm.list(Some("one")).iter().map(|s| s.jid.to_string()).collect();
+        let listed: Vec<String> = sm
+            .list(Some("one"))
+            .iter()
+            .map(|s| s.jid.to_string())
+            .collect();
         assert_eq!(listed, ["a@one/x", "a@one/y"]);
         assert_eq!(sm.resources(&BareJid::new("a@one").unwrap()).len(), 2);
         drop(keep);
@@ -286,6 +292,6 @@ mod tests {
 
     #[test]
     fn session_entry_stays_small() {
-        assert!(std::mem::size_of::<Session>() <= 512, "{}", std::mem::size_of::<Session>());
+        assert!(size_of::<Session>() <= 512, "{}", size_of::<Session>());
     }
 }

@@ -10,11 +10,15 @@ import xml.etree.ElementTree as ET
 import pytest
 from slixmpp.exceptions import IqError
 
+from rawxmpp import (CLIENT_NS, SASL_NS, STANZAS_ERR_NS, STREAM_NS, STREAMS_ERR_NS,
+                     RawClient, StreamClosed, error_condition, q)
 from xmppclient import ClientFactory, LoginFailed
 
 SERVICE_PLUGINS = ("xep_0030", "xep_0199", "xep_0092")
 DISCO_INFO = "http://jabber.org/protocol/disco#info"
 DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
+REGISTER_NS = "jabber:iq:register"
+REGISTER_FEATURE_NS = "http://jabber.org/features/iq-register"
 
 
 async def iq_error(coro) -> tuple[str, str]:
@@ -112,7 +116,9 @@ async def test_account_disco_info(server, clients):
     iq = await client.plugin["xep_0030"].get_info(account.jid, cached=False,
                                                   timeout=5)
     assert iq["type"] == "result"
-    assert iq["from"].full == account.jid
+    # RFC 6120 §8.1.2.1: on the account's behalf, 'from' is absent or the
+    # bare JID.
+    assert iq["from"].full in ("", account.jid), iq["from"]
     info = iq["disco_info"]
     identities = {(cat, typ) for cat, typ, _lang, _name in info["identities"]}
     assert ("account", "registered") in identities, identities
@@ -142,12 +148,65 @@ async def test_server_software_version(server, clients):
     assert iq.xml.find("{jabber:iq:version}query/{jabber:iq:version}os") is None
 
 
-async def test_register_iq_refused_when_module_disabled(server, clients):
-    client = clients(server.new_account("noibr"), plugins=("xep_0077",))
-    await client.login()
-    etype, cond = await iq_error(
-        client.plugin["xep_0077"].get_registration(jid="localhost", timeout=5))
-    assert cond in ("service-unavailable", "not-allowed"), cond
+def raw_client(server) -> RawClient:
+    return RawClient("127.0.0.1", server.starttls_port,
+                     ssl_context=server.client_ssl_context())
+
+
+def pre_auth_register(conn: RawClient, payload: str, type_: str, id_: str):
+    """Send a pre-auth XEP-0077 IQ; return (stanza error condition or None,
+    stream error condition or None)."""
+    conn.send(f"<iq type='{type_}' id='{id_}'><query xmlns='{REGISTER_NS}'>"
+              f"{payload}</query></iq>")
+    try:
+        answer = conn.read_element()
+    except StreamClosed:
+        return None, "closed"
+    if answer.tag == q(STREAM_NS, "error"):
+        return None, error_condition(answer, STREAMS_ERR_NS)
+    assert answer.tag == q(CLIENT_NS, "iq") and answer.get("id") == id_, (
+        ET.tostring(answer))
+    if answer.get("type") != "error":
+        return answer.get("type"), None
+    error = answer.find(q(CLIENT_NS, "error"))
+    assert error is not None, ET.tostring(answer)
+    return error_condition(error, STANZAS_ERR_NS), None
+
+
+def test_in_band_registration_refused_when_disabled(server):
+    conn = raw_client(server)
+    try:
+        features = conn.starttls()
+        assert features.find(q(REGISTER_FEATURE_NS, "register")) is None, (
+            "register feature advertised while [modules.register] is off")
+        refused = ("service-unavailable", "not-allowed")
+        cond, stream_err = pre_auth_register(conn, "", "get", "g1")
+        assert cond in refused or stream_err == "not-authorized", (cond, stream_err)
+        if stream_err is None:
+            cond, stream_err = pre_auth_register(
+                conn, "<username>sneaky</username><password>Sneaky-pw1</password>",
+                "set", "s1")
+            assert cond in refused or stream_err == "not-authorized", (cond, stream_err)
+    finally:
+        conn.close()
+    # No account was created.
+    check = raw_client(server)
+    try:
+        check.starttls()
+        check.send_plain_auth("sneaky", "Sneaky-pw1")
+        answer = check.read_element(timeout=10)
+        assert answer.tag == q(SASL_NS, "failure"), ET.tostring(answer)
+    finally:
+        check.close()
+
+
+def test_register_feature_advertised_when_enabled(register_server):
+    conn = raw_client(register_server)
+    try:
+        features = conn.starttls()
+        assert features.find(q(REGISTER_FEATURE_NS, "register")) is not None
+    finally:
+        conn.close()
 
 
 @pytest.fixture

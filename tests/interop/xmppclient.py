@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import xml.etree.ElementTree as ET
 
 import slixmpp
+from slixmpp.exceptions import IqError
 from slixmpp.features.feature_mechanisms.stanza import Auth
 
 from ternserver import Account, TernServer
@@ -139,11 +141,28 @@ class Client(slixmpp.ClientXMPP):
         return self
 
     async def online(self, priority: int = 0) -> "Client":
-        """Log in, fetch the roster and send initial presence."""
+        """Log in, fetch the roster and send initial presence.
+
+        Returns once the server has answered an IQ sent after the presence,
+        so the resource is available before any other client acts on it.
+        """
         await self.login()
         await self.get_roster(timeout=WAIT)
         self.send_presence(ppriority=priority)
+        await self.sync()
         return self
+
+    async def sync(self) -> None:
+        """Round-trip a ping to the server: everything sent before it has
+        been processed by the server when this returns."""
+        iq = self.Iq()
+        iq["type"] = "get"
+        iq["to"] = self.boundjid.domain
+        iq.append(ET.Element("{urn:xmpp:ping}ping"))
+        try:
+            await iq.send(timeout=WAIT)
+        except IqError:
+            pass  # an error reply is still a reply
 
     async def close(self) -> None:
         if self.transport is not None:

@@ -104,14 +104,18 @@ pub struct RawClient {
 
 impl std::fmt::Debug for RawClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RawClient").field("pending", &self.pending).finish()
+        f.debug_struct("RawClient")
+            .field("pending", &self.pending)
+            .finish()
     }
 }
 
 impl RawClient {
     /// A plain TCP connection (for STARTTLS).
     pub async fn connect(port: u16, domain: &str) -> Self {
-        let tcp = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+        let tcp = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
         Self {
             transport: Transport::Plain(tcp),
             pending: String::new(),
@@ -122,9 +126,14 @@ impl RawClient {
 
     /// A direct TLS connection (XEP-0368).
     pub async fn connect_tls(port: u16, domain: &str) -> Self {
-        let tcp = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+        let tcp = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
         let name = ServerName::try_from(domain.to_owned()).expect("server name");
-        let tls = insecure_connector().connect(name, tcp).await.expect("tls handshake");
+        let tls = insecure_connector()
+            .connect(name, tcp)
+            .await
+            .expect("tls handshake");
         Self {
             transport: Transport::Tls(Box::new(tls)),
             pending: String::new(),
@@ -225,27 +234,35 @@ impl RawClient {
     /// Negotiates STARTTLS on a plain connection.
     pub async fn starttls(&mut self) {
         let features = self.open().await;
-        assert!(features.contains("urn:ietf:params:xml:ns:xmpp-tls"), "{features}");
-        self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>").await;
-        self.read_until("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>").await;
+        assert!(
+            features.contains("urn:ietf:params:xml:ns:xmpp-tls"),
+            "{features}"
+        );
+        self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+            .await;
+        self.read_until("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+            .await;
         let Transport::Plain(tcp) = std::mem::replace(&mut self.transport, Transport::Gone) else {
             panic!("starttls on a tls connection");
         };
         let name = ServerName::try_from(self.domain.clone()).expect("server name");
-        let tls = insecure_connector().connect(name, tcp).await.expect("tls handshake");
+        let tls = insecure_connector()
+            .connect(name, tcp)
+            .await
+            .expect("tls handshake");
         self.transport = Transport::Tls(Box::new(tls));
     }
 
     /// SASL PLAIN on an open, secure stream; returns the server's answer element.
     pub async fn auth_plain(&mut self, user: &str, password: &str) -> String {
-        let payload = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+        let payload =
+            base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
         self.send(&format!(
             "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{payload}</auth>"
         ))
         .await;
         let reply = self.read_until("</").await;
-        let reply = reply + &self.read_until(">").await;
-        reply
+        reply + &self.read_until(">").await
     }
 
     /// Binds `resource` on an authenticated, restarted stream; returns the full JID.
@@ -262,12 +279,21 @@ impl RawClient {
     }
 
     /// Connects, negotiates STARTTLS, authenticates with PLAIN and binds `resource`.
-    pub async fn login(port: u16, domain: &str, user: &str, password: &str, resource: &str) -> Self {
+    pub async fn login(
+        port: u16,
+        domain: &str,
+        user: &str,
+        password: &str,
+        resource: &str,
+    ) -> Self {
         let mut client = Self::connect(port, domain).await;
         client.starttls().await;
         client.open().await;
         let answer = client.auth_plain(user, password).await;
-        assert!(answer.contains("<success"), "login of {user} failed: {answer}");
+        assert!(
+            answer.contains("<success"),
+            "login of {user} failed: {answer}"
+        );
         client.bind(resource).await;
         client
     }

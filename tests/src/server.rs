@@ -114,10 +114,18 @@ address = "127.0.0.1:{admin_port}"
         let deadline = Instant::now() + Duration::from_secs(20);
         for port in [self.starttls_port, self.tls_port, self.admin_port] {
             while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                if let Some(status) = self
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten())
+                {
                     panic!("tern exited early ({status}):\n{}", self.log());
                 }
-                assert!(Instant::now() < deadline, "tern did not listen on {port}:\n{}", self.log());
+                assert!(
+                    Instant::now() < deadline,
+                    "tern did not listen on {port}:\n{}",
+                    self.log()
+                );
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
@@ -162,7 +170,14 @@ address = "127.0.0.1:{admin_port}"
     /// Registers `user@domain` with `tern ctl account register`, panicking on failure.
     pub fn register(&self, user: &str, domain: &str, password: &str) {
         let out = self.ctl(&[
-            "account", "register", "--username", user, "--domain", domain, "--password", password,
+            "account",
+            "register",
+            "--username",
+            user,
+            "--domain",
+            domain,
+            "--password",
+            password,
         ]);
         assert!(
             out.status.success(),

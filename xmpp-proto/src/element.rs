@@ -385,7 +385,9 @@ pub fn check_well_formed(bytes: &[u8], default_ns: &str) -> Result<(), ParseErro
         }
     }
     if depth != 0 || roots != 1 {
-        return Err(ParseError::NotWellFormed("not exactly one complete element".into()));
+        return Err(ParseError::NotWellFormed(
+            "not exactly one complete element".into(),
+        ));
     }
     Ok(())
 }
@@ -444,7 +446,9 @@ fn open(start: &BytesStart<'_>, scopes: &[Scope]) -> Result<(Element, Scope), Pa
             scope.prefixes.push((prefix.to_owned(), value.into_owned()));
         } else {
             if attrs.iter().any(|(n, _): &(String, String)| n == key) {
-                return Err(ParseError::NotWellFormed(format!("duplicate attribute {key}")));
+                return Err(ParseError::NotWellFormed(format!(
+                    "duplicate attribute {key}"
+                )));
             }
             attrs.push((key.to_owned(), value.into_owned()));
         }
@@ -613,7 +617,12 @@ mod tests {
             b"<presence/>",
         ];
         for g in good {
-            assert_eq!(check_well_formed(g, ns::CLIENT), Ok(()), "{}", String::from_utf8_lossy(g));
+            assert_eq!(
+                check_well_formed(g, ns::CLIENT),
+                Ok(()),
+                "{}",
+                String::from_utf8_lossy(g)
+            );
             assert!(Element::parse(g, ns::CLIENT).is_ok());
         }
         let bad: [&[u8]; 6] = [
@@ -625,13 +634,17 @@ mod tests {
             b"<message a='&bad;'/>",
         ];
         for b in bad {
-            assert!(check_well_formed(b, ns::CLIENT).is_err(), "{}", String::from_utf8_lossy(b));
+            assert!(
+                check_well_formed(b, ns::CLIENT).is_err(),
+                "{}",
+                String::from_utf8_lossy(b)
+            );
             assert!(Element::parse(b, ns::CLIENT).is_err());
         }
     }
 
     #[test]
     fn element_size_stays_small() {
-        assert!(std::mem::size_of::<Element>() <= 96);
+        assert!(size_of::<Element>() <= 96);
     }
 }

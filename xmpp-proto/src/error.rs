@@ -104,8 +104,11 @@ impl StreamError {
         }
         // The stream prefix is bound on our header; write the element with it.
         let inner = e.to_xml(ns::STREAMS);
-        format!("<stream:{}", inner.trim_start_matches('<'))
-            .replacen("</error>", "</stream:error>", 1)
+        format!("<stream:{}", inner.trim_start_matches('<')).replacen(
+            "</error>",
+            "</stream:error>",
+            1,
+        )
     }
 }
 
@@ -217,10 +220,9 @@ impl StanzaCondition {
     /// The error type RFC 6120 §8.3.3 suggests for the condition.
     pub fn default_type(self) -> ErrorType {
         match self {
-            Self::BadRequest
-            | Self::JidMalformed
-            | Self::NotAcceptable
-            | Self::PolicyViolation => ErrorType::Modify,
+            Self::BadRequest | Self::JidMalformed | Self::NotAcceptable | Self::PolicyViolation => {
+                ErrorType::Modify
+            }
             Self::NotAuthorized | Self::Forbidden => ErrorType::Auth,
             Self::RecipientUnavailable
             | Self::RemoteServerTimeout

@@ -182,7 +182,8 @@ impl Framer {
 
     fn scan_frame(&mut self) -> Result<Option<Frame>, FramingError> {
         while self.pos < self.buf.len() {
-            if (self.depth > 0 || self.scan != Scan::Content) && self.pos >= self.limits.max_stanza_size
+            if (self.depth > 0 || self.scan != Scan::Content)
+                && self.pos >= self.limits.max_stanza_size
             {
                 return Err(FramingError::StanzaTooLarge {
                     limit: self.limits.max_stanza_size,
@@ -344,7 +345,9 @@ impl Framer {
         match second {
             b'/' => {
                 if self.depth == 0 && !self.open {
-                    return Err(FramingError::NotWellFormed("end tag before the stream header"));
+                    return Err(FramingError::NotWellFormed(
+                        "end tag before the stream header",
+                    ));
                 }
                 self.pos = self.tag_start + 2;
                 self.scan = Scan::EndTag;
@@ -366,7 +369,9 @@ impl Framer {
                     Some(true) => return Err(FramingError::RestrictedXml("comment")),
                     Some(false) => {}
                 }
-                return Err(FramingError::RestrictedXml("document type or entity declaration"));
+                return Err(FramingError::RestrictedXml(
+                    "document type or entity declaration",
+                ));
             }
             b'?' => match need(b"<?xml") {
                 None => return Ok(false),
@@ -427,7 +432,9 @@ impl Framer {
         if self.depth == 0 {
             let name = tag_name(&self.buf[self.tag_start + 2..self.pos]);
             if name != self.stream_name.as_slice() {
-                return Err(FramingError::NotWellFormed("end tag does not match the stream"));
+                return Err(FramingError::NotWellFormed(
+                    "end tag does not match the stream",
+                ));
             }
             self.done = true;
             self.buf = BytesMut::new();
@@ -538,7 +545,9 @@ mod tests {
         let input = format!("{HEADER}hello<presence/>");
         assert_eq!(
             frames_of(input.as_bytes(), 3),
-            Err(FramingError::NotWellFormed("character data outside a stanza"))
+            Err(FramingError::NotWellFormed(
+                "character data outside a stanza"
+            ))
         );
     }
 
@@ -610,7 +619,10 @@ mod tests {
     #[test]
     fn refuses_restricted_xml() {
         for (bad, expected) in [
-            ("<!DOCTYPE foo [<!ENTITY x 'y'>]>", "document type or entity declaration"),
+            (
+                "<!DOCTYPE foo [<!ENTITY x 'y'>]>",
+                "document type or entity declaration",
+            ),
             ("<!ENTITY lol 'lol'>", "document type or entity declaration"),
             ("<!-- comment -->", "comment"),
             ("<?pi data?>", "processing instruction"),

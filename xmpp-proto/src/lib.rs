@@ -26,4 +26,4 @@ pub mod stream;
 pub use element::{Element, Node, ParseError};
 pub use error::{ErrorType, StanzaCondition, StanzaError, StreamCondition, StreamError};
 pub use framing::{Frame, Framer, FramingError, Limits};
-pub use stanza::{StartTag, Stanza, StanzaKind};
+pub use stanza::{Stanza, StanzaKind, StartTag};

@@ -123,9 +123,8 @@ impl<'a> StartTag<'a> {
             while i < bytes.len() && bytes[i].is_ascii_whitespace() {
                 i += 1;
             }
-            let quote = match bytes.get(i) {
-                Some(&q @ (b'\'' | b'"')) => q,
-                _ => return Err(TagError::Malformed("unquoted attribute value")),
+            let Some(&quote @ (b'\'' | b'"')) = bytes.get(i) else {
+                return Err(TagError::Malformed("unquoted attribute value"));
             };
             i += 1;
             let value_start = i;
@@ -310,8 +309,8 @@ impl Stanza {
         }
         let mut cursor = tag.name_end;
         for attr in &tag.attrs {
-            let replaced = (attr.name == "from" && from.is_some())
-                || (attr.name == "to" && to.is_some());
+            let replaced =
+                (attr.name == "from" && from.is_some()) || (attr.name == "to" && to.is_some());
             if replaced {
                 // Drop the attribute with the whitespace before it.
                 let start = text[..attr.span.start].trim_end().len().max(cursor);
@@ -424,6 +423,6 @@ mod tests {
 
     #[test]
     fn stanza_size_stays_small() {
-        assert!(std::mem::size_of::<Stanza>() <= 136);
+        assert!(size_of::<Stanza>() <= 136);
     }
 }

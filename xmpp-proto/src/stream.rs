@@ -25,7 +25,7 @@ use crate::error::{StanzaCondition, StanzaError, StreamCondition, StreamError};
 use crate::framing::{Frame, Framer, FramingError, Limits};
 use crate::ns;
 use crate::sasl::{Mechanism, SaslFailure, SaslServer, SaslStep, StoredCredentials};
-use crate::stanza::{StartTag, Stanza};
+use crate::stanza::{Stanza, StartTag};
 
 /// How a listener treats TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -512,11 +512,8 @@ impl ServerStream {
     }
 
     fn handle_header(&mut self, header: &[u8]) {
-        let tag = match StartTag::parse(header) {
-            Ok(tag) => tag,
-            Err(_) => {
-                return self.close(Some(StreamError::new(StreamCondition::NotWellFormed)));
-            }
+        let Ok(tag) = StartTag::parse(header) else {
+            return self.close(Some(StreamError::new(StreamCondition::NotWellFormed)));
         };
         let to = tag.attr("to").map(str::to_lowercase);
         let domain = match &to {
@@ -620,9 +617,8 @@ impl ServerStream {
         if self.phase == Phase::Established {
             return self.handle_stanza(frame);
         }
-        let element = match Element::parse(&frame, ns::CLIENT) {
-            Ok(e) => e,
-            Err(_) => return self.close(Some(StreamError::new(StreamCondition::NotWellFormed))),
+        let Ok(element) = Element::parse(&frame, ns::CLIENT) else {
+            return self.close(Some(StreamError::new(StreamCondition::NotWellFormed)));
         };
         match (element.ns(), element.name()) {
             (ns::TLS, "starttls") if self.phase == Phase::PreAuth && !self.secure => {
@@ -655,7 +651,9 @@ impl ServerStream {
             (ns::CLIENT, "message" | "presence" | "iq") => {
                 self.close(Some(StreamError::new(StreamCondition::NotAuthorized)));
             }
-            _ => self.close(Some(StreamError::new(StreamCondition::UnsupportedStanzaType))),
+            _ => self.close(Some(StreamError::new(
+                StreamCondition::UnsupportedStanzaType,
+            ))),
         }
     }
 
@@ -731,8 +729,10 @@ impl ServerStream {
                 self.username = Some(username.clone());
                 self.framer.reset();
                 self.header_seen = false;
-                self.events
-                    .push_back(Event::Authenticated { username, mechanism });
+                self.events.push_back(Event::Authenticated {
+                    username,
+                    mechanism,
+                });
             }
             SaslStep::Failure(failure) => self.sasl_failure_for(now, Some(mechanism), failure),
         }
@@ -743,7 +743,12 @@ impl ServerStream {
         self.sasl_failure_for(now, mechanism, failure);
     }
 
-    fn sasl_failure_for(&mut self, now: Instant, mechanism: Option<Mechanism>, failure: SaslFailure) {
+    fn sasl_failure_for(
+        &mut self,
+        now: Instant,
+        mechanism: Option<Mechanism>,
+        failure: SaslFailure,
+    ) {
         self.sasl = None;
         self.waiting = Waiting::Nothing;
         let xml = format!(
@@ -818,9 +823,15 @@ impl ServerStream {
             self.ping = None;
             return;
         }
-        if stanza.id.as_deref().is_some_and(|id| id.starts_with("tern-ping-"))
+        if stanza
+            .id
+            .as_deref()
+            .is_some_and(|id| id.starts_with("tern-ping-"))
             && (stanza.is_type("result") || stanza.is_type("error"))
-            && stanza.to.as_deref().is_none_or(|to| Some(to) == self.domain.as_deref())
+            && stanza
+                .to
+                .as_deref()
+                .is_none_or(|to| Some(to) == self.domain.as_deref())
         {
             // An answer to a ping already superseded by other traffic.
             return;

@@ -178,22 +178,50 @@ mod tests {
     #[tokio::test]
     async fn register_check_change_remove() {
         let (node, _dir) = test_node("account-ops");
-        let made = register_user(&node, "localhost", "alice", "pw-one").await.unwrap();
+        let made = register_user(&node, "localhost", "alice", "pw-one")
+            .await
+            .unwrap();
         assert_eq!(made.jid, "alice@localhost");
         assert_eq!(
-            register_user(&node, "localhost", "alice", "x").await.unwrap_err().code(),
+            register_user(&node, "localhost", "alice", "x")
+                .await
+                .unwrap_err()
+                .code(),
             "USER_EXISTS"
         );
-        assert!(check_password(&node, "alice@localhost", "pw-one").await.unwrap().correct);
-        assert!(!check_password(&node, "alice@localhost", "nope").await.unwrap().correct);
-        change_password(&node, "alice@localhost", "pw-two").await.unwrap();
-        assert!(check_password(&node, "alice@localhost", "pw-two").await.unwrap().correct);
-        assert_eq!(list_users(&node, "localhost").await.unwrap(), ["alice@localhost"]);
+        assert!(
+            check_password(&node, "alice@localhost", "pw-one")
+                .await
+                .unwrap()
+                .correct
+        );
+        assert!(
+            !check_password(&node, "alice@localhost", "nope")
+                .await
+                .unwrap()
+                .correct
+        );
+        change_password(&node, "alice@localhost", "pw-two")
+            .await
+            .unwrap();
+        assert!(
+            check_password(&node, "alice@localhost", "pw-two")
+                .await
+                .unwrap()
+                .correct
+        );
+        assert_eq!(
+            list_users(&node, "localhost").await.unwrap(),
+            ["alice@localhost"]
+        );
         assert_eq!(count_users(&node, "localhost").await.unwrap(), 1);
         remove_user(&node, "alice@localhost").await.unwrap();
         assert_eq!(count_users(&node, "localhost").await.unwrap(), 0);
         assert_eq!(
-            remove_user(&node, "alice@localhost").await.unwrap_err().code(),
+            remove_user(&node, "alice@localhost")
+                .await
+                .unwrap_err()
+                .code(),
             "NOT_FOUND"
         );
     }
@@ -208,7 +236,9 @@ mod tests {
             ("localhost", "b@b", "pw", "BAD_INPUT"),
         ];
         for (domain, user, password, code) in cases {
-            let e = register_user(&node, domain, user, password).await.unwrap_err();
+            let e = register_user(&node, domain, user, password)
+                .await
+                .unwrap_err();
             assert_eq!(e.code(), code, "{domain} {user:?} {password:?}: {e}");
         }
         assert_eq!(count_users(&node, "localhost").await.unwrap(), 0);
@@ -217,9 +247,13 @@ mod tests {
     #[tokio::test]
     async fn unknown_accounts_are_not_found() {
         let (node, _dir) = test_node("account-missing");
-        let e = check_password(&node, "ghost@localhost", "pw").await.unwrap_err();
+        let e = check_password(&node, "ghost@localhost", "pw")
+            .await
+            .unwrap_err();
         assert_eq!(e.code(), "NOT_FOUND");
-        let e = change_password(&node, "ghost@localhost", "pw").await.unwrap_err();
+        let e = change_password(&node, "ghost@localhost", "pw")
+            .await
+            .unwrap_err();
         assert_eq!(e.code(), "NOT_FOUND");
     }
 }

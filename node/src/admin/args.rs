@@ -97,7 +97,11 @@ mod tests {
             "alice@localhost"
         );
         for bad in ["localhost", "alice@localhost/phone", "@localhost", ""] {
-            assert_eq!(local_user(&node, bad).unwrap_err().code(), "BAD_INPUT", "{bad}");
+            assert_eq!(
+                local_user(&node, bad).unwrap_err().code(),
+                "BAD_INPUT",
+                "{bad}"
+            );
         }
         assert_eq!(
             local_user(&node, "alice@example.org").unwrap_err().code(),

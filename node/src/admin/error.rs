@@ -122,7 +122,10 @@ mod tests {
     fn account_errors_map_to_codes() {
         let cases = [
             (AccountError::InvalidJid("@x".into()), "BAD_INPUT"),
-            (AccountError::UnknownDomain("x.org".into()), "UNKNOWN_DOMAIN"),
+            (
+                AccountError::UnknownDomain("x.org".into()),
+                "UNKNOWN_DOMAIN",
+            ),
             (AccountError::Exists("a@x".into()), "USER_EXISTS"),
             (AccountError::NotFound("a@x".into()), "NOT_FOUND"),
             (AccountError::EmptyPassword, "BAD_INPUT"),

@@ -208,11 +208,23 @@ mod tests {
     #[test]
     fn accepts_only_the_bearer_token() {
         let token = "0123456789abcdef-token";
-        assert!(is_authorized(&headers("Bearer 0123456789abcdef-token"), token));
-        assert!(is_authorized(&headers("bearer 0123456789abcdef-token"), token));
-        assert!(!is_authorized(&headers("Bearer 0123456789abcdef-tokeN"), token));
+        assert!(is_authorized(
+            &headers("Bearer 0123456789abcdef-token"),
+            token
+        ));
+        assert!(is_authorized(
+            &headers("bearer 0123456789abcdef-token"),
+            token
+        ));
+        assert!(!is_authorized(
+            &headers("Bearer 0123456789abcdef-tokeN"),
+            token
+        ));
         assert!(!is_authorized(&headers("Bearer 0123456789abcdef"), token));
-        assert!(!is_authorized(&headers("Basic 0123456789abcdef-token"), token));
+        assert!(!is_authorized(
+            &headers("Basic 0123456789abcdef-token"),
+            token
+        ));
         assert!(!is_authorized(&headers("0123456789abcdef-token"), token));
         assert!(!is_authorized(&HeaderMap::new(), token));
         assert!(!is_authorized(&headers("Bearer "), ""));

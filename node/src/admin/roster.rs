@@ -82,7 +82,16 @@ impl RosterMutation {
         name: Option<String>,
         groups: Option<Vec<String>>,
     ) -> Result<RosterPayload> {
-        graphql(add_contact(node(ctx)?, &user, &contact, name, groups.unwrap_or_default()).await)
+        graphql(
+            add_contact(
+                node(ctx)?,
+                &user,
+                &contact,
+                name,
+                groups.unwrap_or_default(),
+            )
+            .await,
+        )
     }
 
     /// Makes the accounts `userA` and `userB` subscribed to each other's presence (`both` on
@@ -102,7 +111,9 @@ async fn existing_user(node: &Node, user: &str, operation: &'static str) -> Admi
     let jid = local_user(node, user)?;
     match node.storage.get_user(&jid).await {
         Ok(Some(_)) => Ok(jid),
-        Ok(None) => Err(AdminError::NotFound(format!("account {jid} does not exist"))),
+        Ok(None) => Err(AdminError::NotFound(format!(
+            "account {jid} does not exist"
+        ))),
         Err(e) => Err(AdminError::internal(operation, &e)),
     }
 }
@@ -211,7 +222,10 @@ mod tests {
         set_mutual_subscription(&node, "alice@localhost", "bob@localhost")
             .await
             .unwrap();
-        for (user, contact) in [("alice@localhost", "bob@localhost"), ("bob@localhost", "alice@localhost")] {
+        for (user, contact) in [
+            ("alice@localhost", "bob@localhost"),
+            ("bob@localhost", "alice@localhost"),
+        ] {
             let roster = node
                 .storage
                 .get_roster(&BareJid::new(user).unwrap())
@@ -235,9 +249,15 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.code(), "NOT_FOUND");
         create_account(&node, "alice@localhost").await;
-        let e = add_contact(&node, "alice@localhost", "bob@localhost", None, vec![String::new()])
-            .await
-            .unwrap_err();
+        let e = add_contact(
+            &node,
+            "alice@localhost",
+            "bob@localhost",
+            None,
+            vec![String::new()],
+        )
+        .await
+        .unwrap_err();
         assert_eq!(e.code(), "BAD_INPUT");
         let e = add_contact(&node, "alice@localhost", "bob@@x", None, Vec::new())
             .await

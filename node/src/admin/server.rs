@@ -71,7 +71,12 @@ async fn status(node: &Arc<Node>) -> AdminResult<ServerStatus> {
         .checked_sub(uptime)
         .unwrap_or(SystemTime::UNIX_EPOCH);
     Ok(ServerStatus {
-        status: if node.is_shutting_down() { "stopping" } else { "running" }.to_owned(),
+        status: if node.is_shutting_down() {
+            "stopping"
+        } else {
+            "running"
+        }
+        .to_owned(),
         node_name: format!("tern@{}", host_name()),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         uptime_seconds: uptime.as_secs(),

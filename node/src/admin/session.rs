@@ -157,7 +157,9 @@ mod tests {
         assert!(listed[0].connected_since.ends_with('Z'));
         assert_eq!(count_sessions(&node, Some("localhost")).unwrap(), 2);
         assert_eq!(
-            count_sessions(&node, Some("example.org")).unwrap_err().code(),
+            count_sessions(&node, Some("example.org"))
+                .unwrap_err()
+                .code(),
             "UNKNOWN_DOMAIN"
         );
     }

@@ -75,11 +75,16 @@ async fn send_stanza(node: &Arc<Node>, xml: &str) -> AdminResult<StanzaPayload> 
     check_size(node, xml.len())?;
     let element = Element::parse(xml.as_bytes(), ns::CLIENT)
         .map_err(|e| AdminError::BadInput(format!("the stanza is not valid XML: {e}")))?;
-    if !["message", "presence", "iq"].contains(&element.name()) || element.ns() != ns::CLIENT {
+    if !["message", "presence", "iq"].contains(&element.name()) {
         return Err(AdminError::BadInput(format!(
-            "expected <message/>, <presence/> or <iq/> in namespace {}, found <{}/> in {}",
+            "expected <message/>, <presence/> or <iq/>, found <{}/>",
+            element.name()
+        )));
+    }
+    if element.ns() != ns::CLIENT {
+        return Err(AdminError::BadInput(format!(
+            "the stanza must be in the namespace {}, found {}",
             ns::CLIENT,
-            element.name(),
             element.ns()
         )));
     }

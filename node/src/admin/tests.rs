@@ -123,7 +123,9 @@ async fn admin_api_requires_the_token() {
         assert_eq!(answer["errors"][0]["extensions"]["code"], "UNAUTHORIZED");
 
         let wrong = AdminClient::with_token(address, "not-the-token-at-all", "/x/admin.token");
-        let e = wrong.graphql("{ server { status { version } } }", json!({})).unwrap_err();
+        let e = wrong
+            .graphql("{ server { status { version } } }", json!({}))
+            .unwrap_err();
         assert!(matches!(e, CtlError::TokenRefused { .. }), "{e:?}");
         assert_eq!(
             e.to_string(),
@@ -131,8 +133,13 @@ async fn admin_api_requires_the_token() {
         );
 
         let right = AdminClient::with_token(address, TOKEN, "test");
-        let data = right.graphql("{ server { status { version } } }", json!({})).unwrap();
-        assert_eq!(data["server"]["status"]["version"], env!("CARGO_PKG_VERSION"));
+        let data = right
+            .graphql("{ server { status { version } } }", json!({}))
+            .unwrap();
+        assert_eq!(
+            data["server"]["status"]["version"],
+            env!("CARGO_PKG_VERSION")
+        );
     })
     .await;
 }
@@ -218,7 +225,14 @@ async fn malformed_requests_get_json_errors() {
     let (node, _dir) = test_node("http-malformed");
     let (address, _task) = start_admin(&node).await;
     blocking(move || {
-        let r = request(address, "POST", "/api/graphql", Some(TOKEN), Some(b"{not json")).unwrap();
+        let r = request(
+            address,
+            "POST",
+            "/api/graphql",
+            Some(TOKEN),
+            Some(b"{not json"),
+        )
+        .unwrap();
         assert_eq!(r.status, 400);
         let answer: Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(answer["errors"][0]["extensions"]["code"], "BAD_REQUEST");

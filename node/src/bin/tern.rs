@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use tern_config::Config;
 
 #[derive(Parser)]
-#[command(name = "tern", version, about = "Tern: an XMPP server for deployments that span continents")]
+#[command(
+    name = "tern",
+    version,
+    about = "Tern: an XMPP server for deployments that span continents"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -48,7 +52,10 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
         None => Config::embedded_default(),
     };
     tern_node::telemetry::init(&config.general.log_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("tern: cannot start the runtime: {e}");

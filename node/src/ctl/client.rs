@@ -149,16 +149,19 @@ pub(crate) fn request(
     token: Option<&str>,
     body: Option<&[u8]>,
 ) -> Result<HttpResponse, CtlError> {
-    let mut stream =
-        TcpStream::connect_timeout(&address, CONNECT_TIMEOUT).map_err(|e| {
-            CtlError::Unreachable {
-                address,
-                reason: connect_reason(&e),
-            }
-        })?;
+    let mut stream = TcpStream::connect_timeout(&address, CONNECT_TIMEOUT).map_err(|e| {
+        CtlError::Unreachable {
+            address,
+            reason: connect_reason(&e),
+        }
+    })?;
     let exchange = |source| CtlError::Exchange { address, source };
-    stream.set_read_timeout(Some(IO_TIMEOUT)).map_err(exchange)?;
-    stream.set_write_timeout(Some(IO_TIMEOUT)).map_err(exchange)?;
+    stream
+        .set_read_timeout(Some(IO_TIMEOUT))
+        .map_err(exchange)?;
+    stream
+        .set_write_timeout(Some(IO_TIMEOUT))
+        .map_err(exchange)?;
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\
          User-Agent: tern-ctl/{}\r\nAccept: application/json\r\n",
@@ -242,8 +245,7 @@ fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, CtlError> {
         let line_end = find(rest, b"\r\n").ok_or_else(|| bad("a chunk size line does not end"))?;
         let line = std::str::from_utf8(&rest[..line_end]).map_err(|_| bad("bad chunk size"))?;
         let size_text = line.split(';').next().unwrap_or_default().trim();
-        let size =
-            usize::from_str_radix(size_text, 16).map_err(|_| bad("bad chunk size"))?;
+        let size = usize::from_str_radix(size_text, 16).map_err(|_| bad("bad chunk size"))?;
         rest = &rest[line_end + 2..];
         if size == 0 {
             return Ok(body);

@@ -8,7 +8,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::error::{CtlError, EXIT_REFUSED};
-use super::{AccountCommand, CtlCommand, RosterCommand, ServerCommand, SessionCommand, StanzaCommand};
+use super::{
+    AccountCommand, CtlCommand, RosterCommand, ServerCommand, SessionCommand, StanzaCommand,
+};
 
 /// How an answer is printed as text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -282,9 +284,7 @@ fn status_lines(value: &Value) -> String {
                     || n.to_string(),
                     |s| humantime::format_duration(Duration::from_secs(s)).to_string(),
                 ),
-                (_, Value::Array(items)) => {
-                    items.iter().map(plain).collect::<Vec<_>>().join(", ")
-                }
+                (_, Value::Array(items)) => items.iter().map(plain).collect::<Vec<_>>().join(", "),
                 _ => plain(v),
             };
             format!("{key}: {shown}")
@@ -355,13 +355,17 @@ mod tests {
 
     #[test]
     fn lists_print_one_jid_per_line() {
-        let call = plan_of(CtlCommand::Account(AccountCommand::List { domain: "d".into() }));
+        let call = plan_of(CtlCommand::Account(AccountCommand::List {
+            domain: "d".into(),
+        }));
         let (text, code) = text_of(&call, json!({ "account": { "listUsers": ["a@d", "b@d"] } }));
         assert_eq!(text, "a@d\nb@d\n");
         assert_eq!(code, ExitCode::SUCCESS);
         let (text, _) = text_of(&call, json!({ "account": { "listUsers": [] } }));
         assert_eq!(text, "");
-        let call = plan_of(CtlCommand::Roster(RosterCommand::List { user: "a@d".into() }));
+        let call = plan_of(CtlCommand::Roster(RosterCommand::List {
+            user: "a@d".into(),
+        }));
         let data = json!({ "roster": { "listContacts": [
             { "jid": "b@d", "subscription": "both" }, { "jid": "c@e", "subscription": "none" }
         ] } });
@@ -404,7 +408,9 @@ mod tests {
 
     #[test]
     fn json_prints_the_raw_data() {
-        let call = plan_of(CtlCommand::Account(AccountCommand::Count { domain: "d".into() }));
+        let call = plan_of(CtlCommand::Account(AccountCommand::Count {
+            domain: "d".into(),
+        }));
         let data = json!({ "account": { "countUsers": 7 } });
         let mut out = Vec::new();
         render(&call, &data, true, &mut out).unwrap();

@@ -38,7 +38,10 @@ pub(crate) fn discover(config: Option<&Path>) -> Result<Target, CtlError> {
             Config::load(path).map_err(CtlError::Config)?,
             path.display().to_string(),
         ),
-        None => (Config::embedded_default(), "the embedded defaults".to_owned()),
+        None => (
+            Config::embedded_default(),
+            "the embedded defaults".to_owned(),
+        ),
     };
     if !loaded.admin.enabled {
         return Err(CtlError::AdminDisabled { file });
@@ -121,7 +124,10 @@ mod tests {
         assert_eq!(target.address, "127.0.0.1:6001".parse().unwrap());
         assert_eq!(target.token, "file-token-0123456789");
         assert_eq!(target.data_dir, data);
-        assert_eq!(target.token_source, data.join(TOKEN_FILE).display().to_string());
+        assert_eq!(
+            target.token_source,
+            data.join(TOKEN_FILE).display().to_string()
+        );
     }
 
     #[test]
@@ -149,7 +155,11 @@ mod tests {
         let config = config_file(&dir, "token = \"configured-token-0123\"\n");
         let target = discover(Some(&config)).unwrap();
         assert_eq!(target.token, "configured-token-0123");
-        assert!(target.token_source.starts_with("admin.token in "), "{}", target.token_source);
+        assert!(
+            target.token_source.starts_with("admin.token in "),
+            "{}",
+            target.token_source
+        );
     }
 
     #[test]
@@ -188,7 +198,10 @@ mod tests {
         assert_eq!(defaults.admin.address, "127.0.0.1:5551".parse().unwrap());
         match discover(None) {
             Ok(target) => assert_eq!(target.data_dir, PathBuf::from("tern-data")),
-            Err(e) => assert!(matches!(e, CtlError::TokenMissing { ref path } if path == Path::new("tern-data/admin.token")), "{e:?}"),
+            Err(e) => assert!(
+                matches!(e, CtlError::TokenMissing { ref path } if path == Path::new("tern-data/admin.token")),
+                "{e:?}"
+            ),
         }
     }
 }

@@ -21,10 +21,10 @@ use std::io::{self, BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-pub use self::error::{CtlError, EXIT_REFUSED, EXIT_UNAVAILABLE};
 pub(crate) use self::client::AdminClient;
 #[cfg(test)]
 pub(crate) use self::client::request;
+pub use self::error::{CtlError, EXIT_REFUSED, EXIT_UNAVAILABLE};
 
 /// Administer a running node through its admin API.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
@@ -129,7 +129,7 @@ pub enum SessionCommand {
         #[arg(long)]
         domain: Option<String>,
     },
-    /// End a session with a <policy-violation/> stream error.
+    /// End a session with a policy-violation stream error.
     Kick {
         /// The session's full JID (user@domain/resource).
         #[arg(long)]
@@ -155,7 +155,7 @@ pub enum StanzaCommand {
         #[arg(long)]
         body: String,
     },
-    /// Route a raw <message/>, <presence/> or <iq/> with from and to attributes.
+    /// Route a raw message, presence or iq stanza that has from and to attributes.
     SendStanza {
         /// The stanza's XML; `-` reads it from standard input.
         #[arg(long)]
@@ -225,7 +225,11 @@ pub fn run(args: CtlArgs) -> ExitCode {
 }
 
 /// [`run`] with its input and output given.
-fn execute(args: &CtlArgs, input: &mut dyn BufRead, out: &mut dyn Write) -> Result<ExitCode, CtlError> {
+fn execute(
+    args: &CtlArgs,
+    input: &mut dyn BufRead,
+    out: &mut dyn Write,
+) -> Result<ExitCode, CtlError> {
     let call = command::plan(&args.command, input)?;
     let target = discovery::discover(args.config.as_deref())?;
     let data = AdminClient::new(&target).graphql(call.query, call.variables.clone())?;
@@ -258,8 +262,9 @@ mod tests {
 
     #[test]
     fn parses_register_exactly_as_scripts_write_it() {
-        let args = parse("ctl account register --username alice --domain localhost --password s3cret")
-            .unwrap();
+        let args =
+            parse("ctl account register --username alice --domain localhost --password s3cret")
+                .unwrap();
         assert_eq!(
             args,
             CtlArgs {
@@ -313,8 +318,8 @@ mod tests {
         for line in cases {
             assert!(parse(line).is_ok(), "{line}: {:?}", parse(line).err());
         }
-        let args = parse("ctl roster add-contact --user a@d --contact b@d --group x --group y")
-            .unwrap();
+        let args =
+            parse("ctl roster add-contact --user a@d --contact b@d --group x --group y").unwrap();
         assert_eq!(
             args.command,
             CtlCommand::Roster(RosterCommand::AddContact {
@@ -337,6 +342,25 @@ mod tests {
         ] {
             assert!(parse(line).is_err(), "{line}");
         }
+    }
+
+    /// Every command is documented in `docs/admin.md` with its full command line.
+    #[test]
+    fn docs_describe_every_command() {
+        use clap::CommandFactory;
+        let docs = include_str!("../../../docs/admin.md");
+        let cli = Cli::command();
+        let ctl = cli.find_subcommand("ctl").unwrap();
+        let mut missing = Vec::new();
+        for category in ctl.get_subcommands() {
+            for command in category.get_subcommands() {
+                let line = format!("tern ctl {} {}", category.get_name(), command.get_name());
+                if !docs.contains(&line) {
+                    missing.push(line);
+                }
+            }
+        }
+        assert!(missing.is_empty(), "not in docs/admin.md: {missing:?}");
     }
 
     /// Runs `tern ctl --config <config> <line>` and returns its result and standard output.
@@ -371,20 +395,32 @@ mod tests {
             assert_eq!(e.exit_code(), ExitCode::from(EXIT_REFUSED));
             assert_eq!(e.code(), Some("USER_EXISTS"));
 
-            assert_eq!(ctl(&config, "account list --domain localhost").1, "bob@localhost\n");
+            assert_eq!(
+                ctl(&config, "account list --domain localhost").1,
+                "bob@localhost\n"
+            );
             assert_eq!(ctl(&config, "account count --domain localhost").1, "1\n");
 
-            let (r, out) = ctl(&config, "account check-password --user bob@localhost --password x");
+            let (r, out) = ctl(
+                &config,
+                "account check-password --user bob@localhost --password x",
+            );
             assert_eq!(r.unwrap(), ExitCode::from(EXIT_REFUSED));
             assert_eq!(out, "the password of bob@localhost is wrong\n");
-            let (r, _) = ctl(&config, "account check-password --user bob@localhost --password pw1");
+            let (r, _) = ctl(
+                &config,
+                "account check-password --user bob@localhost --password pw1",
+            );
             assert_eq!(r.unwrap(), ExitCode::SUCCESS);
 
             assert_eq!(ctl(&config, "session count").1, "0\n");
             let add = "roster add-contact --user bob@localhost --contact carol@example.org \
                        --name Carol --group Friends";
             assert_eq!(ctl(&config, add).0.unwrap(), ExitCode::SUCCESS);
-            assert_eq!(ctl(&config, "roster list --user bob@localhost").1, "carol@example.org\n");
+            assert_eq!(
+                ctl(&config, "roster list --user bob@localhost").1,
+                "carol@example.org\n"
+            );
 
             let (r, out) = ctl(&config, "server status --json");
             assert_eq!(r.unwrap(), ExitCode::SUCCESS);

@@ -55,7 +55,8 @@ pub async fn handle_server_stanza(node: &Arc<Node>, stanza: Stanza, to: Jid) {
             && !stanza.is_type("headline")
             && !stanza.is_type("groupchat")
         {
-            node.bounce(&stanza, StanzaCondition::ServiceUnavailable).await;
+            node.bounce(&stanza, StanzaCondition::ServiceUnavailable)
+                .await;
         }
         return;
     }
@@ -99,7 +100,7 @@ fn version(node: &Node, iq: &Element) -> Element {
 
 /// An IQ get/set to a local account's bare JID from someone else: answered by the server on
 /// the account's behalf (RFC 6121 §8.5.2.1.3 / §8.5.2.2.3).
-pub async fn handle_account_iq(node: &Arc<Node>, stanza: Stanza, to: BareJid) {
+pub async fn handle_account_iq(node: &Arc<Node>, stanza: Stanza, _account: BareJid) {
     if !(stanza.is_type("get") || stanza.is_type("set")) {
         return;
     }
@@ -116,7 +117,6 @@ pub async fn handle_account_iq(node: &Arc<Node>, stanza: Stanza, to: BareJid) {
         Some(q) if q.is("ping", ns::PING) && iq.attr("type") == Some("get") => result_for(&iq),
         _ => StanzaError::new(StanzaCondition::ServiceUnavailable).reply_to(&iq),
     };
-    let _ = to;
     send(node, reply).await;
 }
 
@@ -148,12 +148,10 @@ pub async fn handle_own_iq(node: &Arc<Node>, session: &Arc<Session>, stanza: Sta
         Some(_) => StanzaError::new(StanzaCondition::ServiceUnavailable).reply_to(&iq),
         None => StanzaError::new(StanzaCondition::BadRequest).reply_to(&iq),
     };
-    // Replies from the account carry the account's bare JID (or none for roster results).
+    // A reply from the client's own account carries no `from` (RFC 6120 §8.1.2.1).
     let mut reply = reply;
     reply.set_attr("to", session.jid.to_string());
-    if reply.attr("from") == Some(own.as_str()) && payload(&iq).is_some_and(|q| q.is("query", ns::ROSTER)) {
-        reply.remove_attr("from");
-    }
+    reply.remove_attr("from");
     if let Ok(stanza) = Stanza::from_element(&reply, ns::CLIENT) {
         node.deliver(session, &stanza);
     }

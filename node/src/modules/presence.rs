@@ -276,7 +276,12 @@ async fn change_item(
 }
 
 /// The user's side of subscription management (RFC 6121 §3, outbound).
-async fn subscription_outbound(node: &Arc<Node>, user: &BareJid, contact: &BareJid, stanza: &Stanza) {
+async fn subscription_outbound(
+    node: &Arc<Node>,
+    user: &BareJid,
+    contact: &BareJid,
+    stanza: &Stanza,
+) {
     let key = contact.to_string();
     let user_text = user.to_string();
     let type_ = stanza.type_.clone().unwrap_or_default();

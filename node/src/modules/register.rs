@@ -60,13 +60,10 @@ async fn pre_auth_reply(node: &Arc<Node>, domain: &str, iq: &Element) -> Element
                     .with_text("username and password are required")
                     .reply_to(iq);
             };
-            let jid = match accounts::account_jid(node, &username, domain) {
-                Ok(jid) => jid,
-                Err(_) => {
-                    return StanzaError::new(StanzaCondition::JidMalformed)
-                        .with_text("invalid username")
-                        .reply_to(iq);
-                }
+            let Ok(jid) = accounts::account_jid(node, &username, domain) else {
+                return StanzaError::new(StanzaCondition::JidMalformed)
+                    .with_text("invalid username")
+                    .reply_to(iq);
             };
             match accounts::register(node, &jid, &password).await {
                 Ok(()) => {

@@ -131,7 +131,10 @@ async fn roster_get(
 }
 
 async fn roster_set(node: &Arc<Node>, user: &BareJid, iq: &Element, query: &Element) -> Element {
-    let items: Vec<&Element> = query.children().filter(|c| c.is("item", ns::ROSTER)).collect();
+    let items: Vec<&Element> = query
+        .children()
+        .filter(|c| c.is("item", ns::ROSTER))
+        .collect();
     let [item] = items.as_slice() else {
         return StanzaError::new(StanzaCondition::BadRequest)
             .with_text("a roster set carries exactly one item")
@@ -161,7 +164,10 @@ async fn roster_set(node: &Arc<Node>, user: &BareJid, iq: &Element, query: &Elem
         }
         groups.push(name);
     }
-    let name = item.attr("name").map(str::to_owned).filter(|n| !n.is_empty());
+    let name = item
+        .attr("name")
+        .map(str::to_owned)
+        .filter(|n| !n.is_empty());
     if name.as_ref().is_some_and(|n| n.len() > 1024) || groups.iter().any(|g| g.len() > 1024) {
         return StanzaError::new(StanzaCondition::NotAcceptable)
             .with_text("name too long")
@@ -170,7 +176,9 @@ async fn roster_set(node: &Arc<Node>, user: &BareJid, iq: &Element, query: &Elem
     let result = if item.attr("subscription") == Some("remove") {
         remove_item(node, user, &contact).await
     } else {
-        upsert_item(node, user, &contact, name, groups).await.map(|_| true)
+        upsert_item(node, user, &contact, name, groups)
+            .await
+            .map(|_| true)
     };
     match result {
         Ok(true) => result_for(iq),
@@ -254,7 +262,9 @@ pub async fn admin_add_contact(
     if !node.account_exists(user).await {
         return Err(RosterError::NoSuchAccount(user.to_string()));
     }
-    upsert_item(node, user, contact, name, groups).await.map(|_| ())
+    upsert_item(node, user, contact, name, groups)
+        .await
+        .map(|_| ())
 }
 
 /// Admin API: makes `a` and `b` subscribed to each other (`both` on both rosters), pushes the

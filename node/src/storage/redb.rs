@@ -102,7 +102,7 @@ impl RedbStorage {
         T: Send + 'static,
         F: FnOnce(&WriteTransaction) -> Result<T> + Send + 'static,
     {
-        let _writing = ();
+        let _writing = self.write_lock.lock().await;
         self.blocking(move |db| write(db, f)).await
     }
 }
@@ -295,7 +295,7 @@ impl Storage for RedbStorage {
         // `f` borrows from the caller, so it cannot move to the blocking pool: the transaction
         // is opened there, comes back here for `f` (synchronous, no await while it runs), and
         // goes back to the pool to be committed. Other writers wait on `write_lock` meanwhile.
-        let _writing = ();
+        let _writing = self.write_lock.lock().await;
         let key = user_key(user);
         let jid = user.to_string();
         let (txn, key, mut roster) = self
@@ -671,8 +671,8 @@ mod tests {
             .unwrap();
         let dir = TempDir::new("starve");
         let store = RedbStorage::open(&dir.db_path()).unwrap();
-        runtime.block_on(async move {
-            let alice = jid("alice@a.example");
+        let alice = jid("alice@a.example");
+        let outcome = runtime.block_on(async {
             store.create_user(&alice, record(1)).await.unwrap();
             let mut tasks = tokio::task::JoinSet::new();
             for n in 0..20u8 {
@@ -694,12 +694,14 @@ mod tests {
                     done.unwrap();
                 }
             };
-            tokio::time::timeout(std::time::Duration::from_secs(60), all)
-                .await
-                .expect("writers deadlocked");
-            assert_eq!(store.get_roster(&alice).await.unwrap().version, 20);
-            assert_eq!(store.count_users("a.example").await.unwrap(), 21);
+            tokio::time::timeout(std::time::Duration::from_secs(30), all).await?;
+            let version = store.get_roster(&alice).await.unwrap().version;
+            let count = store.count_users("a.example").await.unwrap();
+            Ok::<_, tokio::time::error::Elapsed>((version, count))
         });
+        // On a deadlock the blocking threads never return: do not wait for them.
+        runtime.shutdown_background();
+        assert_eq!(outcome.expect("writers deadlocked"), (20, 21));
     }
 
     #[tokio::test]

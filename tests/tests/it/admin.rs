@@ -11,27 +11,78 @@ fn stdout(out: &std::process::Output) -> String {
 async fn ctl_manages_accounts_and_sessions() {
     let server = TestServer::start("ctl", "");
     server.register("zoe", "localhost", "secret");
-    let out = server.ctl(&["account", "register", "--username", "zoe", "--domain", "localhost", "--password", "x"]);
+    let out = server.ctl(&[
+        "account",
+        "register",
+        "--username",
+        "zoe",
+        "--domain",
+        "localhost",
+        "--password",
+        "x",
+    ]);
     assert!(!out.status.success(), "duplicate registration must fail");
     let out = server.ctl(&["account", "list", "--domain", "localhost"]);
     assert!(stdout(&out).contains("zoe@localhost"), "{}", stdout(&out));
-    let out = server.ctl(&["account", "check-password", "--user", "zoe@localhost", "--password", "secret"]);
+    let out = server.ctl(&[
+        "account",
+        "check-password",
+        "--user",
+        "zoe@localhost",
+        "--password",
+        "secret",
+    ]);
     assert!(out.status.success());
-    let out = server.ctl(&["account", "check-password", "--user", "zoe@localhost", "--password", "nope"]);
+    let out = server.ctl(&[
+        "account",
+        "check-password",
+        "--user",
+        "zoe@localhost",
+        "--password",
+        "nope",
+    ]);
     assert!(!out.status.success());
-    let mut c = RawClient::login(server.starttls_port, "localhost", "zoe", "secret", "laptop").await;
+    let mut c =
+        RawClient::login(server.starttls_port, "localhost", "zoe", "secret", "laptop").await;
     let out = server.ctl(&["session", "list"]);
-    assert!(stdout(&out).contains("zoe@localhost/laptop"), "{}", stdout(&out));
-    let out = server.ctl(&["stanza", "send-message", "--from", "localhost", "--to", "zoe@localhost/laptop", "--body", "from admin"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout(&out).contains("zoe@localhost/laptop"),
+        "{}",
+        stdout(&out)
+    );
+    let out = server.ctl(&[
+        "stanza",
+        "send-message",
+        "--from",
+        "localhost",
+        "--to",
+        "zoe@localhost/laptop",
+        "--body",
+        "from admin",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let got = c.read_until("</message>").await;
     assert!(got.contains("<body>from admin</body>"), "{got}");
     let out = server.ctl(&["session", "kick", "--user", "zoe@localhost/laptop"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(c.closed().await);
     let metrics = reqwest_metrics(server.admin_port).await;
-    assert!(metrics.contains("tern_sasl_logins_total{mechanism=\"PLAIN\"} 1"), "{metrics}");
-    assert!(metrics.contains("tern_c2s_connections_total{transport=\"c2s_starttls\"}"), "{metrics}");
+    assert!(
+        metrics.contains("tern_sasl_logins_total{mechanism=\"PLAIN\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tern_c2s_connections_total{transport=\"c2s_starttls\"}"),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -53,7 +104,9 @@ fn ctl_explains_when_the_server_is_not_running() {
 /// GET /metrics with a plain HTTP/1.1 request.
 async fn reqwest_metrics(port: u16) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();

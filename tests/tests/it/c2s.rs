@@ -8,11 +8,21 @@ async fn two_users_chat_over_starttls_and_direct_tls() {
     let server = TestServer::start("chat", "");
     server.register("alice", "localhost", "wonderland");
     server.register("bob", "localhost", "builder");
-    let mut alice = RawClient::login(server.starttls_port, "localhost", "alice", "wonderland", "home").await;
+    let mut alice = RawClient::login(
+        server.starttls_port,
+        "localhost",
+        "alice",
+        "wonderland",
+        "home",
+    )
+    .await;
     // Bob uses direct TLS (XEP-0368).
     let mut bob = RawClient::connect_tls(server.tls_port, "localhost").await;
     let features = bob.open().await;
-    assert!(!features.contains("starttls"), "no STARTTLS on a direct TLS port: {features}");
+    assert!(
+        !features.contains("starttls"),
+        "no STARTTLS on a direct TLS port: {features}"
+    );
     assert!(bob.auth_plain("bob", "builder").await.contains("<success"));
     assert_eq!(bob.bind("phone").await, "bob@localhost/phone");
     bob.send("<presence/>").await;
@@ -43,7 +53,8 @@ async fn spoofed_from_never_gets_through() {
     let server = TestServer::start("spoof", "");
     server.register("alice", "localhost", "pw-alice");
     server.register("bob", "localhost", "pw-bob");
-    let mut alice = RawClient::login(server.starttls_port, "localhost", "alice", "pw-alice", "a").await;
+    let mut alice =
+        RawClient::login(server.starttls_port, "localhost", "alice", "pw-alice", "a").await;
     let mut bob = RawClient::login(server.starttls_port, "localhost", "bob", "pw-bob", "b").await;
     alice
         .send("<message from='admin@localhost/x' to='bob@localhost/b'><body>trust me</body></message>")
@@ -57,13 +68,20 @@ async fn spoofed_from_never_gets_through() {
 async fn same_full_jid_replaces_the_older_session() {
     let server = TestServer::start("conflict", "");
     server.register("carol", "localhost", "pw");
-    let mut first = RawClient::login(server.starttls_port, "localhost", "carol", "pw", "desk").await;
-    let mut second = RawClient::login(server.starttls_port, "localhost", "carol", "pw", "desk").await;
+    let mut first =
+        RawClient::login(server.starttls_port, "localhost", "carol", "pw", "desk").await;
+    let mut second =
+        RawClient::login(server.starttls_port, "localhost", "carol", "pw", "desk").await;
     let got = first.read_until("</stream:stream>").await;
-    assert!(got.contains("<conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"), "{got}");
+    assert!(
+        got.contains("<conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"),
+        "{got}"
+    );
     assert!(first.closed().await);
     // The new session works.
-    second.send("<iq type='get' id='p1' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>").await;
+    second
+        .send("<iq type='get' id='p1' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
     let got = second.read_until("id='p1'").await;
     assert!(got.ends_with("<iq type='result' id='p1'"), "{got}");
 }
@@ -77,7 +95,8 @@ async fn server_generates_a_resource_when_none_is_asked() {
     c.open().await;
     assert!(c.auth_plain("dave", "pw").await.contains("<success"));
     c.open().await;
-    c.send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>").await;
+    c.send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
+        .await;
     let got = c.read_until("</iq>").await;
     assert!(got.contains("<jid>dave@localhost/"), "{got}");
 }
@@ -88,26 +107,40 @@ async fn addressing_errors_are_answered() {
     server.register("erin", "localhost", "pw");
     let mut c = RawClient::login(server.starttls_port, "localhost", "erin", "pw", "r").await;
     // Unknown account on a served domain.
-    c.send("<message to='nobody@localhost' id='u1'><body>x</body></message>").await;
+    c.send("<message to='nobody@localhost' id='u1'><body>x</body></message>")
+        .await;
     let got = c.read_until("</message>").await;
-    assert!(got.contains("type='error'") && got.contains("<service-unavailable"), "{got}");
+    assert!(
+        got.contains("type='error'") && got.contains("<service-unavailable"),
+        "{got}"
+    );
     // Invalid JID.
-    c.send("<message to='a@b@c' id='u2'><body>x</body></message>").await;
+    c.send("<message to='a@b@c' id='u2'><body>x</body></message>")
+        .await;
     let got = c.read_until("</message>").await;
     assert!(got.contains("<jid-malformed"), "{got}");
     // An IQ in a namespace nobody serves: an error, never silence.
-    c.send("<iq type='get' id='u3' to='localhost'><query xmlns='urn:example:nothing'/></iq>").await;
+    c.send("<iq type='get' id='u3' to='localhost'><query xmlns='urn:example:nothing'/></iq>")
+        .await;
     let got = c.read_until("</iq>").await;
-    assert!(got.contains("id='u3'") && got.contains("<service-unavailable"), "{got}");
+    assert!(
+        got.contains("id='u3'") && got.contains("<service-unavailable"),
+        "{got}"
+    );
     // A domain this server does not serve (no S2S yet).
-    c.send("<message to='someone@elsewhere.example' id='u4'><body>x</body></message>").await;
+    c.send("<message to='someone@elsewhere.example' id='u4'><body>x</body></message>")
+        .await;
     let got = c.read_until("</message>").await;
     assert!(got.contains("<remote-server-not-found"), "{got}");
     // Disco, version and ping are served.
     c.send("<iq type='get' id='d1' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>").await;
     let got = c.read_until("</iq>").await;
-    assert!(got.contains("category='server'") && got.contains("var='urn:xmpp:ping'"), "{got}");
-    c.send("<iq type='get' id='v1' to='localhost'><query xmlns='jabber:iq:version'/></iq>").await;
+    assert!(
+        got.contains("category='server'") && got.contains("var='urn:xmpp:ping'"),
+        "{got}"
+    );
+    c.send("<iq type='get' id='v1' to='localhost'><query xmlns='jabber:iq:version'/></iq>")
+        .await;
     let got = c.read_until("</iq>").await;
     assert!(got.contains("<name>Tern</name>"), "{got}");
 }
@@ -117,8 +150,19 @@ async fn unavailable_is_broadcast_when_a_client_disconnects() {
     let server = TestServer::start("unavail", "");
     server.register("fay", "localhost", "pw");
     server.register("gus", "localhost", "pw");
-    let out = server.ctl(&["roster", "set-mutual-subscription", "--user-a", "fay@localhost", "--user-b", "gus@localhost"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = server.ctl(&[
+        "roster",
+        "set-mutual-subscription",
+        "--user-a",
+        "fay@localhost",
+        "--user-b",
+        "gus@localhost",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut fay = RawClient::login(server.starttls_port, "localhost", "fay", "pw", "r").await;
     fay.send("<presence/>").await;
     fay.read_until("from='fay@localhost/r'").await;

@@ -20,7 +20,12 @@ fn bad_config_lists_every_error_and_exits_nonzero() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    for key in ["general.domains", "general.colour", "auth.failure_delay", "listen.c2s[0].tls"] {
+    for key in [
+        "general.domains",
+        "general.colour",
+        "auth.failure_delay",
+        "listen.c2s[0].tls",
+    ] {
         assert!(
             stderr.contains(&format!("bad.toml: {key}")),
             "{key} not named in:\n{stderr}"

@@ -26,7 +26,7 @@ const BODIES: [&str; 6] = [
     "What&apos;s in a name? That which we call a rose by any other word would smell as sweet; \
      so Romeo would, were he not Romeo call&apos;d.",
     "Good night, good night! Parting is such sweet sorrow &amp; I shall say good night till it be morrow.",
-    "ok, see you at the orchard wall at nine?",
+    "ok, see you at the orchard wall at nine? bring the rope ladder this time",
     "My bounty is as boundless as the sea, my love as deep; the more I give to thee, the more I \
      have, for both are infinite.",
 ];

@@ -150,7 +150,9 @@ fn negotiates_tls_sasl_and_bind_then_stamps_from() {
         usize::MAX,
     );
     let out = h.take_written();
-    assert!(out.contains("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>"));
+    assert!(
+        out.contains("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>")
+    );
     assert!(out.contains("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"));
     assert!(out.contains("<mechanism>SCRAM-SHA-256-PLUS</mechanism>"));
     assert!(out.contains("<mechanism>PLAIN</mechanism>"));
@@ -158,7 +160,11 @@ fn negotiates_tls_sasl_and_bind_then_stamps_from() {
     assert!(out.contains("<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'></success>"));
     assert!(out.contains("<jid>alice@localhost/balcony</jid>"));
     assert!(out.contains("<session xmlns='urn:ietf:params:xml:ns:xmpp-session'><optional/>"));
-    assert_eq!(out.matches("<stream:stream").count(), 3, "one header per restart");
+    assert_eq!(
+        out.matches("<stream:stream").count(),
+        3,
+        "one header per restart"
+    );
     assert!(h.events.contains(&Event::Authenticated {
         username: "alice".into(),
         mechanism: Mechanism::Plain
@@ -202,12 +208,25 @@ fn wrong_password_fails_only_after_the_delay() {
     h.send(&script[0], usize::MAX);
     h.send(&script[1], usize::MAX);
     h.take_written();
-    assert_eq!(h.stream.poll_timeout(), Some(h.now + Duration::from_millis(500)));
+    assert_eq!(
+        h.stream.poll_timeout(),
+        Some(h.now + Duration::from_millis(500))
+    );
     h.advance(Duration::from_millis(499));
     assert!(!h.written.contains("failure"));
     h.advance(Duration::from_millis(1));
-    assert!(h.take_written().contains("<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><not-authorized/></failure>"));
-    assert!(h.events.iter().any(|e| matches!(e, Event::AuthFailed { condition: "not-authorized", .. })));
+    assert!(
+        h.take_written().contains(
+            "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><not-authorized/></failure>"
+        )
+    );
+    assert!(h.events.iter().any(|e| matches!(
+        e,
+        Event::AuthFailed {
+            condition: "not-authorized",
+            ..
+        }
+    )));
     // The client may retry, and a retry queued during the delay is handled after it.
     h.password = "secret";
     h.send(
@@ -235,7 +254,10 @@ fn too_many_failures_close_the_stream() {
         );
         h.advance(Duration::from_secs(1));
     }
-    assert_eq!(h.closed_with(), Some(Some(StreamCondition::PolicyViolation)));
+    assert_eq!(
+        h.closed_with(),
+        Some(Some(StreamCondition::PolicyViolation))
+    );
 }
 
 #[test]
@@ -250,15 +272,25 @@ fn auth_before_required_tls_is_refused() {
     );
     let out = h.take_written();
     assert!(out.contains("<encryption-required/>"));
-    assert!(!out.contains("<mechanisms"), "no mechanisms before TLS when it is required");
-    assert!(!h.events.iter().any(|e| matches!(e, Event::CredentialsNeeded { .. })));
+    assert!(
+        !out.contains("<mechanisms"),
+        "no mechanisms before TLS when it is required"
+    );
+    assert!(
+        !h.events
+            .iter()
+            .any(|e| matches!(e, Event::CredentialsNeeded { .. }))
+    );
 }
 
 #[test]
 fn stanza_before_auth_is_not_authorized() {
     let mut h = Harness::new(config());
     h.send(&login_script("r")[0], usize::MAX);
-    h.send(&format!("{HEADER}<message to='bob@localhost'/>"), usize::MAX);
+    h.send(
+        &format!("{HEADER}<message to='bob@localhost'/>"),
+        usize::MAX,
+    );
     assert_eq!(h.closed_with(), Some(Some(StreamCondition::NotAuthorized)));
     assert!(h.take_written().ends_with(
         "<stream:error><not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>"
@@ -290,7 +322,10 @@ fn header_errors() {
         h.send(header, usize::MAX);
         assert_eq!(h.closed_with(), Some(Some(condition)), "{header}");
         let out = h.take_written();
-        assert!(out.starts_with("<?xml version='1.0'?><stream:stream"), "our header first");
+        assert!(
+            out.starts_with("<?xml version='1.0'?><stream:stream"),
+            "our header first"
+        );
         assert!(out.contains(condition.as_str()));
     }
 }
@@ -298,11 +333,23 @@ fn header_errors() {
 #[test]
 fn bad_bytes_become_stream_errors() {
     let cases = [
-        ("<message><body></message></body>", StreamCondition::NotWellFormed),
-        ("<message><body>&xxe;</body></message>", StreamCondition::NotWellFormed),
-        ("<!DOCTYPE x [<!ENTITY a 'b'>]>", StreamCondition::RestrictedXml),
+        (
+            "<message><body></message></body>",
+            StreamCondition::NotWellFormed,
+        ),
+        (
+            "<message><body>&xxe;</body></message>",
+            StreamCondition::NotWellFormed,
+        ),
+        (
+            "<!DOCTYPE x [<!ENTITY a 'b'>]>",
+            StreamCondition::RestrictedXml,
+        ),
         ("<?php ?>", StreamCondition::RestrictedXml),
-        ("<foo xmlns='urn:x'/>", StreamCondition::UnsupportedStanzaType),
+        (
+            "<foo xmlns='urn:x'/>",
+            StreamCondition::UnsupportedStanzaType,
+        ),
     ];
     for (bad, condition) in cases {
         let mut h = Harness::new(config());
@@ -319,8 +366,14 @@ fn bad_bytes_become_stream_errors() {
         ..config()
     });
     h.login("r", usize::MAX);
-    h.send(&format!("<message><body>{}</body></message>", "x".repeat(4096)), 100);
-    assert_eq!(h.closed_with(), Some(Some(StreamCondition::PolicyViolation)));
+    h.send(
+        &format!("<message><body>{}</body></message>", "x".repeat(4096)),
+        100,
+    );
+    assert_eq!(
+        h.closed_with(),
+        Some(Some(StreamCondition::PolicyViolation))
+    );
 }
 
 #[test]
@@ -336,14 +389,20 @@ fn idle_client_is_pinged_and_dropped_without_answer() {
     let ping = h.take_written();
     assert!(ping.contains("<ping xmlns='urn:xmpp:ping'/>"), "{ping}");
     // An answer keeps the session and is not routed anywhere.
-    h.send("<iq type='result' id='tern-ping-1' to='localhost'/>", usize::MAX);
+    h.send(
+        "<iq type='result' id='tern-ping-1' to='localhost'/>",
+        usize::MAX,
+    );
     assert!(h.stanzas().is_empty());
     h.advance(Duration::from_secs(30));
     assert_eq!(h.closed_with(), None);
     h.advance(Duration::from_secs(30));
     assert!(h.take_written().contains("tern-ping-2"));
     h.advance(Duration::from_secs(10));
-    assert_eq!(h.closed_with(), Some(Some(StreamCondition::ConnectionTimeout)));
+    assert_eq!(
+        h.closed_with(),
+        Some(Some(StreamCondition::ConnectionTimeout))
+    );
 }
 
 #[test]
@@ -351,7 +410,10 @@ fn slow_handshake_times_out() {
     let mut h = Harness::new(config());
     h.send(HEADER, usize::MAX);
     h.advance(Duration::from_secs(61));
-    assert_eq!(h.closed_with(), Some(Some(StreamCondition::ConnectionTimeout)));
+    assert_eq!(
+        h.closed_with(),
+        Some(Some(StreamCondition::ConnectionTimeout))
+    );
 }
 
 #[test]
@@ -394,5 +456,9 @@ fn close_command_sends_the_stream_error() {
 
 #[test]
 fn stream_state_stays_small() {
-    assert!(std::mem::size_of::<ServerStream>() <= 512, "{}", std::mem::size_of::<ServerStream>());
+    assert!(
+        size_of::<ServerStream>() <= 512,
+        "{}",
+        size_of::<ServerStream>()
+    );
 }
