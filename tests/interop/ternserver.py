@@ -98,6 +98,7 @@ class TernServer:
         self.extra_sections = extra_sections or {}
         self.starttls_port, self.direct_port, self.admin_port = free_ports(3)
         self.proc: subprocess.Popen | None = None
+        self._exit_expected = False
         self._stderr_file = None
         self._stdout_file = None
 
@@ -188,6 +189,12 @@ class TernServer:
             raise ServerDied(f"tern is not running (exit code {code}):\n"
                              + self.log_tail())
 
+    def terminate(self) -> None:
+        """Send SIGTERM as a test step; the exit is then not a crash."""
+        assert self.proc is not None
+        self._exit_expected = True
+        self.proc.send_signal(signal.SIGTERM)
+
     def stop(self) -> int | None:
         """SIGTERM, wait up to 10 s, then SIGKILL. Returns the exit code.
 
@@ -196,8 +203,8 @@ class TernServer:
         """
         if self.proc is None:
             return None
-        died_early = self.proc.poll() is not None
-        if not died_early:
+        died_early = self.proc.poll() is not None and not self._exit_expected
+        if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(10)

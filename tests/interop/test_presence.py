@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from xmppclient import WAIT, Client
 
 
@@ -115,7 +117,8 @@ async def test_full_subscription_handshake(server, clients):
     assert (await subscription_of(b, alice.jid))[0] == "none"
 
 
-async def test_presence_broadcast_to_subscribers_and_unavailable_on_disconnect(server, clients):
+@pytest.mark.parametrize("how", ["stream-close", "tcp-drop"])
+async def test_presence_broadcast_to_subscribers_and_unavailable_on_disconnect(server, clients, how):
     alice, bob, carol = (server.new_account(n) for n in ("alice", "bob", "carol"))
     a = clients(alice, resource="a")
     b = clients(bob, resource="b")
@@ -139,7 +142,11 @@ async def test_presence_broadcast_to_subscribers_and_unavailable_on_disconnect(s
     await b.wait_presence(
         lambda p: str(p["from"]) == f"{alice.jid}/a" and p["show"] == "chat")
 
-    await a.close()
+    if how == "stream-close":
+        await a.close()
+    else:
+        # No </stream:stream>, no unavailable presence: just the TCP close.
+        a.abort()
     gone = await b.wait_presence(from_is(f"{alice.jid}/a", "unavailable"))
     assert gone["to"].bare == bob.jid
 

@@ -111,6 +111,9 @@ pub struct Framer {
     scan: Scan,
     /// Element depth inside the stream (0 = between stanzas).
     depth: usize,
+    /// Where the names of the open elements lie in `buf`, innermost last, so an end tag is
+    /// checked against its start tag the moment it arrives.
+    open_names: Vec<(usize, usize)>,
     /// Whether the stream header has been seen.
     open: bool,
     /// Whether anything but whitespace came before (an XML declaration is only allowed first).
@@ -131,6 +134,7 @@ impl Framer {
             tag_start: 0,
             scan: Scan::Content,
             depth: 0,
+            open_names: Vec::new(),
             open: false,
             started: false,
             stream_name: Vec::new(),
@@ -160,6 +164,7 @@ impl Framer {
     pub fn shrink(&mut self) {
         if self.buf.is_empty() && self.buf.capacity() > 0 {
             self.buf = BytesMut::new();
+            self.open_names = Vec::new();
             self.pos = 0;
             self.tag_start = 0;
         }
@@ -424,6 +429,9 @@ impl Framer {
                     limit: self.limits.max_depth,
                 });
             }
+            let start = self.tag_start + 1;
+            let len = tag_name(&self.buf[start..self.pos]).len();
+            self.open_names.push((start, start + len));
         }
         Ok(None)
     }
@@ -440,6 +448,16 @@ impl Framer {
             self.buf = BytesMut::new();
             self.pos = 0;
             return Ok(Some(Frame::Close));
+        }
+        let name = tag_name(&self.buf[self.tag_start + 2..self.pos]);
+        let matches = self
+            .open_names
+            .pop()
+            .is_some_and(|(start, end)| self.buf[start..end] == *name);
+        if !matches {
+            return Err(FramingError::NotWellFormed(
+                "end tag does not match the start tag",
+            ));
         }
         self.depth -= 1;
         if self.depth == 0 {
@@ -665,6 +683,23 @@ mod tests {
             frames_of(format!("{HEADER}</stream:other>").as_bytes(), 4),
             Err(FramingError::NotWellFormed(_))
         ));
+    }
+
+    #[test]
+    fn mismatched_end_tag_fails_at_once() {
+        // The stanza never closes at depth 0, so only an immediate check can catch it.
+        let input = format!("{HEADER}<message to='x@localhost'><body>oops</mesage>");
+        for chunk in [1, 3, input.len()] {
+            assert_eq!(
+                frames_of(input.as_bytes(), chunk).map(|_| ()),
+                Err(FramingError::NotWellFormed(
+                    "end tag does not match the start tag"
+                )),
+                "chunk {chunk}"
+            );
+        }
+        let ok = format!("{HEADER}<a><b></b ><c/></a >");
+        assert_eq!(frames_of(ok.as_bytes(), 2).unwrap().len(), 2);
     }
 
     #[test]

@@ -489,6 +489,7 @@ pub async fn inbound(node: &Arc<Node>, stanza: Stanza, user: BareJid) {
             }
         }
         "unsubscribe" => {
+            let mut had_from = false;
             if let Some((roster, true)) = change_item(node, &user, &key, |roster| {
                 let from_map = roster.pending_in.remove(&key).is_some();
                 let Some(item) = roster.items.get_mut(&key) else {
@@ -497,6 +498,7 @@ pub async fn inbound(node: &Arc<Node>, stanza: Stanza, user: BareJid) {
                 if !item.subscription.has_from() && !item.pending_in {
                     return from_map;
                 }
+                had_from = item.subscription.has_from();
                 item.pending_in = false;
                 item.subscription = match item.subscription {
                     Subscription::Both | Subscription::To => Subscription::To,
@@ -508,6 +510,10 @@ pub async fn inbound(node: &Arc<Node>, stanza: Stanza, user: BareJid) {
             {
                 super::roster::push_item(node, &user, &roster, &key);
                 deliver_to_interested(node, &user, &stanza);
+                if had_from {
+                    // RFC 6121 §3.3.3: the contact no longer sees the user's presence.
+                    send_unavailable_from_sessions(node, &user, &key).await;
+                }
             }
         }
         "unsubscribed" => {

@@ -15,7 +15,7 @@
 //! # Keys and tables
 //!
 //! Account keys are not the `user@domain` string but `"<domain>\0<localpart>"`
-//! ([`user_key`]): all accounts of one domain are then one contiguous key range
+//! (`user_key`): all accounts of one domain are then one contiguous key range
 //! (`"<domain>\0"` up to `"<domain>\u{1}"`), so listing a domain is a range scan, sorted by
 //! localpart. A domain never contains NUL (it is not allowed in JIDs), so the split is exact.
 //!
@@ -59,7 +59,8 @@ pub trait Storage: Send + Sync + 'static {
     /// Deletes an account together with its roster; `false` if there was no such account.
     async fn remove_user(&self, user: &BareJid) -> Result<bool>;
 
-    /// The accounts of `domain` (normalized, as in [`BareJid::domain`]), sorted by localpart.
+    /// The accounts of `domain` (normalized, as `BareJid::domain()` gives it), sorted by
+    /// localpart.
     async fn list_users(&self, domain: &str) -> Result<Vec<BareJid>>;
 
     /// The number of accounts of `domain`.
@@ -71,7 +72,8 @@ pub trait Storage: Send + Sync + 'static {
     /// Reads the roster of `user` (empty if none), runs `f` on it and stores the result, all in
     /// one transaction, so concurrent calls never lose an update. Returns the roster as stored.
     /// [`Error::UserNotFound`] if `user` has no account, so a roster can never outlive, or
-    /// predate, its account. `f` must not block: it runs while the write transaction is held.
+    /// predate, its account. `f` must not block or panic: it runs while the write transaction
+    /// is held.
     async fn modify_roster(
         &self,
         user: &BareJid,
@@ -131,5 +133,11 @@ mod tests {
     fn malformed_key_is_rejected() {
         assert_eq!(jid_from_key("no-separator"), None);
         assert_eq!(jid_from_key("example.com\0bad@part"), None);
+    }
+
+    #[test]
+    fn jids_cannot_contain_the_key_separator() {
+        assert!(BareJid::new("user@a\0b.example").is_err());
+        assert!(BareJid::new("us\0er@a.example").is_err());
     }
 }
