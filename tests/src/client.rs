@@ -265,6 +265,103 @@ impl RawClient {
         reply + &self.read_until(">").await
     }
 
+    /// The RFC 9266 `tls-exporter` channel binding of this client's TLS session.
+    pub fn tls_exporter(&self) -> Option<[u8; 32]> {
+        let Transport::Tls(tls) = &self.transport else {
+            return None;
+        };
+        let mut out = [0u8; 32];
+        tls.get_ref()
+            .1
+            .export_keying_material(&mut out, b"EXPORTER-Channel-Binding", None)
+            .ok()?;
+        Some(out)
+    }
+
+    /// SCRAM-SHA-256 (with `plus`: SCRAM-SHA-256-PLUS bound to `channel_binding`) on an open,
+    /// secure stream. Returns the server's final answer; panics if the server's signature is
+    /// wrong after a `<success/>`.
+    pub async fn auth_scram_sha256(
+        &mut self,
+        user: &str,
+        password: &str,
+        plus: bool,
+        channel_binding: &[u8],
+    ) -> String {
+        use base64::engine::general_purpose::STANDARD as B64;
+        use hmac::{Hmac, KeyInit, Mac};
+        use sha2::{Digest, Sha256};
+        let hmac = |key: &[u8], data: &[u8]| {
+            let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("any key length");
+            mac.update(data);
+            mac.finalize().into_bytes().to_vec()
+        };
+        let (mechanism, gs2) = if plus {
+            ("SCRAM-SHA-256-PLUS", "p=tls-exporter,,")
+        } else {
+            ("SCRAM-SHA-256", "n,,")
+        };
+        let client_nonce = "tern-test-client-nonce";
+        let first_bare = format!("n={user},r={client_nonce}");
+        self.send(&format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{mechanism}'>{}</auth>",
+            B64.encode(format!("{gs2}{first_bare}"))
+        ))
+        .await;
+        let reply = self.read_until("</challenge>").await;
+        let Some(start) = reply.find('>').map(|i| i + 1) else {
+            panic!("no challenge: {reply}");
+        };
+        let server_first = String::from_utf8(
+            B64.decode(&reply[start..reply.len() - "</challenge>".len()])
+                .expect("base64 challenge"),
+        )
+        .expect("utf-8 challenge");
+        let field = |name: &str| {
+            server_first
+                .split(',')
+                .find_map(|f| f.strip_prefix(name))
+                .unwrap_or_else(|| panic!("no {name} in {server_first}"))
+                .to_owned()
+        };
+        let nonce = field("r=");
+        let salt = B64.decode(field("s=")).expect("salt");
+        let iterations: u32 = field("i=").parse().expect("iterations");
+        let mut salted = [0u8; 32];
+        pbkdf2::pbkdf2_hmac::<Sha256>(password.as_bytes(), &salt, iterations, &mut salted);
+        let client_key = hmac(&salted, b"Client Key");
+        let stored_key = Sha256::digest(&client_key);
+        let mut cbind = gs2.as_bytes().to_vec();
+        if plus {
+            cbind.extend_from_slice(channel_binding);
+        }
+        let without_proof = format!("c={},r={nonce}", B64.encode(&cbind));
+        let auth_message = format!("{first_bare},{server_first},{without_proof}");
+        let signature = hmac(&stored_key, auth_message.as_bytes());
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(&signature)
+            .map(|(a, b)| a ^ b)
+            .collect();
+        self.send(&format!(
+            "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
+            B64.encode(format!("{without_proof},p={}", B64.encode(proof)))
+        ))
+        .await;
+        let answer = self.read_until("</").await;
+        let answer = answer + &self.read_until(">").await;
+        if answer.contains("<success") {
+            let start = answer.find('>').map(|i| i + 1).unwrap_or(0);
+            let end = answer.rfind("</success>").unwrap_or(answer.len());
+            let data =
+                String::from_utf8(B64.decode(&answer[start..end]).expect("base64")).expect("utf-8");
+            let server_key = hmac(&salted, b"Server Key");
+            let expected = B64.encode(hmac(&server_key, auth_message.as_bytes()));
+            assert_eq!(data, format!("v={expected}"), "server signature");
+        }
+        answer
+    }
+
     /// Binds `resource` on an authenticated, restarted stream; returns the full JID.
     pub async fn bind(&mut self, resource: &str) -> String {
         self.open().await;

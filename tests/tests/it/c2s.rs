@@ -177,3 +177,48 @@ async fn unavailable_is_broadcast_when_a_client_disconnects() {
     let got = fay.read_until("type='unavailable'").await;
     assert!(got.contains("gus@localhost/r"), "{got}");
 }
+
+#[tokio::test]
+async fn scram_plus_binds_to_the_tls_channel() {
+    let server = TestServer::start("plus", "");
+    server.register("hal", "localhost", "open the pod bay doors");
+    for direct in [false, true] {
+        let mut c = if direct {
+            RawClient::connect_tls(server.tls_port, "localhost").await
+        } else {
+            let mut c = RawClient::connect(server.starttls_port, "localhost").await;
+            c.starttls().await;
+            c
+        };
+        let features = c.open().await;
+        assert!(
+            features.contains("<mechanism>SCRAM-SHA-256-PLUS</mechanism>"),
+            "{features}"
+        );
+        assert!(
+            features.contains("<channel-binding type='tls-exporter'/>"),
+            "{features}"
+        );
+        let binding = c.tls_exporter().expect("TLS 1.3 exporter");
+        // The wrong channel (a man in the middle would see another one) is refused.
+        let wrong = [0u8; 32];
+        let answer = c
+            .auth_scram_sha256("hal", "open the pod bay doors", true, &wrong)
+            .await;
+        assert!(answer.contains("<not-authorized/>"), "{answer}");
+        let answer = c
+            .auth_scram_sha256("hal", "open the pod bay doors", true, &binding)
+            .await;
+        assert!(answer.contains("<success"), "direct={direct}: {answer}");
+    }
+    // Plain SCRAM-SHA-256 works too, and a wrong password fails.
+    let mut c = RawClient::connect(server.starttls_port, "localhost").await;
+    c.starttls().await;
+    c.open().await;
+    let answer = c.auth_scram_sha256("hal", "wrong", false, &[]).await;
+    assert!(answer.contains("<not-authorized/>"), "{answer}");
+    let answer = c
+        .auth_scram_sha256("hal", "open the pod bay doors", false, &[])
+        .await;
+    assert!(answer.contains("<success"), "{answer}");
+}
