@@ -702,6 +702,83 @@ mod tests {
         assert_eq!(frames_of(ok.as_bytes(), 2).unwrap().len(), 2);
     }
 
+    /// A tiny deterministic generator, so the mutation test needs no dependency and every
+    /// failure reproduces.
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// Frames `input` fed in pieces cut at `cuts`; the outcome as comparable data.
+    fn outcome(input: &[u8], cuts: &[usize]) -> (Vec<Frame>, Option<FramingError>) {
+        let limits = Limits {
+            max_stanza_size: 512,
+            max_depth: 6,
+            max_attributes: 8,
+        };
+        let mut framer = Framer::new(limits);
+        let mut frames = Vec::new();
+        let mut start = 0;
+        for &cut in cuts.iter().chain(std::iter::once(&input.len())) {
+            framer.push(&input[start..cut]);
+            start = cut;
+            loop {
+                match framer.next_frame() {
+                    Ok(Some(f)) => frames.push(f),
+                    Ok(None) => break,
+                    Err(e) => return (frames, Some(e)),
+                }
+            }
+        }
+        (frames, None)
+    }
+
+    #[test]
+    fn mutated_streams_never_panic_and_frame_the_same_at_any_split() {
+        let base = format!(
+            "{HEADER}<message to='a@b' id='1'><body>x &amp; y</body></message><presence/>\
+             <iq type='get' id='2'><query xmlns='jabber:iq:roster'/></iq>\
+             <message><body><![CDATA[ <> ]]></body></message></stream:stream>"
+        );
+        let alphabet = b"<>/'\"=!?[]- x&;";
+        let mut rng = XorShift(0x5eed_1234_abcd_0001);
+        for round in 0..3000 {
+            let mut input = base.as_bytes().to_vec();
+            for _ in 0..1 + rng.below(4) {
+                let at = rng.below(input.len());
+                match rng.below(3) {
+                    0 => input[at] = alphabet[rng.below(alphabet.len())],
+                    1 => input.insert(at, alphabet[rng.below(alphabet.len())]),
+                    _ => {
+                        input.remove(at);
+                    }
+                }
+            }
+            let whole = outcome(&input, &[]);
+            let mut cuts: Vec<usize> = (0..1 + rng.below(6))
+                .map(|_| rng.below(input.len()))
+                .collect();
+            cuts.sort_unstable();
+            let split = outcome(&input, &cuts);
+            assert_eq!(
+                whole,
+                split,
+                "round {round}: {:?} cut at {cuts:?}",
+                String::from_utf8_lossy(&input)
+            );
+        }
+    }
+
     #[test]
     fn reset_expects_a_new_header() {
         let mut framer = Framer::new(Limits::default());

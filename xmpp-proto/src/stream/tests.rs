@@ -69,7 +69,7 @@ impl Harness {
                 }),
                 Event::CredentialsNeeded { username, .. } => {
                     Some(Command::Credentials((username == "alice").then(|| {
-                        StoredCredentials::derive(self.password, b"salt-one", b"salt-two", 4096)
+                        StoredCredentials::derive(self.password, b"salt-one", b"salt-two", 16)
                     })))
                 }
                 Event::BindRequested { resource } => Some(Command::Bound(format!(
@@ -461,4 +461,34 @@ fn stream_state_stays_small() {
         "{}",
         size_of::<ServerStream>()
     );
+}
+
+#[test]
+fn garbage_after_login_never_panics() {
+    let alphabet: &[u8] = b"<>/'\"=!?[]-x&;:\n\xff";
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for _ in 0..300 {
+        let mut h = Harness::new(config());
+        h.login("r", usize::MAX);
+        let mut input = b"<message to='b@localhost'><body>hi</body></message><presence/>".to_vec();
+        for _ in 0..1 + next() % 6 {
+            let at = (next() % input.len() as u64) as usize;
+            input[at] = alphabet[(next() % alphabet.len() as u64) as usize];
+        }
+        let text = String::from_utf8_lossy(&input).into_owned();
+        h.send(&text, 1 + (next() % 7) as usize);
+        // Either the stanzas came through, or the stream ended with a stream error.
+        if let Some(outcome) = h.closed_with() {
+            assert!(
+                outcome.is_some(),
+                "a broken stream closes with an error: {text:?}"
+            );
+        }
+    }
 }
