@@ -44,7 +44,7 @@ impl Node {
     }
 
     async fn route_inner(self: &Arc<Self>, stanza: Stanza) {
-        let Some(to) = stanza.to.as_deref() else {
+        let Some(to) = stanza.to() else {
             // Only server-made stanzas reach here without `to`; clients' are resolved by the
             // session first (RFC 6120 §8.1.1.1).
             return;
@@ -202,7 +202,7 @@ impl Node {
 
     /// Answers `stanza` with the given stanza error.
     pub async fn bounce_with(self: &Arc<Self>, stanza: &Stanza, error: StanzaError) {
-        if stanza.is_type("error") || stanza.is_type("result") || stanza.from.is_none() {
+        if stanza.is_type("error") || stanza.is_type("result") || stanza.from().is_none() {
             return;
         }
         let Ok(element) = stanza.element(ns::CLIENT) else {
@@ -219,7 +219,7 @@ impl Node {
 /// Whether a presence is a subscription management one (RFC 6121 §3).
 pub fn is_subscription(stanza: &Stanza) -> bool {
     matches!(
-        stanza.type_.as_deref(),
+        stanza.type_(),
         Some("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed")
     )
 }

@@ -18,7 +18,7 @@ use crate::sm::Session;
 /// Handles one stanza from the client of `session`.
 pub async fn handle_client_stanza(node: &Arc<Node>, session: &Arc<Session>, stanza: Stanza) {
     node.metrics.stanza_in(stanza.kind);
-    let to = match stanza.to.as_deref() {
+    let to = match stanza.to() {
         None => None,
         Some(text) => match Jid::new(text) {
             Ok(jid) => Some(jid),
@@ -28,11 +28,8 @@ pub async fn handle_client_stanza(node: &Arc<Node>, session: &Arc<Session>, stan
     match stanza.kind {
         StanzaKind::Presence => modules::presence::outbound(node, session, stanza, to).await,
         StanzaKind::Iq => {
-            let valid_type = matches!(
-                stanza.type_.as_deref(),
-                Some("get" | "set" | "result" | "error")
-            );
-            if stanza.id.is_none() || !valid_type {
+            let valid_type = matches!(stanza.type_(), Some("get" | "set" | "result" | "error"));
+            if stanza.id().is_none() || !valid_type {
                 return reply_error(node, session, &stanza, StanzaCondition::BadRequest);
             }
             let own = session.jid.to_bare();

@@ -82,20 +82,42 @@ enum Scan {
     /// Just after `<`: what kind of markup follows is not known yet.
     Markup,
     /// Inside a start tag.
-    StartTag {
-        /// The open quote character, or 0 outside a value.
-        quote: u8,
-        /// Attributes seen so far (counted by `=` outside values).
-        attrs: usize,
-        /// Last byte seen outside a value, to spot `/>`.
-        prev: u8,
-    },
+    StartTag(TagScan),
     /// Inside an end tag.
     EndTag,
     /// Inside `<![CDATA[ … ]]>`; the count of `]` just seen.
     CData(u8),
     /// Inside the XML declaration `<?xml … ?>`; whether the last byte was `?`.
     Decl(bool),
+}
+
+/// Where a start-tag scan stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TagPhase {
+    /// In the element name.
+    Name,
+    /// After whitespace: an attribute name, `>` or `/>` may follow.
+    Gap,
+    /// In an attribute name.
+    AttrName,
+    /// After an attribute name and whitespace: `=` must follow.
+    AfterName,
+    /// After `=`: a quote must follow.
+    AfterEq,
+    /// In a value opened by this quote.
+    Value(u8),
+    /// Just after a closing quote: whitespace, `>` or `/>` must follow.
+    AfterValue,
+    /// After `/`: `>` must follow.
+    Slash,
+}
+
+/// A start tag being scanned: its phase, attribute count and the current attribute's start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TagScan {
+    phase: TagPhase,
+    attrs: usize,
+    attr_start: usize,
 }
 
 /// Incremental XMPP stream framer. Sans-IO: feed bytes with [`Framer::push`], take frames with
@@ -114,6 +136,10 @@ pub struct Framer {
     /// Where the names of the open elements lie in `buf`, innermost last, so an end tag is
     /// checked against its start tag the moment it arrives.
     open_names: Vec<(usize, usize)>,
+    /// Names of the attributes of the tag being scanned, to refuse duplicates.
+    tag_attrs: Vec<(usize, usize)>,
+    /// The current element uses a namespace prefix or CDATA: it gets the full check.
+    needs_full_check: bool,
     /// Whether the stream header has been seen.
     open: bool,
     /// Whether anything but whitespace came before (an XML declaration is only allowed first).
@@ -135,6 +161,8 @@ impl Framer {
             scan: Scan::Content,
             depth: 0,
             open_names: Vec::new(),
+            tag_attrs: Vec::new(),
+            needs_full_check: false,
             open: false,
             started: false,
             stream_name: Vec::new(),
@@ -165,6 +193,7 @@ impl Framer {
         if self.buf.is_empty() && self.buf.capacity() > 0 {
             self.buf = BytesMut::new();
             self.open_names = Vec::new();
+            self.tag_attrs = Vec::new();
             self.pos = 0;
             self.tag_start = 0;
         }
@@ -197,7 +226,7 @@ impl Framer {
             match self.scan {
                 Scan::Content => {
                     let rest = &self.buf[self.pos..];
-                    let text_len = rest.iter().position(|&b| b == b'<').unwrap_or(rest.len());
+                    let text_len = memchr::memchr(b'<', rest).unwrap_or(rest.len());
                     if self.depth == 0 {
                         if !rest[..text_len].iter().all(u8::is_ascii_whitespace) {
                             return Err(FramingError::NotWellFormed(
@@ -221,47 +250,10 @@ impl Framer {
                         return Ok(None);
                     }
                 }
-                Scan::StartTag {
-                    mut quote,
-                    mut attrs,
-                    mut prev,
-                } => {
-                    let mut closed = None;
-                    while self.pos < self.buf.len() {
-                        let b = self.buf[self.pos];
-                        self.pos += 1;
-                        if quote != 0 {
-                            if b == quote {
-                                quote = 0;
-                                prev = b;
-                            } else if b == b'<' {
-                                return Err(FramingError::NotWellFormed("'<' in attribute value"));
-                            }
-                            continue;
-                        }
-                        match b {
-                            b'"' | b'\'' => quote = b,
-                            b'=' => {
-                                attrs += 1;
-                                if attrs > self.limits.max_attributes {
-                                    return Err(FramingError::TooManyAttributes {
-                                        limit: self.limits.max_attributes,
-                                    });
-                                }
-                            }
-                            b'<' => return Err(FramingError::NotWellFormed("'<' inside a tag")),
-                            b'>' => {
-                                closed = Some(prev == b'/');
-                                break;
-                            }
-                            _ => {}
-                        }
-                        if !b.is_ascii_whitespace() {
-                            prev = b;
-                        }
-                    }
+                Scan::StartTag(mut tag) => {
+                    let closed = self.scan_start_tag(&mut tag)?;
                     match closed {
-                        None => self.scan = Scan::StartTag { quote, attrs, prev },
+                        None => self.scan = Scan::StartTag(tag),
                         Some(self_closing) => {
                             self.scan = Scan::Content;
                             if let Some(frame) = self.start_tag_done(self_closing)? {
@@ -364,6 +356,7 @@ impl Framer {
                         Some(true) => {
                             self.pos = self.tag_start + 9;
                             self.scan = Scan::CData(0);
+                            self.needs_full_check = true;
                             return Ok(true);
                         }
                         Some(false) => {}
@@ -396,11 +389,16 @@ impl Framer {
             b if is_name_start(b) => {
                 self.started = true;
                 self.pos = self.tag_start + 2;
-                self.scan = Scan::StartTag {
-                    quote: 0,
+                self.scan = Scan::StartTag(TagScan {
+                    phase: TagPhase::Name,
                     attrs: 0,
-                    prev: b,
-                };
+                    attr_start: 0,
+                });
+                self.tag_attrs.clear();
+                if self.depth == 0 {
+                    self.needs_full_check = false;
+                }
+                let _ = b;
             }
             _ => return Err(FramingError::NotWellFormed("'<' not followed by a name")),
         }
@@ -420,7 +418,7 @@ impl Framer {
         }
         if self_closing {
             if self.depth == 0 {
-                return Ok(Some(self.take_element()));
+                return self.take_element().map(Some);
             }
         } else {
             self.depth += 1;
@@ -449,7 +447,11 @@ impl Framer {
             self.pos = 0;
             return Ok(Some(Frame::Close));
         }
-        let name = tag_name(&self.buf[self.tag_start + 2..self.pos]);
+        let inner = &self.buf[self.tag_start + 2..self.pos - 1];
+        let name = tag_name(inner);
+        if !inner[name.len()..].iter().all(u8::is_ascii_whitespace) {
+            return Err(FramingError::NotWellFormed("malformed end tag"));
+        }
         let matches = self
             .open_names
             .pop()
@@ -461,15 +463,144 @@ impl Framer {
         }
         self.depth -= 1;
         if self.depth == 0 {
-            return Ok(Some(self.take_element()));
+            return self.take_element().map(Some);
         }
         Ok(None)
     }
 
-    fn take_element(&mut self) -> Frame {
+    fn take_element(&mut self) -> Result<Frame, FramingError> {
         let element = self.buf.split_to(self.pos).freeze();
         self.pos = 0;
-        Frame::Element(element)
+        if self.needs_full_check {
+            std::str::from_utf8(&element)
+                .map_err(|_| FramingError::NotWellFormed("invalid utf-8"))?;
+            crate::element::check_well_formed(&element, crate::ns::CLIENT)
+                .map_err(|_| FramingError::NotWellFormed("namespace or cdata error"))?;
+        } else {
+            check_text(&element)?;
+        }
+        Ok(Frame::Element(element))
+    }
+
+    /// Scans a start tag from `self.pos`; `Some(self_closing)` when its `>` was reached.
+    fn scan_start_tag(&mut self, tag: &mut TagScan) -> Result<Option<bool>, FramingError> {
+        let len = self.buf.len();
+        while self.pos < len {
+            match tag.phase {
+                TagPhase::Name | TagPhase::AttrName => {
+                    // Names run until a delimiter; one table lookup per byte.
+                    let start = self.pos;
+                    let run = self.buf[start..]
+                        .iter()
+                        .position(|&b| !is_name_char(b))
+                        .unwrap_or(len - start);
+                    self.pos += run;
+                    if tag.phase == TagPhase::Name
+                        && memchr::memchr(b':', &self.buf[start..self.pos]).is_some()
+                    {
+                        self.needs_full_check = true;
+                    }
+                    if self.pos == len {
+                        return Ok(None);
+                    }
+                    let b = self.buf[self.pos];
+                    let at = self.pos;
+                    self.pos += 1;
+                    if tag.phase == TagPhase::Name {
+                        match b {
+                            b'>' => return Ok(Some(false)),
+                            b'/' => tag.phase = TagPhase::Slash,
+                            b if b.is_ascii_whitespace() => tag.phase = TagPhase::Gap,
+                            _ => return Err(FramingError::NotWellFormed("invalid element name")),
+                        }
+                    } else {
+                        match b {
+                            b'=' => tag.phase = TagPhase::AfterEq,
+                            b if b.is_ascii_whitespace() => tag.phase = TagPhase::AfterName,
+                            _ => {
+                                return Err(FramingError::NotWellFormed("invalid attribute name"));
+                            }
+                        }
+                        self.attribute_name_done(tag.attr_start, at)?;
+                    }
+                }
+                TagPhase::Value(quote) => {
+                    let rest = &self.buf[self.pos..];
+                    match memchr::memchr2(quote, b'<', rest) {
+                        None => self.pos = len,
+                        Some(i) if rest[i] == b'<' => {
+                            return Err(FramingError::NotWellFormed("'<' in attribute value"));
+                        }
+                        Some(i) => {
+                            self.pos += i + 1;
+                            tag.phase = TagPhase::AfterValue;
+                        }
+                    }
+                }
+                phase => {
+                    let b = self.buf[self.pos];
+                    let at = self.pos;
+                    self.pos += 1;
+                    match (phase, b) {
+                        (TagPhase::Gap | TagPhase::AfterValue, b'>') => return Ok(Some(false)),
+                        (TagPhase::Gap | TagPhase::AfterValue, b'/') => tag.phase = TagPhase::Slash,
+                        (TagPhase::AfterValue, b) if b.is_ascii_whitespace() => {
+                            tag.phase = TagPhase::Gap;
+                        }
+                        (TagPhase::AfterValue, _) => {
+                            return Err(FramingError::NotWellFormed(
+                                "attributes must be separated by whitespace",
+                            ));
+                        }
+                        (TagPhase::Gap | TagPhase::AfterName | TagPhase::AfterEq, b)
+                            if b.is_ascii_whitespace() => {}
+                        (TagPhase::Gap, b) if is_name_start(b) => {
+                            tag.attrs += 1;
+                            if tag.attrs > self.limits.max_attributes {
+                                return Err(FramingError::TooManyAttributes {
+                                    limit: self.limits.max_attributes,
+                                });
+                            }
+                            tag.attr_start = at;
+                            tag.phase = TagPhase::AttrName;
+                        }
+                        (TagPhase::Gap, _) => {
+                            return Err(FramingError::NotWellFormed("malformed attribute"));
+                        }
+                        (TagPhase::AfterName, b'=') => tag.phase = TagPhase::AfterEq,
+                        (TagPhase::AfterName, _) => {
+                            return Err(FramingError::NotWellFormed("attribute without a value"));
+                        }
+                        (TagPhase::AfterEq, b'"' | b'\'') => tag.phase = TagPhase::Value(b),
+                        (TagPhase::AfterEq, _) => {
+                            return Err(FramingError::NotWellFormed("unquoted attribute value"));
+                        }
+                        (TagPhase::Slash, b'>') => return Ok(Some(true)),
+                        (TagPhase::Slash, _) => {
+                            return Err(FramingError::NotWellFormed("'/' not followed by '>'"));
+                        }
+                        (TagPhase::Name | TagPhase::AttrName | TagPhase::Value(_), _) => {
+                            // Handled by the arms above; a phase never reaches here.
+                            return Err(FramingError::NotWellFormed("scanner state"));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Records an attribute name, refusing duplicates and noting prefixes.
+    fn attribute_name_done(&mut self, start: usize, end: usize) -> Result<(), FramingError> {
+        let name = &self.buf[start..end];
+        if memchr::memchr(b':', name).is_some() && !name.starts_with(b"xml:") {
+            self.needs_full_check = true;
+        }
+        if self.tag_attrs.iter().any(|&(s, e)| self.buf[s..e] == *name) {
+            return Err(FramingError::NotWellFormed("duplicate attribute"));
+        }
+        self.tag_attrs.push((start, end));
+        Ok(())
     }
 }
 
@@ -482,8 +613,67 @@ fn tag_name(tag: &[u8]) -> &[u8] {
     &tag[..end]
 }
 
+/// Byte classes for names: bit 0 = may start a name, bit 1 = may continue one. Bytes of
+/// multi-byte UTF-8 sequences count as name characters (checked as UTF-8 later).
+const NAME_CLASS: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        let start = c.is_ascii_alphabetic() || c == b'_' || c == b':' || c >= 0x80;
+        let more = start || c.is_ascii_digit() || c == b'-' || c == b'.';
+        table[b] = (start as u8) | ((more as u8) << 1);
+        b += 1;
+    }
+    table
+};
+
 fn is_name_start(b: u8) -> bool {
-    b.is_ascii_alphabetic() || b == b'_' || b == b':' || b >= 0x80
+    NAME_CLASS[b as usize] & 1 != 0
+}
+
+fn is_name_char(b: u8) -> bool {
+    NAME_CLASS[b as usize] & 2 != 0
+}
+
+/// The checks on a complete element that need no parse: valid UTF-8, and every `&` starts a
+/// predefined entity or a character reference of a legal character (CDATA, where `&` is
+/// literal, gets the full check instead).
+fn check_text(element: &[u8]) -> Result<(), FramingError> {
+    let text =
+        std::str::from_utf8(element).map_err(|_| FramingError::NotWellFormed("invalid utf-8"))?;
+    let bytes = text.as_bytes();
+    for amp in memchr::memchr_iter(b'&', bytes) {
+        let rest = &text[amp + 1..];
+        let end = rest
+            .bytes()
+            .take(12)
+            .position(|b| b == b';')
+            .ok_or(FramingError::NotWellFormed("unterminated entity reference"))?;
+        let entity = &rest[..end];
+        let valid = match entity {
+            "amp" | "lt" | "gt" | "quot" | "apos" => true,
+            _ => {
+                let code = if let Some(hex) = entity.strip_prefix("#x") {
+                    u32::from_str_radix(hex, 16).ok()
+                } else if let Some(dec) = entity.strip_prefix('#') {
+                    dec.parse().ok()
+                } else {
+                    None
+                };
+                code.and_then(char::from_u32).is_some_and(is_xml_char)
+            }
+        };
+        if !valid {
+            return Err(FramingError::NotWellFormed("undefined entity reference"));
+        }
+    }
+    Ok(())
+}
+
+/// XML 1.0 `Char`.
+fn is_xml_char(c: char) -> bool {
+    matches!(c, '\u{9}' | '\u{A}' | '\u{D}' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
 }
 
 #[cfg(test)]
@@ -683,6 +873,56 @@ mod tests {
             frames_of(format!("{HEADER}</stream:other>").as_bytes(), 4),
             Err(FramingError::NotWellFormed(_))
         ));
+    }
+
+    #[test]
+    fn hands_out_only_well_formed_elements() {
+        let bad: [&[u8]; 11] = [
+            b"<message a='1' a='2'/>",
+            b"<message a=1/>",
+            b"<message a='1'b='2'/>",
+            b"<message a/>",
+            b"<mess@ge/>",
+            b"<message><body>&lol;</body></message>",
+            b"<message><body>&#0;</body></message>",
+            b"<message><body>a & b</body></message>",
+            b"<message><body>\xff\xfe</body></message>",
+            b"<message><p:x/></message>",
+            b"<message></message/>",
+        ];
+        for element in bad {
+            let mut input = HEADER.as_bytes().to_vec();
+            input.extend_from_slice(element);
+            for chunk in [1, input.len()] {
+                let result = frames_of(&input, chunk);
+                assert!(
+                    matches!(result, Err(FramingError::NotWellFormed(_))),
+                    "{:?} gave {result:?}",
+                    String::from_utf8_lossy(element)
+                );
+            }
+        }
+        let good = [
+            "<message xml:lang='en' to=\"a@b\" ><body>&amp;&#65;&#x42; caf\u{e9}</body></message>",
+            "<iq><q xmlns:p='urn:p'><p:x p:a='1'/></q></iq>",
+            "<message><body><![CDATA[ a & b <c> ]]></body></message>",
+            "<presence\n  type = 'unavailable'\t/>",
+        ];
+        for element in good {
+            let input = format!("{HEADER}{element}");
+            assert_eq!(
+                frames_of(input.as_bytes(), 1).unwrap(),
+                vec![
+                    frames_of(HEADER.as_bytes(), 1).unwrap()[0].clone(),
+                    element_frame(element)
+                ],
+                "{element}"
+            );
+        }
+    }
+
+    fn element_frame(s: &str) -> Frame {
+        Frame::Element(Bytes::copy_from_slice(s.as_bytes()))
     }
 
     #[test]

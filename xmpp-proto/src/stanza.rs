@@ -11,7 +11,7 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
-use crate::element::{Element, ParseError, escape_into};
+use crate::element::{Element, ParseError};
 
 /// The three stanza kinds of RFC 6120 §8.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -31,15 +31,6 @@ impl StanzaKind {
             Self::Message => "message",
             Self::Presence => "presence",
             Self::Iq => "iq",
-        }
-    }
-
-    fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "message" => Some(Self::Message),
-            "presence" => Some(Self::Presence),
-            "iq" => Some(Self::Iq),
-            _ => None,
         }
     }
 }
@@ -222,20 +213,34 @@ fn unescape(raw: &str) -> Result<Cow<'_, str>, TagError> {
     Ok(Cow::Owned(out))
 }
 
+/// An envelope attribute's value: absent, a span of the raw bytes (no entities in it), or
+/// unescaped text.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+enum Field {
+    #[default]
+    Absent,
+    Span(u32, u32),
+    Owned(Box<str>),
+}
+
 /// A stanza: its envelope plus the raw frame it arrived as.
+///
+/// Reading the envelope allocates nothing: the `to`, `from`, `id` and `type` values are spans
+/// of the frame (unescaped copies only when they contain entity references).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stanza {
     /// Message, presence or IQ.
     pub kind: StanzaKind,
-    /// The `to` attribute, as sent.
-    pub to: Option<String>,
-    /// The `from` attribute, as sent (or as stamped).
-    pub from: Option<String>,
-    /// The `id` attribute.
-    pub id: Option<String>,
-    /// The `type` attribute.
-    pub type_: Option<String>,
     raw: Bytes,
+    to: Field,
+    from: Field,
+    id: Field,
+    type_: Field,
+    /// Where the whole `to='…'` and `from='…'` attributes lie (start, end), for rewriting.
+    to_attr: Option<(u32, u32)>,
+    from_attr: Option<(u32, u32)>,
+    /// Byte offset just past the element name.
+    name_end: u32,
 }
 
 /// Why a frame is not a stanza.
@@ -252,25 +257,137 @@ pub enum StanzaError {
 impl Stanza {
     /// Reads the envelope of a complete frame.
     pub fn from_frame(raw: Bytes) -> Result<Self, StanzaError> {
-        let tag = StartTag::parse(&raw)?;
-        let kind = match StanzaKind::from_name(tag.name) {
-            Some(kind) if tag.attr("xmlns").is_none_or(is_stanza_ns) => kind,
-            _ => return Err(StanzaError::NotAStanza(tag.name.to_owned())),
+        let bytes: &[u8] = &raw;
+        if bytes.first() != Some(&b'<') {
+            return Err(TagError::Malformed("no start tag").into());
+        }
+        let mut i = 1;
+        while i < bytes.len() && !is_tag_delim(bytes[i]) {
+            i += 1;
+        }
+        let name = &bytes[1..i];
+        let kind = match name {
+            b"message" => StanzaKind::Message,
+            b"presence" => StanzaKind::Presence,
+            b"iq" => StanzaKind::Iq,
+            other => {
+                return Err(StanzaError::NotAStanza(
+                    String::from_utf8_lossy(other).into_owned(),
+                ));
+            }
         };
-        let owned = |name: &str| tag.attr(name).map(str::to_owned);
-        Ok(Self {
+        let mut stanza = Self {
             kind,
-            to: owned("to"),
-            from: owned("from"),
-            id: owned("id"),
-            type_: owned("type"),
-            raw: raw.clone(),
-        })
+            raw: Bytes::new(),
+            to: Field::Absent,
+            from: Field::Absent,
+            id: Field::Absent,
+            type_: Field::Absent,
+            to_attr: None,
+            from_attr: None,
+            name_end: u32::try_from(i).map_err(|_| TagError::Malformed("tag too long"))?,
+        };
+        loop {
+            while i < bytes.len() && bytes[i].is_ascii_whitespace() {
+                i += 1;
+            }
+            match bytes.get(i) {
+                None => return Err(TagError::Malformed("unterminated start tag").into()),
+                Some(b'>') => break,
+                Some(b'/') if bytes.get(i + 1) == Some(&b'>') => break,
+                Some(_) => {}
+            }
+            let start = i;
+            while i < bytes.len() && !is_tag_delim(bytes[i]) && bytes[i] != b'=' {
+                i += 1;
+            }
+            let attr = &bytes[start..i];
+            if attr.is_empty() {
+                return Err(TagError::Malformed("attribute without a name").into());
+            }
+            while i < bytes.len() && bytes[i].is_ascii_whitespace() {
+                i += 1;
+            }
+            if bytes.get(i) != Some(&b'=') {
+                return Err(TagError::Malformed("attribute without a value").into());
+            }
+            i += 1;
+            while i < bytes.len() && bytes[i].is_ascii_whitespace() {
+                i += 1;
+            }
+            let Some(&quote @ (b'\'' | b'"')) = bytes.get(i) else {
+                return Err(TagError::Malformed("unquoted attribute value").into());
+            };
+            i += 1;
+            let value_start = i;
+            let Some(len) = memchr::memchr(quote, &bytes[i..]) else {
+                return Err(TagError::Malformed("unterminated attribute value").into());
+            };
+            i += len + 1;
+            let value = (value_start, value_start + len);
+            let slot = match attr {
+                b"to" => &mut stanza.to,
+                b"from" => &mut stanza.from,
+                b"id" => &mut stanza.id,
+                b"type" => &mut stanza.type_,
+                b"xmlns" => {
+                    let ns = std::str::from_utf8(&bytes[value.0..value.1])
+                        .map_err(|_| TagError::Malformed("invalid utf-8"))?;
+                    if !is_stanza_ns(ns) {
+                        return Err(StanzaError::NotAStanza(
+                            String::from_utf8_lossy(name).into_owned(),
+                        ));
+                    }
+                    continue;
+                }
+                _ => continue,
+            };
+            if *slot != Field::Absent {
+                return Err(TagError::Malformed("duplicate attribute").into());
+            }
+            *slot = field(bytes, value)?;
+            let span = Some((start as u32, i as u32));
+            match attr {
+                b"to" => stanza.to_attr = span,
+                b"from" => stanza.from_attr = span,
+                _ => {}
+            }
+        }
+        stanza.raw = raw;
+        Ok(stanza)
     }
 
     /// Builds a stanza from an element the server made.
     pub fn from_element(element: &Element, stream_ns: &str) -> Result<Self, StanzaError> {
         Self::from_frame(Bytes::from(element.to_xml(stream_ns)))
+    }
+
+    fn get<'a>(&'a self, f: &'a Field) -> Option<&'a str> {
+        match f {
+            Field::Absent => None,
+            Field::Span(a, b) => std::str::from_utf8(&self.raw[*a as usize..*b as usize]).ok(),
+            Field::Owned(s) => Some(s),
+        }
+    }
+
+    /// The `to` attribute.
+    pub fn to(&self) -> Option<&str> {
+        self.get(&self.to)
+    }
+
+    /// The `from` attribute.
+    pub fn from(&self) -> Option<&str> {
+        self.get(&self.from)
+    }
+
+    /// The `id` attribute.
+    pub fn id(&self) -> Option<&str> {
+        self.get(&self.id)
+    }
+
+    /// The `type` attribute.
+    pub fn type_(&self) -> Option<&str> {
+        self.get(&self.type_)
     }
 
     /// The raw bytes (with any `from`/`to` rewriting applied).
@@ -285,46 +402,96 @@ impl Stanza {
 
     /// Whether the `type` attribute equals `t`.
     pub fn is_type(&self, t: &str) -> bool {
-        self.type_.as_deref() == Some(t)
+        self.type_() == Some(t)
     }
 
     /// The same stanza with `from` set to `from` (the server's stamp, RFC 6120 §8.1.2.1) and,
-    /// when `to` is given, `to` replaced too. The rest of the bytes are kept as they are.
+    /// when `to` is given, `to` replaced too. The rest of the bytes are kept as they are; one
+    /// allocation.
     pub fn with_addresses(&self, from: Option<&str>, to: Option<&str>) -> Self {
-        let Ok(tag) = StartTag::parse(&self.raw) else {
-            // The envelope was parsed from these bytes, so the tag parses again.
-            return self.clone();
-        };
-        let mut out = String::with_capacity(self.raw.len() + 64);
-        let text = std::str::from_utf8(&self.raw).unwrap_or_default();
-        out.push_str(&text[..tag.name_end]);
-        for (name, value) in [("from", from), ("to", to)] {
+        let raw: &[u8] = &self.raw;
+        let name_end = self.name_end as usize;
+        let mut out = Vec::with_capacity(
+            raw.len() + from.map_or(0, |f| f.len() + 8) + to.map_or(0, |t| t.len() + 6),
+        );
+        out.extend_from_slice(&raw[..name_end]);
+        let mut written: [(Field, Option<(u32, u32)>); 2] = Default::default();
+        for (slot, (name, value)) in [("from", from), ("to", to)].into_iter().enumerate() {
             if let Some(value) = value {
-                out.push(' ');
-                out.push_str(name);
-                out.push_str("='");
-                escape_into(&mut out, value);
-                out.push('\'');
+                let attr_start = out.len() + 1;
+                out.push(b' ');
+                out.extend_from_slice(name.as_bytes());
+                out.extend_from_slice(b"='");
+                let value_start = out.len();
+                escape_bytes_into(&mut out, value);
+                let value_end = out.len();
+                out.push(b'\'');
+                let field = if value_end - value_start == value.len() {
+                    Field::Span(value_start as u32, value_end as u32)
+                } else {
+                    Field::Owned(value.into())
+                };
+                written[slot] = (field, Some((attr_start as u32, out.len() as u32)));
             }
         }
-        let mut cursor = tag.name_end;
-        for attr in &tag.attrs {
-            let replaced =
-                (attr.name == "from" && from.is_some()) || (attr.name == "to" && to.is_some());
-            if replaced {
-                // Drop the attribute with the whitespace before it.
-                let start = text[..attr.span.start].trim_end().len().max(cursor);
-                out.push_str(&text[cursor..start]);
-                cursor = attr.span.end;
+        let inserted = out.len() - name_end;
+        let mut removed: [Option<(u32, u32)>; 2] = [
+            self.from_attr.filter(|_| from.is_some()),
+            self.to_attr.filter(|_| to.is_some()),
+        ];
+        removed.sort_unstable_by_key(|r| r.map(|(s, _)| s));
+        let mut cuts: [(usize, usize); 2] = [(0, 0); 2];
+        let mut cursor = name_end;
+        for (n, (start, end)) in removed.into_iter().flatten().enumerate() {
+            // Drop the attribute with the whitespace before it.
+            let mut cut = start as usize;
+            while cut > cursor && raw[cut - 1].is_ascii_whitespace() {
+                cut -= 1;
             }
+            out.extend_from_slice(&raw[cursor..cut]);
+            cuts[n] = (cut, end as usize);
+            cursor = end as usize;
         }
-        out.push_str(&text[cursor..]);
+        out.extend_from_slice(&raw[cursor..]);
+        // Where an offset of the old bytes lands in the new ones.
+        let shift = |p: u32| -> u32 {
+            let dropped: usize = cuts
+                .iter()
+                .filter(|(_, end)| *end != 0 && *end <= p as usize)
+                .map(|(cut, end)| end - cut)
+                .sum();
+            (p as usize + inserted - dropped) as u32
+        };
+        let moved = |f: &Field| match f {
+            Field::Span(a, b) => Field::Span(shift(*a), shift(*b)),
+            other => other.clone(),
+        };
+        let [(new_from, new_from_attr), (new_to, new_to_attr)] = written;
+        let (from_field, from_attr) = if from.is_some() {
+            (new_from, new_from_attr)
+        } else {
+            (
+                moved(&self.from),
+                self.from_attr.map(|(a, b)| (shift(a), shift(b))),
+            )
+        };
+        let (to_field, to_attr) = if to.is_some() {
+            (new_to, new_to_attr)
+        } else {
+            (
+                moved(&self.to),
+                self.to_attr.map(|(a, b)| (shift(a), shift(b))),
+            )
+        };
         Self {
             kind: self.kind,
-            to: to.map(str::to_owned).or_else(|| self.to.clone()),
-            from: from.map(str::to_owned).or_else(|| self.from.clone()),
-            id: self.id.clone(),
-            type_: self.type_.clone(),
+            to: to_field,
+            from: from_field,
+            id: moved(&self.id),
+            type_: moved(&self.type_),
+            to_attr,
+            from_attr,
+            name_end: self.name_end,
             raw: Bytes::from(out),
         }
     }
@@ -332,6 +499,30 @@ impl Stanza {
     /// The same stanza with `from` stamped.
     pub fn with_from(&self, from: &str) -> Self {
         self.with_addresses(Some(from), None)
+    }
+}
+
+/// An envelope value: a span when it has no entity references, else the unescaped text.
+fn field(bytes: &[u8], (start, end): (usize, usize)) -> Result<Field, TagError> {
+    let value = std::str::from_utf8(&bytes[start..end])
+        .map_err(|_| TagError::Malformed("invalid utf-8"))?;
+    if value.contains('&') || value.contains('<') {
+        return Ok(Field::Owned(unescape(value)?.into_owned().into_boxed_str()));
+    }
+    Ok(Field::Span(start as u32, end as u32))
+}
+
+/// Appends `text` with the XML special characters escaped.
+fn escape_bytes_into(out: &mut Vec<u8>, text: &str) {
+    for b in text.bytes() {
+        match b {
+            b'&' => out.extend_from_slice(b"&amp;"),
+            b'<' => out.extend_from_slice(b"&lt;"),
+            b'>' => out.extend_from_slice(b"&gt;"),
+            b'\'' => out.extend_from_slice(b"&apos;"),
+            b'"' => out.extend_from_slice(b"&quot;"),
+            b => out.push(b),
+        }
     }
 }
 
@@ -351,10 +542,10 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(s.kind, StanzaKind::Message);
-        assert_eq!(s.to.as_deref(), Some("juliet@capulet.lit/balcony"));
-        assert_eq!(s.id.as_deref(), Some("m&1"));
+        assert_eq!(s.to(), Some("juliet@capulet.lit/balcony"));
+        assert_eq!(s.id(), Some("m&1"));
         assert!(s.is_type("chat"));
-        assert_eq!(s.from, None);
+        assert_eq!(s.from(), None);
     }
 
     #[test]
@@ -386,7 +577,7 @@ mod tests {
         ))
         .unwrap();
         let stamped = s.with_from("alice@c/home");
-        assert_eq!(stamped.from.as_deref(), Some("alice@c/home"));
+        assert_eq!(stamped.from(), Some("alice@c/home"));
         let e = stamped.element(ns::CLIENT).unwrap();
         assert_eq!(e.attr("from"), Some("alice@c/home"));
         assert_eq!(e.attr("to"), Some("b@c"));
@@ -399,6 +590,30 @@ mod tests {
         assert_eq!(e.get_child("body", ns::CLIENT).unwrap().text(), "hi");
         let again = Stanza::from_frame(stamped.raw().clone()).unwrap();
         assert_eq!(again, stamped);
+        // Every combination of rewrites reads back exactly as a fresh parse would.
+        for raw in [
+            &b"<iq type='get' to='x@y' id='a' from='p@q/r'><q/></iq>"[..],
+            b"<message   to='x@y'  from='z@w'>x</message>",
+            b"<presence from='a@b' type='unavailable'/>",
+            b"<presence/>",
+            b"<message id='&amp;1' to='a&apos;b@c' type=\"chat\">x</message>",
+        ] {
+            let s = Stanza::from_frame(Bytes::copy_from_slice(raw)).unwrap();
+            for (from, to) in [
+                (Some("me@h/r"), None),
+                (None, Some("you@h")),
+                (Some("m<e@h"), Some("y'u@h/r")),
+            ] {
+                let rewritten = s.with_addresses(from, to);
+                let reparsed = Stanza::from_frame(rewritten.raw().clone()).unwrap();
+                assert_eq!(
+                    rewritten,
+                    reparsed,
+                    "{:?}",
+                    String::from_utf8_lossy(rewritten.raw())
+                );
+            }
+        }
     }
 
     #[test]
@@ -409,7 +624,7 @@ mod tests {
             stamped.raw().as_ref(),
             b"<presence from='a&apos;b@c/d' to='e@f'/>"
         );
-        assert_eq!(stamped.from.as_deref(), Some("a'b@c/d"));
+        assert_eq!(stamped.from(), Some("a'b@c/d"));
     }
 
     #[test]
@@ -423,6 +638,6 @@ mod tests {
 
     #[test]
     fn stanza_size_stays_small() {
-        assert!(size_of::<Stanza>() <= 136);
+        assert!(size_of::<Stanza>() <= 160, "{}", size_of::<Stanza>());
     }
 }

@@ -800,11 +800,8 @@ impl ServerStream {
     }
 
     fn handle_stanza(&mut self, frame: Bytes) {
-        if let Err(e) = crate::element::check_well_formed(&frame, ns::CLIENT) {
-            return self.close(Some(
-                StreamError::new(StreamCondition::NotWellFormed).with_text(e.to_string()),
-            ));
-        }
+        // The framer hands out only well-formed elements (see `framing`), so the bytes can be
+        // forwarded as they are.
         let stanza = match Stanza::from_frame(frame) {
             Ok(s) => s,
             Err(crate::stanza::StanzaError::NotAStanza(_)) => {
@@ -817,20 +814,16 @@ impl ServerStream {
             }
         };
         if let Some((_, ping_id)) = &self.ping
-            && stanza.id.as_deref() == Some(ping_id.as_str())
+            && stanza.id() == Some(ping_id.as_str())
             && (stanza.is_type("result") || stanza.is_type("error"))
         {
             self.ping = None;
             return;
         }
-        if stanza
-            .id
-            .as_deref()
-            .is_some_and(|id| id.starts_with("tern-ping-"))
+        if stanza.id().is_some_and(|id| id.starts_with("tern-ping-"))
             && (stanza.is_type("result") || stanza.is_type("error"))
             && stanza
-                .to
-                .as_deref()
+                .to()
                 .is_none_or(|to| Some(to) == self.domain.as_deref())
         {
             // An answer to a ping already superseded by other traffic.

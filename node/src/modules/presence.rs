@@ -27,7 +27,7 @@ use crate::storage::{Roster, RosterItem, Subscription};
 pub async fn outbound(node: &Arc<Node>, session: &Arc<Session>, stanza: Stanza, to: Option<Jid>) {
     let user = session.jid.to_bare();
     match to {
-        None => match stanza.type_.as_deref() {
+        None => match stanza.type_() {
             None => broadcast_available(node, session, stanza).await,
             Some("unavailable") => broadcast_unavailable(node, session, &stanza).await,
             // Subscription or probe without an address: meaningless, ignored.
@@ -39,7 +39,7 @@ pub async fn outbound(node: &Arc<Node>, session: &Arc<Session>, stanza: Stanza, 
                 return;
             }
             let target = to.to_string();
-            match stanza.type_.as_deref() {
+            match stanza.type_() {
                 None => session.update_presence(|p| {
                     p.directed.insert(target);
                 }),
@@ -284,7 +284,7 @@ async fn subscription_outbound(
 ) {
     let key = contact.to_string();
     let user_text = user.to_string();
-    let type_ = stanza.type_.clone().unwrap_or_default();
+    let type_ = stanza.type_().map(str::to_owned).unwrap_or_default();
     match type_.as_str() {
         "subscribe" => {
             if let Some((roster, changed)) = change_item(node, user, &key, |roster| {
@@ -396,13 +396,13 @@ async fn subscription_outbound(
 /// A subscription stanza or probe for the local account `user` (RFC 6121 §3, inbound, and
 /// §4.3 probes).
 pub async fn inbound(node: &Arc<Node>, stanza: Stanza, user: BareJid) {
-    let Some(from) = stanza.from.as_deref().and_then(|f| Jid::new(f).ok()) else {
+    let Some(from) = stanza.from().and_then(|f| Jid::new(f).ok()) else {
         return;
     };
     let contact = from.to_bare();
     let key = contact.to_string();
     let user_text = user.to_string();
-    let type_ = stanza.type_.clone().unwrap_or_default();
+    let type_ = stanza.type_().map(str::to_owned).unwrap_or_default();
     match type_.as_str() {
         "probe" => {
             let roster = roster_of(node, &user).await;
@@ -547,8 +547,7 @@ pub async fn inbound(node: &Arc<Node>, stanza: Stanza, user: BareJid) {
 /// roster (RFC 6121 §3.1.3), stamped from the contact's bare JID.
 fn deliver_to_interested(node: &Node, user: &BareJid, stanza: &Stanza) {
     let from = stanza
-        .from
-        .as_deref()
+        .from()
         .and_then(|f| Jid::new(f).ok())
         .map(|j| j.to_bare().to_string());
     let stanza = stanza.with_addresses(from.as_deref(), Some(&user.to_string()));

@@ -763,7 +763,7 @@ mod tests {
                         Command::Send(reply.into_bytes().into())
                     }
                     Event::Stanza(stanza) if stanza.kind == tern_xmpp_proto::StanzaKind::Iq => {
-                        let id = stanza.id.clone().unwrap_or_default();
+                        let id = stanza.id().unwrap_or_default().to_owned();
                         // A presence push first, which the client must skip.
                         let reply = format!(
                             "<presence from='idle0@localhost/idle'/><iq type='result' id='{id}'/>"

@@ -53,7 +53,7 @@ fn framing_envelope(workload: &Workload) -> usize {
     let mut messages = 0;
     frame_all(workload, |frame| match Stanza::from_frame(frame) {
         Ok(stanza) => {
-            messages += usize::from(stanza.kind == StanzaKind::Message && stanza.to.is_some());
+            messages += usize::from(stanza.kind == StanzaKind::Message && stanza.to().is_some());
             black_box(stanza);
         }
         Err(e) => panic!("a workload stanza has no envelope: {e}"),

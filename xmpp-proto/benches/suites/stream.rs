@@ -113,7 +113,7 @@ fn feed(stream: &mut ServerStream, workload: &Workload, now: Instant) -> usize {
         while let Some(event) = stream.poll_event() {
             match event {
                 Event::Stanza(stanza) => {
-                    stanzas += usize::from(stanza.from.as_deref() == Some(BOUND));
+                    stanzas += usize::from(stanza.from() == Some(BOUND));
                     black_box(stanza);
                 }
                 other => panic!("unexpected event on the established stream: {other:?}"),
