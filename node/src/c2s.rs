@@ -17,9 +17,9 @@ use jid::{BareJid, FullJid};
 use tern_config::{C2sListener, TlsMode};
 use tern_xmpp_proto::stream::{Command, Entropy, Event, ServerStream, StreamConfig, TlsPolicy};
 use tern_xmpp_proto::{StanzaCondition, StreamCondition, StreamError};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tracing::Instrument;
@@ -27,7 +27,7 @@ use tracing::Instrument;
 use crate::metrics::Transport;
 use crate::node::Node;
 use crate::session;
-use crate::sm::{Outbound, Session};
+use crate::sm::{Outbound, Outbox, Session};
 
 /// How long a TLS handshake may take.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -237,7 +237,7 @@ struct Connection {
     transport: Transport,
     acceptor: TlsAcceptor,
     session: Option<Arc<Session>>,
-    session_rx: Option<mpsc::Receiver<Outbound>>,
+    session_rx: Option<Outbox>,
 }
 
 impl Connection {
@@ -258,7 +258,7 @@ impl Connection {
             }
         };
         let result = self.drive(&mut stream, &mut io).await;
-        self.end_session().await;
+        Box::pin(self.end_session()).await;
         let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
         result
     }
@@ -266,11 +266,12 @@ impl Connection {
     async fn drive(&mut self, stream: &mut ServerStream, io: &mut Io) -> io::Result<()> {
         let mut out = BytesMut::new();
         let mut shutdown = self.node.shutdown.subscribe();
-        let mut read_buf = vec![0u8; READ_CHUNK].into_boxed_slice();
         loop {
             // Act on everything the stream has to say before waiting again.
             while let Some(event) = stream.poll_event() {
-                if self.handle_event(stream, io, &mut out, event).await? {
+                // Boxed: handling an event (TLS upgrade, routing) needs far more state than
+                // waiting does, and an idle connection should only pay for waiting.
+                if Box::pin(self.handle_event(stream, io, &mut out, event)).await? {
                     flush(stream, io, &mut out).await?;
                     return Ok(());
                 }
@@ -283,14 +284,13 @@ impl Connection {
             let deadline = stream.poll_timeout().map(tokio::time::Instant::from_std);
             let session = self.session.clone();
             tokio::select! {
-                read = io.read(&mut read_buf) => {
-                    let n = read?;
-                    let now = tokio::time::Instant::now().into_std();
-                    if n == 0 {
+                // The read buffer exists only inside one poll, so an idle connection keeps
+                // none while it waits.
+                read = std::future::poll_fn(|cx| poll_read_into(cx, io, stream)) => {
+                    if read? == 0 {
                         // The peer went away without closing the stream.
                         return Ok(());
                     }
-                    stream.handle_input(now, &read_buf[..n]);
                 }
                 Some(first) = recv(&mut self.session_rx) => {
                     let now = tokio::time::Instant::now().into_std();
@@ -299,8 +299,8 @@ impl Connection {
                     if let Some(rx) = self.session_rx.as_mut() {
                         for _ in 1..WRITE_BATCH {
                             match rx.try_recv() {
-                                Ok(Outbound::Stanza(bytes)) => stream.handle_command(now, Command::Send(bytes)),
-                                Err(_) => break,
+                                Some(Outbound::Stanza(bytes)) => stream.handle_command(now, Command::Send(bytes)),
+                                None => break,
                             }
                         }
                     }
@@ -453,7 +453,29 @@ async fn flush(stream: &mut ServerStream, io: &mut Io, out: &mut BytesMut) -> io
     Ok(())
 }
 
-async fn recv(rx: &mut Option<mpsc::Receiver<Outbound>>) -> Option<Outbound> {
+/// Polls one read from `io` into the stream, with a buffer that lives only for this poll;
+/// `Ready(Ok(0))` at end of input.
+fn poll_read_into(
+    cx: &mut Context<'_>,
+    io: &mut Io,
+    stream: &mut ServerStream,
+) -> Poll<io::Result<usize>> {
+    let mut chunk = [0u8; READ_CHUNK];
+    let mut buf = ReadBuf::new(&mut chunk);
+    match Pin::new(io).poll_read(cx, &mut buf) {
+        Poll::Pending => Poll::Pending,
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Ready(Ok(())) => {
+            let read = buf.filled();
+            if !read.is_empty() {
+                stream.handle_input(tokio::time::Instant::now().into_std(), read);
+            }
+            Poll::Ready(Ok(read.len()))
+        }
+    }
+}
+
+async fn recv(rx: &mut Option<Outbox>) -> Option<Outbound> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
@@ -471,5 +493,41 @@ async fn closed(session: Option<&Session>) -> StreamError {
     match session {
         Some(s) => s.closed().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::tests::test_node;
+
+    /// The connection task is what every idle client costs: keep its resting size in check.
+    #[tokio::test]
+    async fn connection_task_stays_small() {
+        let (node, _dir) = test_node("c2s-size");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let tls = crate::tls::load_or_create(
+            &node.config.general.data_dir,
+            None,
+            None,
+            &node.config.general.domains,
+        )
+        .unwrap();
+        let connection = Connection {
+            node: node.clone(),
+            conn_id: 1,
+            peer: listener.local_addr().unwrap(),
+            transport: Transport::DirectTls,
+            acceptor: TlsAcceptor::from(tls.server_config),
+            session: None,
+            session_rx: None,
+        };
+        let config = Arc::new(node.stream_config(TlsPolicy::AlreadySecure));
+        let task = connection.run(tcp, config);
+        let size = size_of_val(&task);
+        assert!(size <= 2304, "connection task is {size} bytes");
     }
 }

@@ -8,19 +8,22 @@
 //!
 //! The outbound queue is bounded (`limits.session_queue`). Overflow policy: a session that cannot
 //! keep up is closed with `<resource-constraint/>`, and the stanza that did not fit is reported
-//! back to the router as undelivered (so it is bounced or stored, never silently dropped).
+//! back to the router as undelivered (so it is bounced or stored, never silently dropped). The
+//! queue is a plain deque that gives its memory back whenever it runs empty, so an idle session
+//! holds no queue buffer at all.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use bytes::Bytes;
 use dashmap::DashMap;
 use jid::{BareJid, FullJid};
 use tern_xmpp_proto::{StreamCondition, StreamError};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 use crate::metrics::Transport;
 
@@ -58,7 +61,11 @@ pub struct Session {
     pub peer: SocketAddr,
     /// When the session was bound.
     pub started: SystemTime,
-    tx: mpsc::Sender<Outbound>,
+    queue: Mutex<VecDeque<Bytes>>,
+    queue_capacity: usize,
+    queue_signal: Notify,
+    /// Set when the connection task is gone: nothing will read the queue any more.
+    receiver_gone: AtomicBool,
     /// Presence state, behind a short-held lock (never across an await).
     pub presence: Mutex<PresenceState>,
     close: Mutex<Option<StreamError>>,
@@ -73,36 +80,56 @@ impl Session {
         transport: Transport,
         peer: SocketAddr,
         queue: usize,
-    ) -> (Arc<Self>, mpsc::Receiver<Outbound>) {
-        let (tx, rx) = mpsc::channel(queue);
+    ) -> (Arc<Self>, Outbox) {
         let session = Arc::new(Self {
             jid,
             conn_id,
             transport,
             peer,
             started: SystemTime::now(),
-            tx,
+            queue: Mutex::new(VecDeque::new()),
+            queue_capacity: queue.max(1),
+            queue_signal: Notify::new(),
+            receiver_gone: AtomicBool::new(false),
             presence: Mutex::new(PresenceState::default()),
             close: Mutex::new(None),
             close_signal: Notify::new(),
         });
-        (session, rx)
+        let outbox = Outbox {
+            session: session.clone(),
+        };
+        (session, outbox)
     }
 
     /// Queues stanza bytes for the client. `false` when the session is gone or its queue is
     /// full (it is then being closed); the caller treats the stanza as undelivered.
     pub fn deliver(&self, bytes: Bytes) -> bool {
-        match self.tx.try_send(Outbound::Stanza(bytes)) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.close(
-                    StreamError::new(StreamCondition::ResourceConstraint)
-                        .with_text("the client does not read fast enough"),
-                );
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        if self.receiver_gone.load(Ordering::Acquire) {
+            return false;
         }
+        let mut queue = lock(&self.queue);
+        if queue.len() >= self.queue_capacity {
+            drop(queue);
+            self.close(
+                StreamError::new(StreamCondition::ResourceConstraint)
+                    .with_text("the client does not read fast enough"),
+            );
+            return false;
+        }
+        queue.push_back(bytes);
+        drop(queue);
+        self.queue_signal.notify_one();
+        true
+    }
+
+    /// Takes the next queued stanza; the queue's memory is released when it runs empty.
+    fn pop(&self) -> Option<Bytes> {
+        let mut queue = lock(&self.queue);
+        let next = queue.pop_front();
+        if queue.is_empty() && queue.capacity() > 0 {
+            *queue = VecDeque::new();
+        }
+        next
     }
 
     /// Asks the connection task to end the stream with `error` (first reason wins).
@@ -138,6 +165,36 @@ impl Session {
     /// Updates the presence state.
     pub fn update_presence<R>(&self, f: impl FnOnce(&mut PresenceState) -> R) -> R {
         f(&mut lock(&self.presence))
+    }
+}
+
+/// The receiving end of a session's outbound queue, owned by its connection task. Dropping it
+/// marks the session gone, so later deliveries report failure instead of queueing.
+#[derive(Debug)]
+pub struct Outbox {
+    session: Arc<Session>,
+}
+
+impl Outbox {
+    /// The next stanza for the client, waiting until one is queued.
+    pub async fn recv(&mut self) -> Option<Outbound> {
+        loop {
+            if let Some(bytes) = self.session.pop() {
+                return Some(Outbound::Stanza(bytes));
+            }
+            self.session.queue_signal.notified().await;
+        }
+    }
+
+    /// The next stanza if one is queued now.
+    pub fn try_recv(&mut self) -> Option<Outbound> {
+        self.session.pop().map(Outbound::Stanza)
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        self.session.receiver_gone.store(true, Ordering::Release);
     }
 }
 
@@ -225,7 +282,7 @@ impl SessionManager {
 mod tests {
     use super::*;
 
-    fn session(jid: &str, conn_id: u64, queue: usize) -> (Arc<Session>, mpsc::Receiver<Outbound>) {
+    fn session(jid: &str, conn_id: u64, queue: usize) -> (Arc<Session>, Outbox) {
         Session::new(
             FullJid::new(jid).unwrap(),
             conn_id,
@@ -288,6 +345,29 @@ mod tests {
         let reason = s.closed().await;
         assert_eq!(reason.condition, StreamCondition::ResourceConstraint);
         assert!(matches!(rx.recv().await, Some(Outbound::Stanza(b)) if b.as_ref() == b"<a/>"));
+        assert!(matches!(rx.try_recv(), Some(Outbound::Stanza(b)) if b.as_ref() == b"<b/>"));
+        assert!(rx.try_recv().is_none());
+        // Drained: the queue holds no memory, and takes stanzas again.
+        assert_eq!(lock(&s.queue).capacity(), 0);
+        assert!(s.deliver(Bytes::from_static(b"<c/>")));
+        drop(rx);
+        assert!(
+            !s.deliver(Bytes::from_static(b"<d/>")),
+            "nobody reads a dropped outbox"
+        );
+    }
+
+    #[tokio::test]
+    async fn recv_wakes_on_delivery() {
+        let (s, mut rx) = session("u@localhost/r", 1, 8);
+        let waiter = tokio::spawn(async move { rx.recv().await });
+        tokio::task::yield_now().await;
+        assert!(s.deliver(Bytes::from_static(b"<x/>")));
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("woken")
+            .expect("task");
+        assert!(matches!(got, Some(Outbound::Stanza(b)) if b.as_ref() == b"<x/>"));
     }
 
     #[test]

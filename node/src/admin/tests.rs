@@ -11,14 +11,13 @@ use std::time::Duration;
 use jid::{BareJid, FullJid};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::{ADDR_FILE, serve};
 use crate::ctl::{AdminClient, CtlError, request};
 use crate::metrics::Transport;
 use crate::node::Node;
-use crate::sm::{Outbound, Session};
+use crate::sm::{Outbound, Outbox, Session};
 use crate::storage::RedbStorage;
 
 /// The admin token of test nodes.
@@ -64,7 +63,7 @@ pub(crate) fn test_node(tag: &str) -> (Arc<Node>, TempDir) {
 }
 
 /// A bound session for `jid`, registered in the node's session manager.
-pub(crate) fn test_session(node: &Node, jid: &str) -> (Arc<Session>, mpsc::Receiver<Outbound>) {
+pub(crate) fn test_session(node: &Node, jid: &str) -> (Arc<Session>, Outbox) {
     let (session, rx) = Session::new(
         FullJid::new(jid).unwrap(),
         node.conn_id(),
@@ -84,7 +83,7 @@ pub(crate) async fn create_account(node: &Arc<Node>, jid: &str) {
 }
 
 /// The next stanza queued for a session, as text.
-pub(crate) async fn next_stanza(rx: &mut mpsc::Receiver<Outbound>) -> String {
+pub(crate) async fn next_stanza(rx: &mut Outbox) -> String {
     let Outbound::Stanza(bytes) = tokio::time::timeout(Duration::from_secs(5), rx.recv())
         .await
         .expect("a stanza within 5 s")
