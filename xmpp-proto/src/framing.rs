@@ -118,6 +118,8 @@ struct TagScan {
     phase: TagPhase,
     attrs: usize,
     attr_start: usize,
+    /// The name being scanned contains `:`.
+    colon: bool,
 }
 
 /// Incremental XMPP stream framer. Sans-IO: feed bytes with [`Framer::push`], take frames with
@@ -393,6 +395,7 @@ impl Framer {
                     phase: TagPhase::Name,
                     attrs: 0,
                     attr_start: 0,
+                    colon: b == b':',
                 });
                 self.tag_attrs.clear();
                 if self.depth == 0 {
@@ -490,16 +493,16 @@ impl Framer {
                 TagPhase::Name | TagPhase::AttrName => {
                     // Names run until a delimiter; one table lookup per byte.
                     let start = self.pos;
+                    let mut colon = false;
                     let run = self.buf[start..]
                         .iter()
-                        .position(|&b| !is_name_char(b))
+                        .position(|&b| {
+                            colon |= b == b':';
+                            !is_name_char(b)
+                        })
                         .unwrap_or(len - start);
                     self.pos += run;
-                    if tag.phase == TagPhase::Name
-                        && memchr::memchr(b':', &self.buf[start..self.pos]).is_some()
-                    {
-                        self.needs_full_check = true;
-                    }
+                    tag.colon |= colon;
                     if self.pos == len {
                         return Ok(None);
                     }
@@ -507,6 +510,10 @@ impl Framer {
                     let at = self.pos;
                     self.pos += 1;
                     if tag.phase == TagPhase::Name {
+                        if tag.colon {
+                            self.needs_full_check = true;
+                            tag.colon = false;
+                        }
                         match b {
                             b'>' => return Ok(Some(false)),
                             b'/' => tag.phase = TagPhase::Slash,
@@ -521,7 +528,9 @@ impl Framer {
                                 return Err(FramingError::NotWellFormed("invalid attribute name"));
                             }
                         }
-                        self.attribute_name_done(tag.attr_start, at)?;
+                        let prefixed = tag.colon;
+                        tag.colon = false;
+                        self.attribute_name_done(tag.attr_start, at, prefixed)?;
                     }
                 }
                 TagPhase::Value(quote) => {
@@ -562,6 +571,7 @@ impl Framer {
                                 });
                             }
                             tag.attr_start = at;
+                            tag.colon = b == b':';
                             tag.phase = TagPhase::AttrName;
                         }
                         (TagPhase::Gap, _) => {
@@ -591,9 +601,14 @@ impl Framer {
     }
 
     /// Records an attribute name, refusing duplicates and noting prefixes.
-    fn attribute_name_done(&mut self, start: usize, end: usize) -> Result<(), FramingError> {
+    fn attribute_name_done(
+        &mut self,
+        start: usize,
+        end: usize,
+        prefixed: bool,
+    ) -> Result<(), FramingError> {
         let name = &self.buf[start..end];
-        if memchr::memchr(b':', name).is_some() && !name.starts_with(b"xml:") {
+        if prefixed && !name.starts_with(b"xml:") {
             self.needs_full_check = true;
         }
         if self.tag_attrs.iter().any(|&(s, e)| self.buf[s..e] == *name) {

@@ -439,7 +439,11 @@ impl Stanza {
             self.from_attr.filter(|_| from.is_some()),
             self.to_attr.filter(|_| to.is_some()),
         ];
-        removed.sort_unstable_by_key(|r| r.map(|(s, _)| s));
+        if let [Some(a), Some(b)] = removed
+            && b.0 < a.0
+        {
+            removed = [Some(b), Some(a)];
+        }
         let mut cuts: [(usize, usize); 2] = [(0, 0); 2];
         let mut cursor = name_end;
         for (n, (start, end)) in removed.into_iter().flatten().enumerate() {
@@ -506,7 +510,7 @@ impl Stanza {
 fn field(bytes: &[u8], (start, end): (usize, usize)) -> Result<Field, TagError> {
     let value = std::str::from_utf8(&bytes[start..end])
         .map_err(|_| TagError::Malformed("invalid utf-8"))?;
-    if value.contains('&') || value.contains('<') {
+    if value.bytes().any(|b| b == b'&' || b == b'<') {
         return Ok(Field::Owned(unescape(value)?.into_owned().into_boxed_str()));
     }
     Ok(Field::Span(start as u32, end as u32))

@@ -25,7 +25,7 @@ use crate::error::{StanzaCondition, StanzaError, StreamCondition, StreamError};
 use crate::framing::{Frame, Framer, FramingError, Limits};
 use crate::ns;
 use crate::sasl::{Mechanism, SaslFailure, SaslServer, SaslStep, StoredCredentials};
-use crate::stanza::{Stanza, StartTag};
+use crate::stanza::{Stanza, StanzaKind, StartTag};
 
 /// How a listener treats TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -813,20 +813,16 @@ impl ServerStream {
                 return self.close(Some(StreamError::new(StreamCondition::NotWellFormed)));
             }
         };
-        if let Some((_, ping_id)) = &self.ping
-            && stanza.id() == Some(ping_id.as_str())
-            && (stanza.is_type("result") || stanza.is_type("error"))
-        {
-            self.ping = None;
-            return;
-        }
-        if stanza.id().is_some_and(|id| id.starts_with("tern-ping-"))
-            && (stanza.is_type("result") || stanza.is_type("error"))
+        if stanza.kind == StanzaKind::Iq
+            && matches!(stanza.type_(), Some("result" | "error"))
+            && stanza.id().is_some_and(|id| id.starts_with("tern-ping-"))
             && stanza
                 .to()
                 .is_none_or(|to| Some(to) == self.domain.as_deref())
         {
-            // An answer to a ping already superseded by other traffic.
+            // The answer to our ping (or to one superseded by other traffic): the client is
+            // alive, and the answer goes nowhere.
+            self.ping = None;
             return;
         }
         let Some(jid) = self.jid.as_deref() else {
