@@ -6,8 +6,9 @@
 //!
 //! - `parser/framing`: [`Framer`](tern_xmpp_proto::Framer) only, counting frames.
 //! - `parser/framing+envelope`: the same plus `Stanza::from_frame` on each frame.
-//! - `parser/framing+check+envelope`: plus `check_well_formed` (everything the established
-//!   stream does but the `from` stamp).
+//! - `parser/framing+check+envelope`: plus `check_well_formed`, the quick-xml pass the
+//!   established stream ran on every stanza before the framer checked well-formedness itself
+//!   (now it runs only for stanzas with namespace prefixes or CDATA); kept as a reference.
 //! - `parser/element parse`: framing plus the full tree (`Element::parse`), for comparison.
 //! - `parser/established stream`: the server's real per-stanza path, a `ServerStream` in the
 //!   established state fed through `handle_input` with `poll_event` drained.

@@ -61,8 +61,8 @@ fn framing_envelope(workload: &Workload) -> usize {
     messages
 }
 
-/// Framing, the well-formedness check the established stream runs, and the envelope; returns
-/// how many messages were read.
+/// Framing, the quick-xml well-formedness pass (on every stanza before the framer checked
+/// well-formedness itself), and the envelope; returns how many messages were read.
 fn framing_check_envelope(workload: &Workload) -> usize {
     let mut messages = 0;
     frame_all(workload, |frame| {

@@ -3,7 +3,7 @@
 //! A [`ServerStream`] is one per connection, so each iteration gets its own: the setup (direct
 //! TLS, SASL PLAIN, resource binding) runs outside the measured routine via `iter_batched`, and
 //! the routine feeds the workload through `handle_input` in 4 KiB reads, draining `poll_event`
-//! after each read. Every message is framed, well-formedness-checked, envelope-parsed and
+//! after each read. Every message is framed and well-formedness-checked (by the framer), envelope-parsed and
 //! stamped with the bound full JID, exactly as in the node.
 
 use std::hint::black_box;
