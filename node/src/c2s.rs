@@ -435,11 +435,25 @@ impl Connection {
         let Some(session) = self.session.take() else {
             return;
         };
-        self.session_rx = None;
         // A session replaced by a newer one with the same JID is already out of the map, but
         // it was counted when bound, so it is uncounted here either way.
         self.node.sm.unregister(&session);
         self.node.metrics.sessions_changed(-1);
+        // Stanzas queued for this client but never written: route them again, now that the
+        // session is gone (a message falls back to the account's other resources or is
+        // answered with an error, an IQ is answered with an error), rather than lose them.
+        let left = self
+            .session_rx
+            .take()
+            .map(Outbox::close_and_drain)
+            .unwrap_or_default();
+        for bytes in left {
+            if let Ok(stanza) = tern_xmpp_proto::Stanza::from_frame(bytes)
+                && stanza.kind != tern_xmpp_proto::StanzaKind::Presence
+            {
+                self.node.route(stanza).await;
+            }
+        }
         crate::modules::presence::session_ended(&self.node, &session).await;
     }
 }

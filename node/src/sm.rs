@@ -190,6 +190,14 @@ impl Outbox {
     pub fn try_recv(&mut self) -> Option<Outbound> {
         self.session.pop().map(Outbound::Stanza)
     }
+
+    /// Closes the queue (later deliveries report failure) and returns what was still in it,
+    /// so the caller can route it elsewhere instead of losing it.
+    pub fn close_and_drain(self) -> Vec<Bytes> {
+        self.session.receiver_gone.store(true, Ordering::Release);
+        let mut queue = lock(&self.session.queue);
+        std::mem::take(&mut *queue).into()
+    }
 }
 
 impl Drop for Outbox {
