@@ -14,7 +14,7 @@ use jid::BareJid;
 use tern_config::Config;
 use tern_xmpp_proto::sasl::Mechanism;
 use tern_xmpp_proto::stream::{StreamConfig, TlsPolicy};
-use tern_xmpp_proto::{Limits, ns};
+use tern_xmpp_proto::Limits;
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
@@ -134,10 +134,5 @@ impl Node {
     /// Whether the node is shutting down.
     pub fn is_shutting_down(&self) -> bool {
         *self.shutdown.borrow()
-    }
-
-    /// The default namespace of client streams.
-    pub fn client_ns(&self) -> &'static str {
-        ns::CLIENT
     }
 }
