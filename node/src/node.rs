@@ -12,9 +12,9 @@ use std::time::Instant;
 
 use jid::BareJid;
 use tern_config::Config;
+use tern_xmpp_proto::Limits;
 use tern_xmpp_proto::sasl::Mechanism;
 use tern_xmpp_proto::stream::{StreamConfig, TlsPolicy};
-use tern_xmpp_proto::Limits;
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;

@@ -222,3 +222,29 @@ async fn scram_plus_binds_to_the_tls_channel() {
         .await;
     assert!(answer.contains("<success"), "{answer}");
 }
+
+#[tokio::test]
+async fn silent_clients_are_pinged_then_dropped() {
+    let server = TestServer::start(
+        "ping",
+        "[modules.ping]\nidle_interval = \"1s\"\ntimeout = \"1s\"\n",
+    );
+    server.register("ivy", "localhost", "pw");
+    // A client that answers stays.
+    let mut alive = RawClient::login(server.starttls_port, "localhost", "ivy", "pw", "a").await;
+    let ping = alive.read_until("</iq>").await;
+    assert!(ping.contains("<ping xmlns='urn:xmpp:ping'/>"), "{ping}");
+    let start = ping.find("id='").expect("ping id") + 4;
+    let id = &ping[start..start + ping[start..].find('\'').expect("id end")];
+    alive
+        .send(&format!("<iq type='result' id='{id}' to='localhost'/>"))
+        .await;
+    // A client that stays silent is dropped with <connection-timeout/>.
+    let mut silent = RawClient::login(server.starttls_port, "localhost", "ivy", "pw", "s").await;
+    let got = silent.read_until("</stream:stream>").await;
+    assert!(got.contains("<ping xmlns='urn:xmpp:ping'/>"), "{got}");
+    assert!(got.contains("<connection-timeout"), "{got}");
+    // The one that answered was pinged again rather than dropped.
+    let again = alive.read_until("</iq>").await;
+    assert!(again.contains("<ping xmlns='urn:xmpp:ping'/>"), "{again}");
+}
