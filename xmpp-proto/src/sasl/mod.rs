@@ -4,6 +4,7 @@
 //! # Layout
 //! - `credentials`: [`StoredCredentials`] / [`ScramKeys`] (salted keys, never
 //!   the password) and the hash primitives.
+//! - [`client`]: the client side of PLAIN and SCRAM (for the load harness and tests).
 //! - `plain`: PLAIN (RFC 4616).
 //! - `scram`: SCRAM-SHA-1 / SCRAM-SHA-256 (RFC 5802, RFC 7677) and their -PLUS variants with
 //!   the RFC 9266 `tls-exporter` channel binding.
@@ -15,6 +16,7 @@
 //! Passwords and usernames are used as sent (UTF-8 bytes, no SASLprep); the caller normalises
 //! the username when it looks the account up.
 
+pub mod client;
 mod credentials;
 mod plain;
 mod scram;

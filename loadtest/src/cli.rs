@@ -1,0 +1,404 @@
+//! Command-line options, and scenario files turned into the same options.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// `tern-loadtest`: drives real XMPP connections at a server and reports what it measured.
+#[derive(Debug, Parser)]
+#[command(name = "tern-loadtest", version, args_override_self = true)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: Global,
+    #[command(subcommand)]
+    pub(crate) scenario: Scenario,
+}
+
+/// Options shared by every scenario.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct Global {
+    /// The server's client listener.
+    #[arg(long, global = true, default_value = "127.0.0.1:5222")]
+    pub(crate) server: SocketAddr,
+    /// The XMPP domain of the accounts (stream `to`, TLS server name).
+    #[arg(long, global = true, default_value = "localhost")]
+    pub(crate) domain: String,
+    /// How TLS is set up: STARTTLS on a plain connection, or TLS from the first byte.
+    #[arg(long, global = true, value_enum, default_value_t = TlsMode::Starttls)]
+    pub(crate) tls: TlsMode,
+    /// SASL mechanism.
+    #[arg(long, global = true, value_enum, default_value_t = SaslChoice::ScramSha256)]
+    pub(crate) sasl: SaslChoice,
+    /// Number of accounts (and connections) the scenario uses.
+    #[arg(long, global = true, default_value_t = 100)]
+    pub(crate) users: usize,
+    /// Accounts are `{prefix}0` … `{prefix}{users-1}`.
+    #[arg(long, global = true, default_value = "lt")]
+    pub(crate) prefix: String,
+    /// The password of every account.
+    #[arg(long, global = true, default_value = "loadtest-pw")]
+    pub(crate) password: String,
+    /// Create the accounts first.
+    #[arg(long, global = true, value_enum, default_value_t = Provision::None)]
+    pub(crate) provision: Provision,
+    /// A Tern data directory: where `--provision admin` finds `admin.addr` and `admin.token`.
+    #[arg(long, global = true)]
+    pub(crate) tern_data: Option<PathBuf>,
+    /// Tern's admin API (`http://127.0.0.1:5551`), instead of `--tern-data`.
+    #[arg(long, global = true)]
+    pub(crate) admin_url: Option<String>,
+    /// Tern's admin API bearer token, instead of `--tern-data`.
+    #[arg(long, global = true)]
+    pub(crate) admin_token: Option<String>,
+    /// The server's process id: its RSS and CPU time are read from /proc.
+    #[arg(long, global = true)]
+    pub(crate) server_pid: Option<u32>,
+    /// The name of the server under test, written into the reports.
+    #[arg(long, global = true, default_value = "server")]
+    pub(crate) label: String,
+    /// Write the JSON summary here.
+    #[arg(long, global = true)]
+    pub(crate) json: Option<PathBuf>,
+    /// Write the HTML report here.
+    #[arg(long, global = true)]
+    pub(crate) html: Option<PathBuf>,
+    /// No live progress line.
+    #[arg(long, global = true)]
+    pub(crate) quiet: bool,
+    /// Logins in flight at once (login, provisioning and connection set-up).
+    #[arg(long, global = true, default_value_t = 100)]
+    pub(crate) concurrency: usize,
+    /// Spread client source addresses over 127.0.0.1 … 127.0.0.N (loopback servers only), to stay
+    /// clear of ephemeral port exhaustion; 0 picks one address per 20,000 connections.
+    #[arg(long, global = true, default_value_t = 0)]
+    pub(crate) sources: u8,
+    /// Worker threads of the harness (default: one per CPU).
+    #[arg(long, global = true)]
+    pub(crate) threads: Option<usize>,
+}
+
+/// How a connection gets TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum TlsMode {
+    /// Plain TCP, then `<starttls/>` (RFC 6120 §5).
+    Starttls,
+    /// TLS from the first byte (XEP-0368).
+    Direct,
+}
+
+/// The SASL mechanism the clients use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum SaslChoice {
+    /// PLAIN (RFC 4616).
+    Plain,
+    /// SCRAM-SHA-1 (RFC 5802).
+    #[value(name = "scram-sha-1")]
+    ScramSha1,
+    /// SCRAM-SHA-256 (RFC 7677).
+    #[value(name = "scram-sha-256")]
+    ScramSha256,
+}
+
+impl SaslChoice {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Plain => "PLAIN",
+            Self::ScramSha1 => "SCRAM-SHA-1",
+            Self::ScramSha256 => "SCRAM-SHA-256",
+        }
+    }
+}
+
+/// How accounts are created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Provision {
+    /// They exist already.
+    None,
+    /// Tern's GraphQL admin API, many accounts per request.
+    Admin,
+    /// XEP-0077 in-band registration over the client port (any server that allows it).
+    Ibr,
+}
+
+/// The scenario to run.
+#[derive(Debug, Clone, Subcommand)]
+pub(crate) enum Scenario {
+    /// Only create the accounts (`--provision` picks how).
+    Provision,
+    /// Log every account in (TLS, SASL, bind, initial presence): logins/s and login latency.
+    Login(LoginArgs),
+    /// Open-loop 1:1 chat at an aggregate rate between all online users.
+    Chat(ChatArgs),
+    /// Chat at a rising rate until p99 latency passes the bound or a message is lost.
+    Ramp(RampArgs),
+    /// Hold the connections idle: memory per connection (needs `--server-pid`).
+    Idle(IdleArgs),
+    /// Roster-heavy logins, then a presence broadcast storm.
+    Presence(PresenceArgs),
+    /// Run the scenario a TOML file describes (top-level keys are global options, the table
+    /// named after the scenario holds its options); flags after the file override it.
+    Run(RunArgs),
+    /// Read JSON summaries of several servers and rewrite the comparison section of a
+    /// benchmarks page.
+    Compare(CompareArgs),
+}
+
+impl Scenario {
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Self::Provision => "provision",
+            Self::Login(_) => "login",
+            Self::Chat(_) => "chat",
+            Self::Ramp(_) => "ramp",
+            Self::Idle(_) => "idle",
+            Self::Presence(_) => "presence",
+            Self::Run(_) => "run",
+            Self::Compare(_) => "compare",
+        }
+    }
+}
+
+/// `login` options.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct LoginArgs {
+    /// Login rounds; the first computes each account's SCRAM salted password, later rounds use
+    /// the cached one as real clients do, so they measure the server.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) rounds: u32,
+}
+
+/// `chat` options.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ChatArgs {
+    /// Aggregate target rate, messages per second.
+    #[arg(long, default_value_t = 1000.0)]
+    pub(crate) rate: f64,
+    /// How long messages are sent.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "20s")]
+    pub(crate) duration: Duration,
+    /// How long to wait after the last send for messages still in flight.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    pub(crate) drain: Duration,
+    /// Size of each message body in bytes (at least the 40 bytes of sequence data).
+    #[arg(long, default_value_t = 100)]
+    pub(crate) body_size: usize,
+}
+
+/// `ramp` options.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct RampArgs {
+    /// First rate, messages per second.
+    #[arg(long, default_value_t = 1000.0)]
+    pub(crate) start: f64,
+    /// Each step multiplies the rate by this.
+    #[arg(long, default_value_t = 1.25)]
+    pub(crate) factor: f64,
+    /// Length of one step.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub(crate) step_duration: Duration,
+    /// The p99 latency bound of a sustained step, milliseconds.
+    #[arg(long, default_value_t = 50.0)]
+    pub(crate) p99_ms: f64,
+    /// Highest rate tried.
+    #[arg(long, default_value_t = 1_000_000.0)]
+    pub(crate) max_rate: f64,
+    /// Bisection steps between the last sustained and the first failed rate.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) refine: u32,
+    /// How long to wait after a step for messages still in flight.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "3s")]
+    pub(crate) drain: Duration,
+    /// Size of each message body in bytes.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) body_size: usize,
+}
+
+/// `idle` options.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct IdleArgs {
+    /// How long the connections are held once all are up; then the server's RSS is read once
+    /// it has settled (two reads a second apart within 1%).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub(crate) hold: Duration,
+}
+
+/// `presence` options.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct PresenceArgs {
+    /// Contacts per user (mutual subscriptions with the next users, wrapping around).
+    #[arg(long, default_value_t = 10)]
+    pub(crate) contacts: usize,
+    /// Presence changes per second, all users together, during the storm.
+    #[arg(long, default_value_t = 200.0)]
+    pub(crate) rate: f64,
+    /// Length of the storm.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub(crate) duration: Duration,
+}
+
+/// `run` options.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct RunArgs {
+    /// The scenario file.
+    pub(crate) file: PathBuf,
+    /// Options that override the file's (`--users 10`, `--rate 500`, …).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub(crate) rest: Vec<String>,
+}
+
+/// `compare` options.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct CompareArgs {
+    /// JSON summaries (any scenario, any server); the label says which server.
+    #[arg(long = "result", required = true, num_args = 1..)]
+    pub(crate) results: Vec<PathBuf>,
+    /// The markdown page whose comparison section is rewritten (created if missing).
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    /// The server the others are compared with.
+    #[arg(long, default_value = "tern")]
+    pub(crate) baseline: String,
+}
+
+/// Turns a scenario file into command-line arguments: `key = value` at the top level become
+/// global `--key value`, `scenario = "name"` the subcommand, and the keys of the table named
+/// after the scenario its options. Errors name the file and the key.
+pub(crate) fn file_to_args(path: &Path, text: &str) -> Result<Vec<String>> {
+    let table: toml::Table =
+        toml::from_str(text).with_context(|| format!("{}: not valid TOML", path.display()))?;
+    let Some(scenario) = table.get("scenario") else {
+        bail!(
+            "{}: scenario: missing (login, chat, ramp, …)",
+            path.display()
+        );
+    };
+    let Some(scenario) = scenario.as_str() else {
+        bail!("{}: scenario: must be a string", path.display());
+    };
+    let mut globals = Vec::new();
+    let mut options = Vec::new();
+    for (key, value) in &table {
+        match (key.as_str(), value) {
+            ("scenario", _) => {}
+            (name, toml::Value::Table(inner)) if name == scenario => {
+                for (key, value) in inner {
+                    push_option(&mut options, path, &format!("{name}.{key}"), key, value)?;
+                }
+            }
+            (name, toml::Value::Table(_)) => bail!(
+                "{}: {name}: a table other than [{scenario}] (the file's scenario)",
+                path.display()
+            ),
+            (key, value) => push_option(&mut globals, path, key, key, value)?,
+        }
+    }
+    let mut args = vec!["tern-loadtest".to_owned()];
+    args.extend(globals);
+    args.push(scenario.to_owned());
+    args.extend(options);
+    Ok(args)
+}
+
+fn push_option(
+    args: &mut Vec<String>,
+    path: &Path,
+    key_path: &str,
+    key: &str,
+    value: &toml::Value,
+) -> Result<()> {
+    let flag = format!("--{}", key.replace('_', "-"));
+    match value {
+        toml::Value::Boolean(true) => args.push(flag),
+        toml::Value::Boolean(false) => {}
+        toml::Value::String(s) => args.extend([flag, s.clone()]),
+        toml::Value::Integer(i) => args.extend([flag, i.to_string()]),
+        toml::Value::Float(f) => args.extend([flag, f.to_string()]),
+        toml::Value::Array(items) => {
+            for item in items {
+                push_option(args, path, key_path, key, item)?;
+            }
+        }
+        _ => bail!(
+            "{}: {key_path}: must be a string, number, boolean or array",
+            path.display()
+        ),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scenario_file_becomes_the_same_command_line() {
+        let text = r#"
+            scenario = "chat"
+            server = "127.0.0.1:5322"
+            users = 50
+            quiet = true
+            [chat]
+            rate = 250.5
+            duration = "3s"
+        "#;
+        let args = file_to_args(Path::new("s.toml"), text).expect("args");
+        let cli = Cli::try_parse_from(&args).expect("parse");
+        assert_eq!(cli.global.users, 50);
+        assert_eq!(cli.global.server.port(), 5322);
+        assert!(cli.global.quiet);
+        let Scenario::Chat(chat) = cli.scenario else {
+            panic!("not chat: {args:?}");
+        };
+        assert_eq!(chat.rate, 250.5);
+        assert_eq!(chat.duration, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn scenario_file_errors_name_file_and_key() {
+        let err = file_to_args(Path::new("s.toml"), "users = 5").expect_err("no scenario");
+        assert_eq!(
+            err.to_string(),
+            "s.toml: scenario: missing (login, chat, ramp, …)"
+        );
+        let err = file_to_args(
+            Path::new("s.toml"),
+            "scenario = \"chat\"\n[chat]\nrate = { a = 1 }",
+        )
+        .expect_err("bad value");
+        assert_eq!(
+            err.to_string(),
+            "s.toml: chat.rate: must be a string, number, boolean or array"
+        );
+        let err = file_to_args(
+            Path::new("s.toml"),
+            "scenario = \"chat\"\n[idle]\nhold = \"1s\"",
+        )
+        .expect_err("other table");
+        assert!(err.to_string().contains("idle: a table other than [chat]"));
+    }
+
+    #[test]
+    fn later_flags_override_earlier_ones() {
+        let cli = Cli::try_parse_from([
+            "tern-loadtest",
+            "--users",
+            "5",
+            "chat",
+            "--rate",
+            "10",
+            "--users",
+            "7",
+            "--rate",
+            "20",
+        ])
+        .expect("parse");
+        assert_eq!(cli.global.users, 7);
+        let Scenario::Chat(chat) = cli.scenario else {
+            panic!("not chat");
+        };
+        assert_eq!(chat.rate, 20.0);
+    }
+}

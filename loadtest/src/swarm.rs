@@ -1,0 +1,593 @@
+//! Many logged-in connections driven by one open-loop schedule.
+//!
+//! Each connection has a writer task (fed by a channel: chat messages, presence broadcasts,
+//! answers) and a reader task (frames what arrives, records latency and sequence numbers), each
+//! its own tokio task so that a wake-up of one never polls the other.
+//! Reading never waits for writing, so a server that pushes while it reads cannot deadlock
+//! against the harness.
+//!
+//! Payload format, in a message `<body>` or a presence `<status>`:
+//! `LT {sender} {seq} {scheduled_ns} xxxx…`, where `scheduled_ns` is when the schedule wanted
+//! the stanza sent (nanoseconds since the swarm's epoch), so latency includes any delay of the
+//! harness itself (no coordinated omission).
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use memchr::memmem;
+use rand::Rng as _;
+use rand::SeedableRng as _;
+use tern_xmpp_proto::Frame;
+use tern_xmpp_proto::element::escape;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+
+use crate::client::{Client, Conn, Io, READ_CHUNK, answer_iq};
+use crate::monitor::Counters;
+use crate::stats::{Arrival, Hist, Ledger, PairReceipt, Recorder, new_histogram};
+
+/// What a writer task is asked to send.
+#[derive(Debug)]
+pub(crate) enum Cmd {
+    /// A chat message to user `to`, scheduled at `at_ns`.
+    Chat { to: u32, at_ns: u64 },
+    /// A presence broadcast to the roster, scheduled at `at_ns`.
+    Presence { at_ns: u64 },
+    /// Raw XML.
+    Raw(Vec<u8>),
+    /// Close the stream.
+    Close,
+}
+
+/// The outcome of logging many accounts in.
+#[derive(Debug)]
+pub(crate) struct LoginBatch {
+    /// The connections that logged in, in account order.
+    pub(crate) conns: Vec<Conn>,
+    pub(crate) failures: usize,
+    pub(crate) first_error: Option<String>,
+    /// One value per successful login, microseconds.
+    pub(crate) latency: Hist,
+}
+
+impl LoginBatch {
+    /// The connections, or the first error if any login failed.
+    pub(crate) fn all(self) -> Result<Vec<Conn>> {
+        if let Some(error) = self.first_error {
+            bail!("{} logins failed; the first: {error}", self.failures);
+        }
+        Ok(self.conns)
+    }
+}
+
+/// Logs `count` accounts in with at most `concurrency` logins in flight.
+pub(crate) async fn login_all(
+    client: &Arc<Client>,
+    count: usize,
+    concurrency: usize,
+    (roster, presence): (bool, bool),
+    on_progress: impl Fn(usize),
+) -> LoginBatch {
+    let gate = Arc::new(Semaphore::new(concurrency.max(1)));
+    let mut set = JoinSet::new();
+    for index in 0..count {
+        let (client, gate) = (client.clone(), gate.clone());
+        set.spawn(async move {
+            let _permit = gate.acquire_owned().await;
+            let started = Instant::now();
+            let conn = client.login(index, roster, presence).await;
+            (index, conn.map(|c| (c, started.elapsed())))
+        });
+    }
+    let mut conns: Vec<Option<Conn>> = (0..count).map(|_| None).collect();
+    let mut batch = LoginBatch {
+        conns: Vec::new(),
+        failures: 0,
+        first_error: None,
+        latency: new_histogram(),
+    };
+    let mut done = 0;
+    while let Some(joined) = set.join_next().await {
+        done += 1;
+        on_progress(done);
+        match joined {
+            Ok((index, Ok((conn, took)))) => {
+                let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+                batch.latency.saturating_record(micros.max(1));
+                conns[index] = Some(conn);
+            }
+            Ok((_, Err(error))) => {
+                batch.failures += 1;
+                batch
+                    .first_error
+                    .get_or_insert_with(|| format!("{error:#}"));
+            }
+            Err(error) => {
+                batch.failures += 1;
+                batch.first_error.get_or_insert_with(|| error.to_string());
+            }
+        }
+    }
+    batch.conns = conns.into_iter().flatten().collect();
+    batch
+}
+
+/// Closes connections, many at a time.
+pub(crate) async fn close_all(conns: Vec<Conn>) {
+    let mut set = JoinSet::new();
+    for conn in conns {
+        set.spawn(conn.close());
+    }
+    while set.join_next().await.is_some() {}
+}
+
+/// What the connections of a swarm share.
+#[derive(Debug)]
+struct Shared {
+    epoch: Instant,
+    counters: Arc<Counters>,
+    recorder: Arc<Recorder>,
+    /// Presence stanzas of type `subscribed` received, all connections together.
+    subscribed: std::sync::atomic::AtomicU64,
+    /// Print every stanza received (`TERN_LOADTEST_TRACE=1`), for debugging a server.
+    trace: bool,
+}
+
+/// What one connection's reader or writer task returns (each fills only its half).
+#[derive(Debug, Default)]
+struct Tally {
+    /// receiver → messages sent to it (chat), or broadcasts sent (presence: key `u32::MAX`).
+    sent: HashMap<u32, u64>,
+    /// sender → what arrived from it.
+    received: HashMap<u32, PairReceipt>,
+}
+
+/// A set of logged-in users, each with a writer and a reader task.
+#[derive(Debug)]
+pub(crate) struct Swarm {
+    writers: Vec<mpsc::UnboundedSender<Cmd>>,
+    tasks: JoinSet<(u32, bool, Tally)>,
+    shared: Arc<Shared>,
+}
+
+impl Swarm {
+    /// Takes over logged-in connections (index = account number).
+    pub(crate) fn new(
+        client: &Arc<Client>,
+        conns: Vec<Conn>,
+        counters: Arc<Counters>,
+        recorder: Arc<Recorder>,
+        body_size: usize,
+    ) -> Self {
+        let shared = Arc::new(Shared {
+            epoch: Instant::now(),
+            counters,
+            recorder,
+            subscribed: std::sync::atomic::AtomicU64::new(0),
+            trace: std::env::var_os("TERN_LOADTEST_TRACE").is_some(),
+        });
+        let mut writers = Vec::with_capacity(conns.len());
+        let mut tasks = JoinSet::new();
+        for (index, conn) in conns.into_iter().enumerate() {
+            let index = u32::try_from(index).unwrap_or(u32::MAX);
+            let (tx, rx) = mpsc::unbounded_channel();
+            let Conn { io, framer, .. } = conn;
+            let (read, write) = tokio::io::split(io);
+            let writer = Writer {
+                index,
+                write,
+                rx,
+                shared: shared.clone(),
+                client: client.clone(),
+                body_size,
+                tally: Tally::default(),
+                seq: HashMap::new(),
+                broadcast_seq: 0,
+            };
+            let reader = Reader {
+                index,
+                read,
+                framer,
+                answers: tx.clone(),
+                shared: shared.clone(),
+                tally: Tally::default(),
+            };
+            // Two tasks, so that each wakes only for its own work.
+            tasks.spawn(async move {
+                let (ok, tally) = reader.run().await;
+                (index, ok, tally)
+            });
+            tasks.spawn(async move {
+                let (ok, tally) = writer.run().await;
+                (index, ok, tally)
+            });
+            writers.push(tx);
+        }
+        Self {
+            writers,
+            tasks,
+            shared,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.writers.len()
+    }
+
+    /// Nanoseconds since the swarm's epoch.
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.shared.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Presence `subscribed` stanzas received so far.
+    pub(crate) fn subscribed(&self) -> u64 {
+        self.shared.subscribed.load(Ordering::Relaxed)
+    }
+
+    /// Sends raw XML on connection `index`.
+    pub(crate) fn send_raw(&self, index: usize, xml: String) {
+        // A closed channel means the connection is gone; that is counted by its tasks.
+        let _ = self.writers[index].send(Cmd::Raw(xml.into_bytes()));
+    }
+
+    /// Runs the open-loop schedule: `rate` stanzas per second for `duration`, each from a
+    /// random user (to a random other user for chat). Returns how many were scheduled.
+    pub(crate) async fn run_schedule(&self, rate: f64, duration: Duration, presence: bool) -> u64 {
+        let users = self.writers.len();
+        if users < 2 || rate <= 0.0 {
+            return 0;
+        }
+        let total = (rate * duration.as_secs_f64()).round() as u64;
+        let mut rng = rand::rngs::SmallRng::from_os_rng();
+        let start = Instant::now();
+        let start_ns = self.now_ns();
+        let ns_per_msg = 1e9 / rate;
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut scheduled = 0u64;
+        while scheduled < total {
+            tick.tick().await;
+            let elapsed = start.elapsed().as_secs_f64();
+            let due = ((elapsed * rate) as u64 + 1).min(total);
+            if scheduled < due {
+                let behind = elapsed - scheduled as f64 / rate;
+                self.shared
+                    .counters
+                    .lag(Duration::from_secs_f64(behind.max(0.0)));
+            }
+            while scheduled < due {
+                let at_ns = start_ns + (scheduled as f64 * ns_per_msg) as u64;
+                let from = rng.random_range(0..users);
+                let cmd = if presence {
+                    Cmd::Presence { at_ns }
+                } else {
+                    let mut to = rng.random_range(0..users - 1);
+                    if to >= from {
+                        to += 1;
+                    }
+                    Cmd::Chat {
+                        to: u32::try_from(to).unwrap_or(u32::MAX),
+                        at_ns,
+                    }
+                };
+                let _ = self.writers[from].send(cmd);
+                scheduled += 1;
+            }
+        }
+        scheduled
+    }
+
+    /// Waits until every sent stanza arrived `copies` times (chat: 1, presence: contacts),
+    /// or `limit` passed. Returns whether everything arrived.
+    pub(crate) async fn drain(&self, expected: u64, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.shared.counters.received.load(Ordering::Relaxed) >= expected {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Closes every stream and gathers the sequence accounting. `contacts` maps a sender to
+    /// the receivers of its presence broadcasts (empty for chat).
+    pub(crate) async fn finish(mut self, contacts: impl Fn(u32) -> Vec<u32>) -> (Ledger, u64) {
+        for writer in &self.writers {
+            let _ = writer.send(Cmd::Close);
+        }
+        drop(std::mem::take(&mut self.writers));
+        let mut ledger = Ledger::default();
+        let mut broken = 0;
+        while let Some(joined) = self.tasks.join_next().await {
+            let Ok((index, ok, tally)) = joined else {
+                broken += 1;
+                continue;
+            };
+            if !ok {
+                broken += 1;
+            }
+            for (to, count) in tally.sent {
+                if to == u32::MAX {
+                    for contact in contacts(index) {
+                        ledger.sent.insert((index, contact), count);
+                    }
+                } else {
+                    ledger.sent.insert((index, to), count);
+                }
+            }
+            for (from, receipt) in tally.received {
+                ledger.received.insert((from, index), receipt);
+            }
+        }
+        (ledger, broken)
+    }
+}
+
+struct Writer {
+    index: u32,
+    write: WriteHalf<Io>,
+    rx: mpsc::UnboundedReceiver<Cmd>,
+    shared: Arc<Shared>,
+    client: Arc<Client>,
+    body_size: usize,
+    tally: Tally,
+    /// Next sequence number per receiver (chat).
+    seq: HashMap<u32, u64>,
+    /// Next sequence number of this user's presence broadcasts.
+    broadcast_seq: u64,
+}
+
+impl Writer {
+    /// Returns whether the connection stayed healthy, and what was sent.
+    async fn run(mut self) -> (bool, Tally) {
+        let mut out = Vec::with_capacity(4096);
+        let mut healthy = true;
+        'outer: while let Some(cmd) = self.rx.recv().await {
+            let mut close = false;
+            let mut written = 0;
+            let mut next = Some(cmd);
+            while let Some(cmd) = next.take() {
+                match cmd {
+                    Cmd::Chat { to, at_ns } => {
+                        self.chat(&mut out, to, at_ns);
+                        written += 1;
+                    }
+                    Cmd::Presence { at_ns } => {
+                        self.presence(&mut out, at_ns);
+                        written += 1;
+                    }
+                    Cmd::Raw(xml) => out.extend_from_slice(&xml),
+                    Cmd::Close => close = true,
+                }
+                if close || out.len() > 64 * 1024 {
+                    break;
+                }
+                next = self.rx.try_recv().ok();
+            }
+            if close {
+                out.extend_from_slice(b"</stream:stream>");
+            }
+            if !out.is_empty() {
+                if self.write.write_all(&out).await.is_err() || self.write.flush().await.is_err() {
+                    healthy = false;
+                    self.shared
+                        .counters
+                        .dropped_connections
+                        .fetch_add(1, Ordering::Relaxed);
+                    break 'outer;
+                }
+                out.clear();
+                self.shared
+                    .counters
+                    .sent
+                    .fetch_add(written, Ordering::Relaxed);
+            }
+            if close {
+                let _ = self.write.shutdown().await;
+                break;
+            }
+        }
+        (healthy, self.tally)
+    }
+
+    fn payload(&self, out: &mut Vec<u8>, seq: u64, at_ns: u64) {
+        let start = out.len();
+        let _ = write!(out, "LT {} {seq} {at_ns} ", self.index);
+        let pad = self.body_size.saturating_sub(out.len() - start);
+        out.resize(out.len() + pad, b'x');
+    }
+
+    fn chat(&mut self, out: &mut Vec<u8>, to: u32, at_ns: u64) {
+        let seq = self.seq.entry(to).or_insert(0);
+        let this = *seq;
+        *seq += 1;
+        *self.tally.sent.entry(to).or_insert(0) += 1;
+        out.extend_from_slice(b"<message to='");
+        self.client.write_bare_jid(out, to as usize);
+        let _ = write!(out, "' type='chat' id='m{}-{this}'><body>", self.index);
+        self.payload(out, this, at_ns);
+        out.extend_from_slice(b"</body></message>");
+    }
+
+    fn presence(&mut self, out: &mut Vec<u8>, at_ns: u64) {
+        let this = self.broadcast_seq;
+        self.broadcast_seq += 1;
+        *self.tally.sent.entry(u32::MAX).or_insert(0) += 1;
+        let show = if this.is_multiple_of(2) {
+            "away"
+        } else {
+            "chat"
+        };
+        let _ = write!(out, "<presence><show>{show}</show><status>");
+        self.payload(out, this, at_ns);
+        out.extend_from_slice(b"</status></presence>");
+    }
+}
+
+struct Reader {
+    index: u32,
+    read: ReadHalf<Io>,
+    framer: tern_xmpp_proto::Framer,
+    answers: mpsc::UnboundedSender<Cmd>,
+    shared: Arc<Shared>,
+    tally: Tally,
+}
+
+impl Reader {
+    /// Reads until the stream ends; returns whether it ended cleanly, and what arrived.
+    async fn run(mut self) -> (bool, Tally) {
+        let mut buf = vec![0u8; READ_CHUNK];
+        let healthy = loop {
+            match self.frames() {
+                Ok(true) => {}
+                Ok(false) => break true,
+                Err(_) => break false,
+            }
+            match self.read.read(&mut buf).await {
+                Ok(0) | Err(_) => break self.answers.is_closed(),
+                Ok(n) => self.framer.push(&buf[..n]),
+            }
+        };
+        if !healthy {
+            self.shared
+                .counters
+                .dropped_connections
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        // Let the writer finish: it ends on `Close` or on a failed write.
+        drop(self.answers);
+        (healthy, self.tally)
+    }
+
+    /// Handles every complete frame; `Ok(false)` when the server closed the stream.
+    fn frames(&mut self) -> Result<bool> {
+        while let Some(frame) = self.framer.next_frame()? {
+            match frame {
+                Frame::Element(stanza) => self.stanza(&stanza),
+                Frame::Close => return Ok(false),
+                Frame::Header(_) => bail!("unexpected stream header"),
+            }
+        }
+        Ok(true)
+    }
+
+    fn stanza(&mut self, stanza: &[u8]) {
+        if self.shared.trace {
+            eprintln!("<< {}: {}", self.index, String::from_utf8_lossy(stanza));
+        }
+        let head_end = memchr::memchr(b'>', stanza).unwrap_or(stanza.len());
+        let head = &stanza[..head_end];
+        let is_error = memmem::find(head, b"type='error'").is_some()
+            || memmem::find(head, b"type=\"error\"").is_some();
+        if stanza.starts_with(b"<message") {
+            if is_error {
+                self.shared.counters.bounced.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.payload(stanza, b"<body>LT ");
+            }
+        } else if stanza.starts_with(b"<presence") {
+            if is_error {
+                self.shared.counters.bounced.fetch_add(1, Ordering::Relaxed);
+            } else if let Some(from) = presence_type(head, b"subscribe") {
+                // Approve every subscription request (the presence scenario's setup).
+                let _ = self.answers.send(Cmd::Raw(
+                    format!("<presence to='{}' type='subscribed'/>", escape(&from)).into_bytes(),
+                ));
+            } else if presence_type(head, b"subscribed").is_some() {
+                self.shared.subscribed.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.payload(stanza, b"<status>LT ");
+            }
+        } else if let Some(answer) = answer_iq(stanza) {
+            let _ = self.answers.send(Cmd::Raw(answer.into_bytes()));
+        }
+    }
+
+    /// Accounts for a harness payload after `marker`, if there is one.
+    fn payload(&mut self, stanza: &[u8], marker: &[u8]) {
+        let Some(at) = memmem::find(stanza, marker) else {
+            return;
+        };
+        let mut fields = stanza[at + marker.len()..].split(|&b| b == b' ').map(|f| {
+            std::str::from_utf8(f)
+                .ok()
+                .and_then(|f| f.parse::<u64>().ok())
+        });
+        let (Some(Some(sender)), Some(Some(seq)), Some(Some(at_ns))) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            return;
+        };
+        let now_ns = u64::try_from(self.shared.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let sender = u32::try_from(sender).unwrap_or(u32::MAX);
+        if sender == self.index {
+            // A server may echo a user's presence to the user: not a delivery to a contact.
+            return;
+        }
+        let counters = &self.shared.counters;
+        match self.tally.received.entry(sender).or_default().arrive(seq) {
+            Arrival::Duplicate => {
+                counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Arrival::Late => {
+                counters.reordered.fetch_add(1, Ordering::Relaxed);
+            }
+            Arrival::InOrder | Arrival::Ahead => {}
+        }
+        counters.received.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .recorder
+            .record(self.index as usize, now_ns.saturating_sub(at_ns) / 1000);
+    }
+}
+
+/// The `from` of a presence start tag whose `type` is `kind`.
+fn presence_type(head: &[u8], kind: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(head).ok()?;
+    let value = |name: &str| {
+        [format!(" {name}='"), format!(" {name}=\"")]
+            .iter()
+            .find_map(|prefix| {
+                let start = text.find(prefix.as_str())? + prefix.len();
+                let quote = prefix.as_bytes()[prefix.len() - 1] as char;
+                let end = text[start..].find(quote)? + start;
+                Some(text[start..end].to_owned())
+            })
+    };
+    let kind = std::str::from_utf8(kind).ok()?;
+    if value("type")? != kind {
+        return None;
+    }
+    value("from")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presence_type_reads_either_quote() {
+        assert_eq!(
+            presence_type(b"<presence from='a@b/c' type='subscribe'", b"subscribe"),
+            Some("a@b/c".to_owned())
+        );
+        assert_eq!(
+            presence_type(b"<presence type=\"subscribed\" from=\"x@y\"", b"subscribed"),
+            Some("x@y".to_owned())
+        );
+        assert_eq!(
+            presence_type(b"<presence from='a@b' type='subscribed'", b"subscribe"),
+            None
+        );
+        assert_eq!(presence_type(b"<presence from='a@b'", b"subscribe"), None);
+    }
+}
