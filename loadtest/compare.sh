@@ -15,8 +15,10 @@
 #   RAMP_START [1000 | 200]     first ramp rate;  RAMP_FACTOR [1.25];  RAMP_STEP [10s | 3s]
 #   RAMP_P99_MS [50]            latency bound of a sustained ramp step
 #   IDLE_HOLD [10s | 3s]
+#   PRESENCE_USERS [1000 | 100] accounts online in the presence scenario
 #   PRESENCE_CONTACTS [10 | 5]  PRESENCE_RATE [200 | 50]  PRESENCE_DURATION [10s | 5s]
-#   SCENARIOS ["login chat ramp idle presence"]   which scenarios run, in this order
+#   SCENARIOS ["idle login chat ramp presence"]   which scenarios run, in this order (idle
+#                               first: its RSS baseline is then the freshly started server)
 #   SASL [scram-sha-256]        the harness --sasl value
 #   RESULTS [target/loadtest/<date>-<time>]       where JSON, HTML and logs are kept
 #   OUT [docs/benchmarks.md | $RESULTS/benchmarks.md]  page whose comparison section is rewritten
@@ -78,10 +80,11 @@ RAMP_FACTOR="${RAMP_FACTOR:-1.25}"
 RAMP_STEP="${RAMP_STEP:-$(q 10s 3s)}"
 RAMP_P99_MS="${RAMP_P99_MS:-50}"
 IDLE_HOLD="${IDLE_HOLD:-$(q 10s 3s)}"
+PRESENCE_USERS="${PRESENCE_USERS:-$(q 1000 100)}"
 PRESENCE_CONTACTS="${PRESENCE_CONTACTS:-$(q 10 5)}"
 PRESENCE_RATE="${PRESENCE_RATE:-$(q 200 50)}"
 PRESENCE_DURATION="${PRESENCE_DURATION:-$(q 10s 5s)}"
-SCENARIOS="${SCENARIOS:-login chat ramp idle presence}"
+SCENARIOS="${SCENARIOS:-idle login chat ramp presence}"
 SASL="${SASL:-scram-sha-256}"
 RESULTS="${RESULTS:-$ROOT/target/loadtest/$(date +%Y%m%d-%H%M%S)}"
 if [ "$QUICK" = 1 ]; then OUT="${OUT:-$RESULTS/benchmarks.md}"; else OUT="${OUT:-$ROOT/docs/benchmarks.md}"; fi
@@ -354,6 +357,7 @@ scenario() {
     case "$scen" in
         login) users=$LOGIN_USERS ;;
         idle) users=$IDLE ;;
+        presence) users=$PRESENCE_USERS ;;
         *) users=$USERS ;;
     esac
     pid="$(server_pid "$name")"

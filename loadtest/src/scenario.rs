@@ -24,6 +24,11 @@ use crate::swarm::{Swarm, close_all, login_all};
 const SHARDS: usize = 16;
 /// Pause after everyone logged in, so initial presence is processed before load starts.
 const SETTLE: Duration = Duration::from_secs(1);
+/// With `--server-pid`, load starts only once the server's CPU falls below this share of a
+/// core over one second (it has finished the logins' work), or after [`SETTLE_MAX`].
+const SETTLED_CORES: f64 = 0.2;
+/// The longest wait for the server to settle.
+const SETTLE_MAX: Duration = Duration::from_secs(60);
 
 /// Everything a scenario works with.
 struct Run<'a> {
@@ -73,8 +78,31 @@ impl Run<'_> {
             body_size,
         );
         tokio::time::sleep(SETTLE).await;
+        self.settle().await;
         self.recorder().take_window();
         Ok((swarm, contacts))
+    }
+
+    /// Waits until the server is idle again (when its pid is known): a slow server may still be
+    /// working through a login storm, which is not what the next measurement is about.
+    async fn settle(&self) {
+        let Some(pid) = self.global.server_pid else {
+            return;
+        };
+        let server = Proc::pid(pid);
+        self.monitor.phase("waiting for the server to settle");
+        let deadline = Instant::now() + SETTLE_MAX;
+        let mut last = server.sample();
+        while Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = server.sample();
+            match (&last, &now) {
+                (Some(a), Some(b)) if crate::procstat::cores_used(a, b) < SETTLED_CORES => return,
+                (Some(_), Some(_)) => {}
+                _ => return,
+            }
+            last = now;
+        }
     }
 
     /// Waits until the writers have written `scheduled` stanzas (they may trail the schedule).
@@ -281,6 +309,15 @@ async fn ramp(run: &mut Run<'_>, args: &RampArgs) -> Result<()> {
             bad = Some(bad.map_or(rate, |b: f64| b.min(rate)));
         }
         steps.push(step);
+        let failures = run.counters().dropped_connections.load(Ordering::Relaxed);
+        if failures > 0 {
+            // Connections are gone (the server closed them, or died): later steps would
+            // measure fewer users, so the ramp ends here.
+            run.summary.warnings.push(format!(
+                "the ramp stopped after {failures} connection failures"
+            ));
+            break;
+        }
         let next = match (good, bad) {
             (_, None) => rate * args.factor,
             (Some(g), Some(b)) if refinements < args.refine && b / g > 1.02 => {

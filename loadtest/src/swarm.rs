@@ -24,12 +24,15 @@ use rand::SeedableRng as _;
 use tern_xmpp_proto::Frame;
 use tern_xmpp_proto::element::escape;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::client::{Client, Conn, Io, READ_CHUNK, answer_iq};
 use crate::monitor::Counters;
 use crate::stats::{Arrival, Hist, Ledger, PairReceipt, Recorder, new_histogram};
+
+/// How long `finish` waits for servers to close the streams before it stops reading.
+const CLOSE_GRACE: Duration = Duration::from_secs(10);
 
 /// What a writer task is asked to send.
 #[derive(Debug)]
@@ -153,6 +156,7 @@ pub(crate) struct Swarm {
     writers: Vec<mpsc::UnboundedSender<Cmd>>,
     tasks: JoinSet<(u32, bool, Tally)>,
     shared: Arc<Shared>,
+    give_up: watch::Sender<bool>,
 }
 
 impl Swarm {
@@ -173,6 +177,7 @@ impl Swarm {
         });
         let mut writers = Vec::with_capacity(conns.len());
         let mut tasks = JoinSet::new();
+        let give_up = watch::Sender::new(false);
         for (index, conn) in conns.into_iter().enumerate() {
             let index = u32::try_from(index).unwrap_or(u32::MAX);
             let (tx, rx) = mpsc::unbounded_channel();
@@ -196,6 +201,7 @@ impl Swarm {
                 answers: tx.clone(),
                 shared: shared.clone(),
                 tally: Tally::default(),
+                give_up: give_up.subscribe(),
             };
             // Two tasks, so that each wakes only for its own work.
             tasks.spawn(async move {
@@ -212,6 +218,7 @@ impl Swarm {
             writers,
             tasks,
             shared,
+            give_up,
         }
     }
 
@@ -306,7 +313,27 @@ impl Swarm {
         drop(std::mem::take(&mut self.writers));
         let mut ledger = Ledger::default();
         let mut broken = 0;
-        while let Some(joined) = self.tasks.join_next().await {
+        let mut deadline = tokio::time::Instant::now() + CLOSE_GRACE;
+        let mut given_up = false;
+        loop {
+            let joined = match tokio::time::timeout_at(deadline, self.tasks.join_next()).await {
+                Ok(Some(joined)) => joined,
+                Ok(None) => break,
+                Err(_) if !given_up => {
+                    // Readers still waiting for the server's `</stream:stream>` stop now and
+                    // hand in their tallies.
+                    self.give_up.send_replace(true);
+                    given_up = true;
+                    deadline = tokio::time::Instant::now() + CLOSE_GRACE;
+                    continue;
+                }
+                Err(_) => {
+                    // Writers stuck on a server that reads nothing: abandon them.
+                    self.tasks.abort_all();
+                    deadline = tokio::time::Instant::now() + CLOSE_GRACE;
+                    continue;
+                }
+            };
             let Ok((index, ok, tally)) = joined else {
                 broken += 1;
                 continue;
@@ -439,6 +466,8 @@ struct Reader {
     answers: mpsc::UnboundedSender<Cmd>,
     shared: Arc<Shared>,
     tally: Tally,
+    /// Becomes `true` when the swarm stops waiting for the server to close streams.
+    give_up: watch::Receiver<bool>,
 }
 
 impl Reader {
@@ -451,9 +480,14 @@ impl Reader {
                 Ok(false) => break true,
                 Err(_) => break false,
             }
-            match self.read.read(&mut buf).await {
-                Ok(0) | Err(_) => break self.answers.is_closed(),
-                Ok(n) => self.framer.push(&buf[..n]),
+            tokio::select! {
+                read = self.read.read(&mut buf) => match read {
+                    Ok(0) | Err(_) => break self.answers.is_closed(),
+                    Ok(n) => self.framer.push(&buf[..n]),
+                },
+                // The swarm is finishing and the server did not close this stream in time:
+                // what arrived so far is the tally.
+                _ = self.give_up.wait_for(|&stop| stop) => break true,
             }
         };
         if !healthy {

@@ -1,6 +1,7 @@
 //! The harness measured against known answers: a real Tern node that loses nothing, and a fake
 //! server that drops, duplicates and reorders messages on a fixed pattern and counts what it
-//! did, so the harness's loss, duplicate and reordering figures can be checked exactly.
+//! did, so the harness's loss, duplicate and reordering figures can be checked exactly. The fake
+//! server also never closes a stream, so the harness's give-up path is exercised.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -353,7 +354,9 @@ async fn serve(tcp: TcpStream, acceptor: TlsAcceptor, fake: Arc<Fake>) -> Option
     });
     while let Some(frame) = next_frame(&mut read, &mut framer).await {
         let Frame::Element(bytes) = frame else {
-            let _ = tx.send(b"</stream:stream>".to_vec());
+            // Never answer the client's `</stream:stream>` and keep the connection open: the
+            // harness must give up waiting and still count what arrived.
+            std::future::pending::<()>().await;
             break;
         };
         let Ok(element) = Element::parse(&bytes, ns::CLIENT) else {
@@ -426,6 +429,7 @@ fn loss_duplicates_and_reordering_from_a_faulty_server_are_counted_exactly() {
         }
     });
     let scratch = temp_dir("loadtest-fake");
+    let started = Instant::now();
     let summary = loadtest(
         &[
             "--server",
@@ -443,6 +447,12 @@ fn loss_duplicates_and_reordering_from_a_faulty_server_are_counted_exactly() {
             "2s",
         ],
         &scratch.join("fake.json"),
+    );
+    // Login, 2 s of sends, the drain, and the 10 s grace for streams the server never closes.
+    assert!(
+        started.elapsed() < Duration::from_secs(40),
+        "the harness took {:?}",
+        started.elapsed()
     );
     let faults = *fake.faults.lock().expect("lock");
     let delivery = &summary["chat"]["delivery"];

@@ -69,7 +69,7 @@ impl C2sServer {
         config: &C2sListener,
         tls: Arc<rustls::ServerConfig>,
     ) -> io::Result<Self> {
-        let listener = TcpListener::bind(config.address).await?;
+        let listener = bind_listener(config.address)?;
         let (transport, policy) = match config.tls {
             TlsMode::StartTls if config.starttls_required => {
                 (Transport::StartTls, TlsPolicy::Required)
@@ -456,6 +456,24 @@ impl Connection {
         }
         crate::modules::presence::session_ended(&self.node, &session).await;
     }
+}
+
+/// Pending connections the kernel queues per listener (capped by `net.core.somaxconn`). Login
+/// storms after a restart arrive faster than one accept loop takes them; a short queue makes
+/// clients retry their SYN a second later.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listening socket with [`LISTEN_BACKLOG`] and `SO_REUSEADDR` (a restart does not wait for
+/// old connections in `TIME_WAIT`).
+fn bind_listener(address: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 async fn flush(stream: &mut ServerStream, io: &mut Io, out: &mut BytesMut) -> io::Result<()> {
