@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use crate::cli::{Global, Provision};
 use crate::client::Client;
 use crate::report::ProvisionResult;
+use crate::swarm::for_each_account;
 
 /// Accounts per GraphQL request.
 const BATCH: usize = 50;
@@ -52,15 +53,9 @@ async fn register_in_band(
     count: usize,
     concurrency: usize,
 ) -> Result<(usize, usize)> {
-    let gate = Arc::new(Semaphore::new(concurrency.max(1)));
-    let mut set = JoinSet::new();
-    for index in 0..count {
-        let (client, gate) = (client.clone(), gate.clone());
-        set.spawn(async move {
-            let _permit = gate.acquire_owned().await;
-            client.register(index).await
-        });
-    }
+    let mut set = for_each_account(client, count, concurrency, |client, index| async move {
+        client.register(index).await
+    });
     let (mut created, mut existed) = (0, 0);
     while let Some(joined) = set.join_next().await {
         if joined?? {

@@ -76,17 +76,16 @@ pub(crate) async fn login_all(
     (roster, presence): (bool, bool),
     on_progress: impl Fn(usize),
 ) -> LoginBatch {
-    let gate = Arc::new(Semaphore::new(concurrency.max(1)));
-    let mut set = JoinSet::new();
-    for index in 0..count {
-        let (client, gate) = (client.clone(), gate.clone());
-        set.spawn(async move {
-            let _permit = gate.acquire_owned().await;
+    let mut set = for_each_account(
+        client,
+        count,
+        concurrency,
+        move |client, index| async move {
             let started = Instant::now();
             let conn = client.login(index, roster, presence).await;
             (index, conn.map(|c| (c, started.elapsed())))
-        });
-    }
+        },
+    );
     let mut conns: Vec<Option<Conn>> = (0..count).map(|_| None).collect();
     let mut batch = LoginBatch {
         conns: Vec::new(),
@@ -118,6 +117,31 @@ pub(crate) async fn login_all(
     }
     batch.conns = conns.into_iter().flatten().collect();
     batch
+}
+
+/// Runs `work` once per account `0..count`, at most `concurrency` at a time, each in its own
+/// task; the caller collects the results from the set.
+pub(crate) fn for_each_account<T, F, Fut>(
+    client: &Arc<Client>,
+    count: usize,
+    concurrency: usize,
+    work: F,
+) -> JoinSet<T>
+where
+    T: Send + 'static,
+    F: Fn(Arc<Client>, usize) -> Fut,
+    Fut: Future<Output = T> + Send + 'static,
+{
+    let gate = Arc::new(Semaphore::new(concurrency.max(1)));
+    let mut set = JoinSet::new();
+    for index in 0..count {
+        let (gate, task) = (gate.clone(), work(client.clone(), index));
+        set.spawn(async move {
+            let _permit = gate.acquire_owned().await;
+            task.await
+        });
+    }
+    set
 }
 
 /// Closes connections, many at a time.

@@ -68,7 +68,7 @@ fn check_latency(latency: &Value, count: u64) {
 
 #[test]
 fn tern_chat_and_login_are_counted_without_loss() {
-    let server = TestServer::start("loadtest", "");
+    let server = TestServer::start("loadtest", "[modules.register]\nenabled = true\n");
     let address = format!("127.0.0.1:{}", server.starttls_port);
     let direct = format!("127.0.0.1:{}", server.tls_port);
     let data = server.dir.join("data");
@@ -157,6 +157,45 @@ fn tern_chat_and_login_are_counted_without_loss() {
         check_latency(&round["latency"], 8);
     }
     assert_eq!(rounds[1]["salted_password_cached"], true);
+
+    // In-band registration (XEP-0077): new accounts are created, existing ones counted.
+    let ibr = loadtest(
+        &[
+            "--server",
+            &address,
+            "--users",
+            "3",
+            "--prefix",
+            "ib",
+            "--provision",
+            "ibr",
+            "provision",
+        ],
+        &scratch.join("ibr.json"),
+    );
+    assert_eq!(ibr["provision"]["created"], 3, "{ibr}");
+    let again = loadtest(
+        &[
+            "--server",
+            &address,
+            "--users",
+            "4",
+            "--prefix",
+            "ib",
+            "--provision",
+            "ibr",
+            "provision",
+        ],
+        &scratch.join("ibr2.json"),
+    );
+    assert_eq!(
+        (
+            again["provision"]["created"].clone(),
+            again["provision"]["existed"].clone()
+        ),
+        (1.into(), 3.into()),
+        "{again}"
+    );
 
     // A scenario file gives the same run; flags after it override it.
     let file = scratch.join("ramp.toml");
