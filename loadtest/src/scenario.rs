@@ -257,7 +257,7 @@ async fn chat(run: &mut Run<'_>, args: &ChatArgs) -> Result<()> {
     swarm.drain(sent, args.drain).await;
     let cpu = run.monitor.server_cpu_since(&span);
     let window = run.recorder().take_window();
-    let (ledger, _) = swarm.finish(|_| Vec::new()).await;
+    let ledger = swarm.finish(|_| Vec::new()).await;
     let counters = run.counters().clone();
     let delivery = ledger.verdict(
         counters.duplicates.load(Ordering::Relaxed),
@@ -331,7 +331,7 @@ async fn ramp(run: &mut Run<'_>, args: &RampArgs) -> Result<()> {
         }
         rate = next;
     }
-    let (ledger, _) = swarm.finish(|_| Vec::new()).await;
+    let ledger = swarm.finish(|_| Vec::new()).await;
     let counters = run.counters().clone();
     let delivery = ledger.verdict(
         counters.duplicates.load(Ordering::Relaxed),
@@ -569,7 +569,7 @@ async fn presence(run: &mut Run<'_>, args: &PresenceArgs) -> Result<()> {
         .await;
     let seconds = started.elapsed().as_secs_f64();
     let window = run.recorder().take_window();
-    let (ledger, _) = swarm.finish(|i| contacts_of(i, n, k)).await;
+    let ledger = swarm.finish(|i| contacts_of(i, n, k)).await;
     let delivery = ledger.verdict(
         counters.duplicates.load(Ordering::Relaxed),
         counters.reordered.load(Ordering::Relaxed),

@@ -178,7 +178,7 @@ struct Tally {
 #[derive(Debug)]
 pub(crate) struct Swarm {
     writers: Vec<mpsc::UnboundedSender<Cmd>>,
-    tasks: JoinSet<(u32, bool, Tally)>,
+    tasks: JoinSet<(u32, Tally)>,
     shared: Arc<Shared>,
     give_up: watch::Sender<bool>,
 }
@@ -228,14 +228,8 @@ impl Swarm {
                 give_up: give_up.subscribe(),
             };
             // Two tasks, so that each wakes only for its own work.
-            tasks.spawn(async move {
-                let (ok, tally) = reader.run().await;
-                (index, ok, tally)
-            });
-            tasks.spawn(async move {
-                let (ok, tally) = writer.run().await;
-                (index, ok, tally)
-            });
+            tasks.spawn(async move { (index, reader.run().await) });
+            tasks.spawn(async move { (index, writer.run().await) });
             writers.push(tx);
         }
         Self {
@@ -330,13 +324,12 @@ impl Swarm {
 
     /// Closes every stream and gathers the sequence accounting. `contacts` maps a sender to
     /// the receivers of its presence broadcasts (empty for chat).
-    pub(crate) async fn finish(mut self, contacts: impl Fn(u32) -> Vec<u32>) -> (Ledger, u64) {
+    pub(crate) async fn finish(mut self, contacts: impl Fn(u32) -> Vec<u32>) -> Ledger {
         for writer in &self.writers {
             let _ = writer.send(Cmd::Close);
         }
         drop(std::mem::take(&mut self.writers));
         let mut ledger = Ledger::default();
-        let mut broken = 0;
         let mut deadline = tokio::time::Instant::now() + CLOSE_GRACE;
         let mut given_up = false;
         loop {
@@ -358,13 +351,10 @@ impl Swarm {
                     continue;
                 }
             };
-            let Ok((index, ok, tally)) = joined else {
-                broken += 1;
+            // A failed connection was counted by its task; an aborted task has no tally.
+            let Ok((index, tally)) = joined else {
                 continue;
             };
-            if !ok {
-                broken += 1;
-            }
             for (to, count) in tally.sent {
                 if to == u32::MAX {
                     for contact in contacts(index) {
@@ -378,7 +368,7 @@ impl Swarm {
                 ledger.received.insert((from, index), receipt);
             }
         }
-        (ledger, broken)
+        ledger
     }
 }
 
@@ -397,10 +387,9 @@ struct Writer {
 }
 
 impl Writer {
-    /// Returns whether the connection stayed healthy, and what was sent.
-    async fn run(mut self) -> (bool, Tally) {
+    /// Returns what was sent (a failure is counted in the shared counters).
+    async fn run(mut self) -> Tally {
         let mut out = Vec::with_capacity(4096);
-        let mut healthy = true;
         'outer: while let Some(cmd) = self.rx.recv().await {
             let mut close = false;
             let mut written = 0;
@@ -428,7 +417,6 @@ impl Writer {
             }
             if !out.is_empty() {
                 if self.write.write_all(&out).await.is_err() || self.write.flush().await.is_err() {
-                    healthy = false;
                     self.shared
                         .counters
                         .dropped_connections
@@ -446,7 +434,7 @@ impl Writer {
                 break;
             }
         }
-        (healthy, self.tally)
+        self.tally
     }
 
     fn payload(&self, out: &mut Vec<u8>, seq: u64, at_ns: u64) {
@@ -495,8 +483,9 @@ struct Reader {
 }
 
 impl Reader {
-    /// Reads until the stream ends; returns whether it ended cleanly, and what arrived.
-    async fn run(mut self) -> (bool, Tally) {
+    /// Reads until the stream ends; returns what arrived (a failure is counted in the shared
+    /// counters).
+    async fn run(mut self) -> Tally {
         let mut buf = vec![0u8; READ_CHUNK];
         let healthy = loop {
             match self.frames() {
@@ -522,7 +511,7 @@ impl Reader {
         }
         // Let the writer finish: it ends on `Close` or on a failed write.
         drop(self.answers);
-        (healthy, self.tally)
+        self.tally
     }
 
     /// Handles every complete frame; `Ok(false)` when the server closed the stream.
