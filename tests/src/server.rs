@@ -19,10 +19,13 @@ pub fn tern_bin() -> PathBuf {
     path
 }
 
-/// A free TCP port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local address").port()
+/// `N` distinct free TCP ports on 127.0.0.1: all are held at once while they are picked, so the
+/// kernel cannot hand the same ephemeral port out twice (as one bind-and-release per port may).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port"))
+        .collect();
+    std::array::from_fn(|i| listeners[i].local_addr().expect("local address").port())
 }
 
 /// A fresh, unique temporary directory (removed when the test server is dropped).
@@ -64,7 +67,7 @@ impl TestServer {
 
     /// Writes the configuration for a server in `dir` without starting it.
     pub fn configure(dir: PathBuf, extra: &str) -> Self {
-        let (starttls_port, tls_port, admin_port) = (free_port(), free_port(), free_port());
+        let [starttls_port, tls_port, admin_port] = free_ports();
         let config = dir.join("tern.toml");
         let text = format!(
             r#"[general]
