@@ -57,8 +57,8 @@ struct Row {
     unit: &'static str,
     /// Whether a higher value is better (rates) or worse (CPU, memory).
     higher_is_better: bool,
-    /// For each other server: the ratio the baseline must reach (baseline ÷ other).
-    target: Option<(&'static str, f64, &'static str)>,
+    /// Ratios the baseline must reach against named servers (baseline ÷ other).
+    targets: &'static [(&'static str, f64)],
 }
 
 /// The markdown section.
@@ -72,7 +72,7 @@ fn section(summaries: &[Summary], baseline: &str) -> String {
     labels.sort_by_key(|l| (l != baseline, l.clone()));
     let mut rows: Vec<Row> = Vec::new();
     let mut row =
-        |name: String, unit, higher_is_better, target, pick: &dyn Fn(&Summary) -> Option<f64>| {
+        |name: String, unit, higher_is_better, targets, pick: &dyn Fn(&Summary) -> Option<f64>| {
             let values: BTreeMap<String, f64> = summaries
                 .iter()
                 .filter_map(|s| Some((s.label.clone(), pick(s)?)))
@@ -83,7 +83,7 @@ fn section(summaries: &[Summary], baseline: &str) -> String {
                     values,
                     unit,
                     higher_is_better,
-                    target,
+                    targets,
                 });
             }
         };
@@ -99,7 +99,7 @@ fn section(summaries: &[Summary], baseline: &str) -> String {
         ),
         "msgs/s",
         true,
-        Some(("ejabberd", 3.0, "prosody:10")),
+        &[("ejabberd", 3.0), ("prosody", 10.0)],
         &|s| s.ramp.as_ref()?.max_sustained_rate,
     );
     // CPU per message and latency are compared pairwise, at the highest rate both servers
@@ -123,21 +123,21 @@ fn section(summaries: &[Summary], baseline: &str) -> String {
                 .iter()
                 .find(|st| st.sustained && (st.rate - rate).abs() < 0.5)?)
         };
-        let target = (other == "ejabberd").then_some(("ejabberd", 0.25, ""));
+        const CPU_TARGETS: &[(&str, f64)] = &[("ejabberd", 0.25)];
         row(
             format!(
                 "server CPU per delivered message at {rate:.0} msgs/s (the highest rate {baseline} and {other} both sustained)"
             ),
             "µs",
             false,
-            target,
+            CPU_TARGETS,
             &|s| at_rate(s, |st| st.server_cpu_us_per_msg),
         );
         row(
             format!("p99 latency at {rate:.0} msgs/s"),
             "ms",
             false,
-            None,
+            &[],
             &|s| at_rate(s, |st| Some(st.latency.p99_ms)),
         );
     }
@@ -160,10 +160,10 @@ fn section(summaries: &[Summary], baseline: &str) -> String {
         ),
         "logins/s",
         true,
-        None,
+        &[],
         &|s| Some(s.login.as_ref()?.logins_per_s),
     );
-    row("login latency p99".to_owned(), "ms", false, None, &|s| {
+    row("login latency p99".to_owned(), "ms", false, &[], &|s| {
         Some(s.login.as_ref()?.latency.p99_ms)
     });
     let idle_users = summaries
@@ -176,14 +176,14 @@ fn section(summaries: &[Summary], baseline: &str) -> String {
         ),
         "bytes",
         false,
-        Some(("ejabberd", 1.0 / 3.0, "")),
+        &[("ejabberd", 1.0 / 3.0)],
         &|s| s.idle.as_ref()?.bytes_per_connection,
     );
     row(
         "presence deliveries/s during a broadcast storm".to_owned(),
         "deliveries/s",
         true,
-        None,
+        &[],
         &|s| Some(s.presence.as_ref()?.deliveries_per_s),
     );
 
@@ -244,33 +244,28 @@ fn section(summaries: &[Summary], baseline: &str) -> String {
                 " {} |",
                 ratio.map_or("–".to_owned(), |r| format!("{r:.2}×"))
             );
-            if let (Some(ratio), Some((first, first_target, second))) = (ratio, row.target) {
-                let target = if other.as_str() == first {
-                    Some(first_target)
+            let target = row
+                .targets
+                .iter()
+                .find(|(name, _)| name == other)
+                .map(|&(_, t)| t);
+            if let (Some(ratio), Some(target)) = (ratio, target) {
+                let pass = if row.higher_is_better {
+                    ratio >= target
                 } else {
-                    second
-                        .split_once(':')
-                        .filter(|(name, _)| name == other)
-                        .and_then(|(_, t)| t.parse::<f64>().ok())
+                    ratio <= target
                 };
-                if let Some(target) = target {
-                    let pass = if row.higher_is_better {
-                        ratio >= target
+                verdicts.push(format!(
+                    "- {}: {baseline} ÷ {other} = {ratio:.2}×, target {} {}: **{}**",
+                    row.name,
+                    if row.higher_is_better { "≥" } else { "≤" },
+                    if target < 1.0 {
+                        format!("{target:.2}×")
                     } else {
-                        ratio <= target
-                    };
-                    verdicts.push(format!(
-                        "- {}: {baseline} ÷ {other} = {ratio:.2}×, target {} {}: **{}**",
-                        row.name,
-                        if row.higher_is_better { "≥" } else { "≤" },
-                        if target < 1.0 {
-                            format!("{target:.2}×")
-                        } else {
-                            format!("{target:.0}×")
-                        },
-                        if pass { "met" } else { "not met" }
-                    ));
-                }
+                        format!("{target:.0}×")
+                    },
+                    if pass { "met" } else { "not met" }
+                ));
             }
         }
         let _ = writeln!(out, "{line}");

@@ -81,7 +81,6 @@ pub(crate) struct Monitor {
     pub(crate) counters: Arc<Counters>,
     pub(crate) recorder: Arc<Recorder>,
     server: Option<Proc>,
-    server_pid: Option<u32>,
     harness: Proc,
     threads: usize,
     started: Instant,
@@ -112,7 +111,6 @@ impl Monitor {
             counters,
             recorder,
             server: server_pid.map(Proc::pid),
-            server_pid,
             harness: Proc::harness(),
             threads,
             started: Instant::now(),
@@ -143,6 +141,11 @@ impl Monitor {
     /// Writes a line above the progress line.
     pub(crate) fn println(&self, line: impl AsRef<str>) {
         self.progress.println(line);
+    }
+
+    /// The server process being watched, if its pid was given.
+    pub(crate) fn server(&self) -> Option<Proc> {
+        self.server
     }
 
     /// CPU readings of both processes now, to measure a part of the run.
@@ -193,7 +196,7 @@ impl Monitor {
         let busiest_harness = ticks.iter().map(|t| t.harness_cores).fold(0.0, f64::max);
         let lag_ms = self.counters.schedule_lag_us.load(Ordering::Relaxed) as f64 / 1000.0;
         let resources = Resources {
-            server_pid: self.server_pid,
+            server_pid: self.server.and_then(|p| p.id()),
             server_cpu_s,
             server_cores_avg: server_cpu_s.map(|s| s / wall),
             server_rss_max_bytes: ticks.iter().filter_map(|t| t.server_rss_bytes).max(),

@@ -37,6 +37,11 @@ impl Proc {
         }
     }
 
+    /// The watched process id (`None` for the harness itself).
+    pub(crate) fn id(&self) -> Option<u32> {
+        self.pid
+    }
+
     fn path(&self, file: &str) -> String {
         match self.pid {
             Some(pid) => format!("/proc/{pid}/{file}"),

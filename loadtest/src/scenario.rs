@@ -86,10 +86,9 @@ impl Run<'_> {
     /// Waits until the server is idle again (when its pid is known): a slow server may still be
     /// working through a login storm, which is not what the next measurement is about.
     async fn settle(&self) {
-        let Some(pid) = self.global.server_pid else {
+        let Some(server) = self.monitor.server() else {
             return;
         };
-        let server = Proc::pid(pid);
         self.monitor.phase("waiting for the server to settle");
         let deadline = Instant::now() + SETTLE_MAX;
         let mut last = server.sample();
@@ -431,7 +430,7 @@ async fn ramp_step(
 }
 
 async fn idle(run: &mut Run<'_>, args: &IdleArgs) -> Result<()> {
-    let server = run.global.server_pid.map(Proc::pid);
+    let server = run.monitor.server();
     let before = server.and_then(|p| p.sample()).map(|s| s.rss);
     let swarm = run.swarm(true, 0).await?;
     run.monitor
