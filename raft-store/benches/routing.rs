@@ -1,6 +1,6 @@
 //! Local reads of the routing table with one million users: lookup latency (criterion, and a
 //! p99 over individually timed lookups) and memory per user entry (RSS growth while the table
-//! is built, from /proc/self/status).
+//! is built, from /proc/self/status), and the time and size of a snapshot of that table.
 //!
 //! `cargo bench -p tern-raft-store --bench routing`
 
@@ -97,6 +97,7 @@ fn routing(c: &mut Criterion) {
         pct(0.999),
         times[times.len() - 1]
     );
+    snapshot(&table);
     let mut i = 0;
     c.bench_function("user_home (1M users)", |b| {
         b.iter(|| {
@@ -104,6 +105,27 @@ fn routing(c: &mut Criterion) {
             black_box(table.user_home(&keys[i]))
         });
     });
+}
+
+/// Writes and reads back a snapshot of the whole table, once, timed.
+fn snapshot(table: &RoutingTable) {
+    let started = Instant::now();
+    let bytes = black_box(table.to_snapshot());
+    let written = started.elapsed();
+    let started = Instant::now();
+    let restored = RoutingTable::from_snapshot(black_box(&bytes)).expect("snapshot");
+    let read = started.elapsed();
+    assert_eq!(restored.user_count(), table.user_count());
+    assert_eq!(restored.applied_index(), table.applied_index());
+    let probe = BareJid::new("user123457@example.com").expect("jid");
+    assert_eq!(restored.user_home(&probe), table.user_home(&probe));
+    println!(
+        "snapshot: {} bytes ({:.1} per user), to_snapshot {:.1} ms, from_snapshot {:.1} ms",
+        bytes.len(),
+        bytes.len() as f64 / USERS as f64,
+        written.as_secs_f64() * 1e3,
+        read.as_secs_f64() * 1e3
+    );
 }
 
 criterion_group!(benches, routing);
