@@ -12,8 +12,12 @@ pub const MAX_DOMAIN_BYTES: usize = 1023;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct General {
     /// XMPP domains served by this node: at least one, lowercased, without duplicates.
-    /// Default `["localhost"]`.
+    /// Default `["localhost"]`. These are static: each is its own host type, and none can be
+    /// removed or changed at runtime.
     pub domains: Vec<String>,
+    /// Host types that dynamic domains (added at runtime with `tern ctl domain add`) may use.
+    /// Default `["default"]`. A name may not repeat or equal a static domain.
+    pub host_types: Vec<String>,
     /// Where the redb database, the generated TLS material and the admin token live.
     /// Default `tern-data` (relative to the working directory).
     pub data_dir: PathBuf,
@@ -26,6 +30,7 @@ impl Default for General {
     fn default() -> Self {
         Self {
             domains: vec!["localhost".to_owned()],
+            host_types: vec!["default".to_owned()],
             data_dir: PathBuf::from("tern-data"),
             log_level: "info".to_owned(),
         }
@@ -35,8 +40,11 @@ impl Default for General {
 /// Reads `[general]`, falling back to the default for every key not set or not valid.
 pub(crate) fn read(mut section: Section<'_>, d: &mut Diagnostics) -> General {
     let defaults = General::default();
+    let domains = read_domains(&mut section, d).unwrap_or(defaults.domains);
+    let host_types = read_host_types(&mut section, d, &domains).unwrap_or(defaults.host_types);
     let general = General {
-        domains: read_domains(&mut section, d).unwrap_or(defaults.domains),
+        domains,
+        host_types,
         data_dir: section
             .file_path(d, "data_dir")
             .unwrap_or(defaults.data_dir),
@@ -76,6 +84,45 @@ fn read_domains(section: &mut Section<'_>, d: &mut Diagnostics) -> Option<Vec<St
         domains.push(domain);
     }
     Some(domains)
+}
+
+fn read_host_types(
+    section: &mut Section<'_>,
+    d: &mut Diagnostics,
+    domains: &[String],
+) -> Option<Vec<String>> {
+    let entries = section.string_array(d, "host_types")?;
+    let mut host_types = Vec::with_capacity(entries.len());
+    let mut seen: HashMap<String, String> = HashMap::new();
+    for (path, text) in entries {
+        let Some(name) = text else {
+            continue;
+        };
+        if name.is_empty() || name.len() > 255 || name.chars().any(|c| c.is_control()) {
+            d.report(
+                &path,
+                format!("invalid host type {name:?}: 1 to 255 printable characters"),
+            );
+            continue;
+        }
+        if domains.iter().any(|domain| domain == name) {
+            d.report(
+                &path,
+                format!("host type {name:?} is also a static domain (a static domain is its own host type)"),
+            );
+            continue;
+        }
+        if let Some(first) = seen.get(name) {
+            d.report(
+                &path,
+                format!("duplicate host type {name:?} (also {first})"),
+            );
+            continue;
+        }
+        seen.insert(name.to_owned(), path);
+        host_types.push(name.to_owned());
+    }
+    Some(host_types)
 }
 
 /// Checks a lowercased domain: not empty, at most [`MAX_DOMAIN_BYTES`], no `@`, `/`,
@@ -128,6 +175,23 @@ mod tests {
         );
         assert_eq!(c.general.data_dir, PathBuf::from("/var/lib/tern"));
         assert_eq!(c.general.log_level, "debug,tern_node=trace");
+    }
+
+    #[test]
+    fn host_types_default_and_are_checked() {
+        assert_eq!(config("").general.host_types, ["default"]);
+        let c = config("[general]\nhost_types = [\"small\", \"large\"]\n");
+        assert_eq!(c.general.host_types, ["small", "large"]);
+        assert_eq!(
+            errors(
+                "[general]\ndomains = [\"a.org\"]\nhost_types = [\"x\", \"a.org\", \"x\", \"\"]\n"
+            ),
+            [
+                "tern.toml: general.host_types[1]: host type \"a.org\" is also a static domain (a static domain is its own host type)",
+                "tern.toml: general.host_types[2]: duplicate host type \"x\" (also general.host_types[0])",
+                "tern.toml: general.host_types[3]: invalid host type \"\": 1 to 255 printable characters",
+            ]
+        );
     }
 
     #[test]

@@ -37,6 +37,7 @@
 
 mod admin;
 mod auth;
+mod cluster;
 mod error;
 #[cfg(test)]
 mod fixture;
@@ -55,6 +56,7 @@ use std::path::Path;
 
 pub use admin::{Admin, MIN_TOKEN_CHARS};
 pub use auth::{Auth, MAX_SCRAM_ITERATIONS, MIN_SCRAM_ITERATIONS, SUPPORTED_MECHANISMS};
+pub use cluster::{Cluster, MAX_DC_NAME};
 pub use error::{ConfigError, ConfigErrors, ConfigErrors as Error, Result};
 pub use general::{General, MAX_DOMAIN_BYTES};
 pub use limits::{Limits, MAX_STANZA_SIZE, MIN_STANZA_SIZE};
@@ -84,6 +86,8 @@ pub struct Config {
     pub modules: Modules,
     /// `[storage]`: database backend and file.
     pub storage: Storage,
+    /// `[cluster]`: datacenter, node id, topology file.
+    pub cluster: Cluster,
 }
 
 impl Config {
@@ -125,6 +129,7 @@ impl Config {
             limits: Limits::default(),
             modules: Modules::default(),
             storage,
+            cluster: Cluster::default(),
         }
     }
 }
@@ -271,10 +276,16 @@ show_os = true
 [storage]
 backend = "redb"
 path = "/srv/tern/node1.redb"
+
+[cluster]
+dc = "eu-west"
+node_id = 3
+topology = "/etc/tern/topology.toml"
 "#;
         let expected = Config {
             general: General {
                 domains: vec!["example.org".to_owned(), "chat.example.org".to_owned()],
+                host_types: vec!["default".to_owned()],
                 data_dir: PathBuf::from("/var/lib/tern"),
                 log_level: "info,tern_node=debug".to_owned(),
             },
@@ -325,6 +336,11 @@ path = "/srv/tern/node1.redb"
             storage: Storage {
                 backend: StorageBackend::Redb,
                 path: PathBuf::from("/srv/tern/node1.redb"),
+            },
+            cluster: Cluster {
+                dc: "eu-west".to_owned(),
+                node_id: 3,
+                topology: Some(PathBuf::from("/etc/tern/topology.toml")),
             },
         };
         assert_eq!(config(text), expected);

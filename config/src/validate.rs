@@ -9,7 +9,7 @@ use crate::error::ConfigErrors;
 use crate::raw::RawConfig;
 use crate::reader::{Diagnostics, Section};
 use crate::tls::Tls;
-use crate::{Config, admin, auth, general, limits, listener, modules, storage, tls};
+use crate::{Config, admin, auth, cluster, general, limits, listener, modules, storage, tls};
 
 /// Validates `raw`, collecting every problem before returning.
 pub(crate) fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
@@ -23,6 +23,7 @@ pub(crate) fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
     let limits = limits::read(root.section(&mut d, "limits"), &mut d);
     let modules = modules::read(root.section(&mut d, "modules"), &mut d);
     let storage = storage::read(root.section(&mut d, "storage"), &mut d, &general.data_dir);
+    let cluster = cluster::read(root.section(&mut d, "cluster"), &mut d);
     root.finish(&mut d);
 
     let config = Config {
@@ -34,6 +35,7 @@ pub(crate) fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
         limits,
         modules,
         storage,
+        cluster,
     };
     check_addresses(&config, &mut d);
     check_tls_files(&config.tls, &mut d);

@@ -10,6 +10,8 @@ use jid::BareJid;
 use tern_xmpp_proto::sasl::{ScramKeys, StoredCredentials};
 use tern_xmpp_proto::{StreamCondition, StreamError};
 
+use tern_raft_store::{Command, GrtError};
+
 use crate::node::Node;
 use crate::storage::{self, ScramRecord, UserRecord};
 
@@ -34,6 +36,12 @@ pub enum AccountError {
     /// Storage failed.
     #[error("storage failed")]
     Storage(#[source] storage::Error),
+    /// The home datacenter named is not in the routing table.
+    #[error("unknown datacenter {0}")]
+    UnknownDc(String),
+    /// The routing table did not record the account's home (nothing was created).
+    #[error("the routing table did not record the account: {0}")]
+    Routing(#[source] GrtError),
 }
 
 /// Parses and checks `user@domain` for an account on this node.
@@ -92,8 +100,19 @@ fn to_keys(r: ScramRecord) -> ScramKeys {
     }
 }
 
-/// Creates an account. PBKDF2 runs on the blocking pool.
-pub async fn register(node: &Arc<Node>, jid: &BareJid, password: &str) -> Result<(), AccountError> {
+/// Creates an account homed in `home` (default: this node's datacenter) and records its home in
+/// the global routing table. PBKDF2 runs on the blocking pool. If the routing table cannot
+/// record the home, the account is not kept.
+pub async fn register(
+    node: &Arc<Node>,
+    jid: &BareJid,
+    password: &str,
+    home: Option<&str>,
+) -> Result<(), AccountError> {
+    let home = home.unwrap_or(&node.config.cluster.dc).to_owned();
+    if node.grt.reader().with(|t| t.dc_id(&home).is_none()) {
+        return Err(AccountError::UnknownDc(home));
+    }
     let record = {
         let node = node.clone();
         let password = password.to_owned();
@@ -107,7 +126,18 @@ pub async fn register(node: &Arc<Node>, jid: &BareJid, password: &str) -> Result
         .map_err(|e| match e {
             storage::Error::UserExists { .. } => AccountError::Exists(jid.to_string()),
             other => AccountError::Storage(other),
-        })
+        })?;
+    let command = Command::CreateUser {
+        jid: jid.to_string(),
+        dc: home,
+    };
+    if let Err(e) = node.grt.write(command).await {
+        if let Err(undo) = node.storage.remove_user(jid).await {
+            tracing::error!(%jid, error = %undo, "cannot undo an account the routing table refused");
+        }
+        return Err(AccountError::Routing(e));
+    }
+    Ok(())
 }
 
 /// Replaces an account's password.
@@ -156,6 +186,20 @@ pub async fn remove(node: &Arc<Node>, jid: &BareJid) -> Result<(), AccountError>
         .map_err(AccountError::Storage)?;
     if !removed {
         return Err(AccountError::NotFound(jid.to_string()));
+    }
+    match node
+        .grt
+        .write(Command::DeleteUser {
+            jid: jid.to_string(),
+        })
+        .await
+    {
+        Ok(_) | Err(GrtError::Refused { .. }) => {}
+        // The account is gone here; a stale home only sends stanzas to a DC that answers
+        // "no such user". Say so rather than fail the removal.
+        Err(e) => {
+            tracing::warn!(%jid, error = %e, "removed account's home not deleted from the routing table")
+        }
     }
     for session in node.sm.resources(jid) {
         session

@@ -536,7 +536,7 @@ mod tests {
     /// The connection task is what every idle client costs: keep its resting size in check.
     #[tokio::test]
     async fn connection_task_stays_small() {
-        let (node, _dir) = test_node("c2s-size");
+        let (node, _dir) = test_node("c2s-size").await;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let tcp = TcpStream::connect(listener.local_addr().unwrap())
             .await

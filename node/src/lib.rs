@@ -10,6 +10,8 @@
 //! - [`modules`]: server features: roster, presence, disco, ping, version, registration.
 //! - [`accounts`]: account creation, password checks and removal.
 //! - [`storage`]: the storage interface and its redb backend.
+//! - [`grt`]: the node's side of the global routing table: opening it (one voter alone, or the
+//!   topology's group), the served domains, reactions to domain changes.
 //! - [`tls`]: certificates (configured or self-signed) and channel binding.
 //! - [`admin`]: the GraphQL admin API and `/metrics` on the loopback admin listener.
 //! - [`ctl`]: `tern ctl`, the admin API's command-line client.
@@ -20,6 +22,7 @@ pub mod accounts;
 pub mod admin;
 pub mod c2s;
 pub mod ctl;
+pub mod grt;
 pub mod metrics;
 pub mod modules;
 pub mod node;

@@ -12,11 +12,14 @@ use std::time::Instant;
 
 use jid::BareJid;
 use tern_config::Config;
+use tern_raft_store::Grt;
 use tern_xmpp_proto::Limits;
 use tern_xmpp_proto::sasl::Mechanism;
+use tern_xmpp_proto::stream::DomainSet as _;
 use tern_xmpp_proto::stream::{StreamConfig, TlsPolicy};
 use tokio::sync::watch;
 
+use crate::grt::Domains;
 use crate::metrics::Metrics;
 use crate::sm::SessionManager;
 use crate::storage::SharedStorage;
@@ -27,6 +30,10 @@ pub struct Node {
     pub config: Arc<Config>,
     /// Accounts and rosters.
     pub storage: SharedStorage,
+    /// The global routing table: homes of users and rooms, domains, datacenters.
+    pub grt: Grt,
+    /// The domains served: static ones and the enabled dynamic ones of the routing table.
+    pub domains: Domains,
     /// Bound sessions of this node.
     pub sm: SessionManager,
     /// Counters for `/metrics`.
@@ -39,6 +46,9 @@ pub struct Node {
     pub admin_address: std::sync::OnceLock<SocketAddr>,
     /// Flips to `true` when the node shuts down.
     pub shutdown: watch::Sender<bool>,
+    /// Domains whose removal an admin call on this node is carrying out (it deletes their data
+    /// itself, to report how much).
+    pub(crate) removals_in_progress: std::sync::Mutex<std::collections::HashSet<String>>,
     decoy_secret: Vec<u8>,
     next_conn_id: AtomicU64,
 }
@@ -53,19 +63,23 @@ impl std::fmt::Debug for Node {
 
 impl Node {
     /// Builds the node's shared state.
-    pub fn new(config: Arc<Config>, storage: SharedStorage, admin_token: String) -> Self {
+    pub fn new(config: Arc<Config>, storage: SharedStorage, grt: Grt, admin_token: String) -> Self {
         let mut decoy_secret = vec![0u8; 32];
         rand::fill(&mut decoy_secret[..]);
         let (shutdown, _) = watch::channel(false);
+        let domains = Domains::new(&config, grt.reader());
         Self {
             config,
             storage,
+            grt,
+            domains,
             sm: SessionManager::default(),
             metrics: Metrics::default(),
             started: Instant::now(),
             admin_token,
             admin_address: std::sync::OnceLock::new(),
             shutdown,
+            removals_in_progress: std::sync::Mutex::default(),
             decoy_secret,
             next_conn_id: AtomicU64::new(1),
         }
@@ -76,9 +90,9 @@ impl Node {
         self.next_conn_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Whether `domain` is served here.
+    /// Whether `domain` is served here (a static domain, or an enabled dynamic one).
     pub fn serves(&self, domain: &str) -> bool {
-        self.config.general.domains.iter().any(|d| d == domain)
+        self.domains.serves(domain)
     }
 
     /// Whether `jid` is a local account (the domain is served and the account exists).
@@ -102,7 +116,7 @@ impl Node {
     pub fn stream_config(&self, tls: TlsPolicy) -> StreamConfig {
         let c = &self.config;
         StreamConfig {
-            domains: c.general.domains.clone(),
+            domains: Arc::new(self.domains.clone()),
             tls,
             mechanisms: c
                 .auth

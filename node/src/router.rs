@@ -53,6 +53,12 @@ impl Node {
             return self.bounce(&stanza, StanzaCondition::JidMalformed).await;
         };
         if !self.serves(to.domain().as_str()) {
+            if self.domains.is_disabled(to.domain().as_str()) {
+                // A disabled domain of ours: it exists, and serves nothing until enabled.
+                return self
+                    .bounce(&stanza, StanzaCondition::ServiceUnavailable)
+                    .await;
+            }
             return self.route_remote(stanza, to).await;
         }
         if to.node().is_none() {

@@ -48,6 +48,7 @@ impl Running {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             waited += 1;
         }
+        self.node.grt.shutdown().await;
     }
 
     /// Asks the node to stop.
@@ -76,9 +77,31 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
     let token = crate::admin::load_or_create_token(&data_dir, config.admin.token.as_deref())
         .context("cannot set up the admin token")?;
-    let node = Arc::new(Node::new(config.clone(), Arc::new(storage), token));
+    let opened = crate::grt::open(&config).await?;
+    let node = Arc::new(Node::new(
+        config.clone(),
+        Arc::new(storage),
+        opened.grt,
+        token,
+    ));
+    crate::grt::declare(&node, opened.topology.as_ref()).await?;
     let limit = Arc::new(Semaphore::new(config.limits.max_connections));
     let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn({
+        let follower = crate::grt::follow_changes(&node);
+        async move {
+            let _ = follower.await;
+        }
+    });
+    if let (Some(raft_listener), Some(topology)) = (opened.listener, opened.topology) {
+        let reconcile = crate::grt::reconcile_membership(node.grt.clone(), topology);
+        let mut shutdown = node.shutdown.subscribe();
+        tasks.spawn(async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+            raft_listener.abort();
+            reconcile.abort();
+        });
+    }
     let mut c2s_addresses = Vec::new();
     for listener in &config.listen.c2s {
         let server = C2sServer::bind(&node, listener, tls.server_config.clone())

@@ -16,6 +16,8 @@ pub enum StreamCondition {
     Conflict,
     /// `<connection-timeout/>`
     ConnectionTimeout,
+    /// The domain of the stream is no longer served (a disabled or removed domain).
+    HostGone,
     /// `<host-unknown/>`
     HostUnknown,
     /// `<internal-server-error/>`
@@ -53,6 +55,7 @@ impl StreamCondition {
             Self::BadFormat => "bad-format",
             Self::Conflict => "conflict",
             Self::ConnectionTimeout => "connection-timeout",
+            Self::HostGone => "host-gone",
             Self::HostUnknown => "host-unknown",
             Self::InternalServerError => "internal-server-error",
             Self::InvalidNamespace => "invalid-namespace",

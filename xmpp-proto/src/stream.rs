@@ -38,11 +38,31 @@ pub enum TlsPolicy {
     AlreadySecure,
 }
 
+/// The set of domains a listener serves, asked once per stream header. The node's set changes at
+/// runtime (dynamic domains are added, disabled and removed), so the stream asks instead of
+/// holding a list.
+pub trait DomainSet: Send + Sync + std::fmt::Debug {
+    /// Whether `domain` (lowercased) is served and enabled.
+    fn serves(&self, domain: &str) -> bool;
+    /// The domain to name in a header that did not say `to`.
+    fn default_domain(&self) -> Option<String>;
+}
+
+impl DomainSet for Vec<String> {
+    fn serves(&self, domain: &str) -> bool {
+        self.iter().any(|d| d == domain)
+    }
+
+    fn default_domain(&self) -> Option<String> {
+        self.first().cloned()
+    }
+}
+
 /// The fixed settings of a stream.
 #[derive(Debug, Clone)]
 pub struct StreamConfig {
     /// The domains served; a header `to` outside them gets `<host-unknown/>`.
-    pub domains: Vec<String>,
+    pub domains: Arc<dyn DomainSet>,
     /// TLS handling of this listener.
     pub tls: TlsPolicy,
     /// Mechanisms offered, in order of preference.
@@ -71,7 +91,7 @@ pub struct StreamConfig {
 impl Default for StreamConfig {
     fn default() -> Self {
         Self {
-            domains: vec!["localhost".into()],
+            domains: Arc::new(vec!["localhost".to_owned()]),
             tls: TlsPolicy::Required,
             mechanisms: vec![
                 Mechanism::ScramSha256Plus,
@@ -497,9 +517,9 @@ impl ServerStream {
         self.entropy.fill(&mut id);
         let from = domain
             .or(self.domain.as_deref())
-            .or(self.config.domains.first().map(String::as_str))
-            .unwrap_or_default()
-            .to_owned();
+            .map(str::to_owned)
+            .or_else(|| self.config.domains.default_domain())
+            .unwrap_or_default();
         let header = format!(
             "<?xml version='1.0'?><stream:stream xmlns='{}' xmlns:stream='{}' id='{}' from='{}' version='1.0' xml:lang='en'>",
             ns::CLIENT,
@@ -517,12 +537,12 @@ impl ServerStream {
         };
         let to = tag.attr("to").map(str::to_lowercase);
         let domain = match &to {
-            Some(d) if self.config.domains.iter().any(|x| x == d) => Some(d.clone()),
+            Some(d) if self.config.domains.serves(d) => Some(d.clone()),
             Some(_) => None,
             None => self
                 .domain
                 .clone()
-                .or_else(|| self.config.domains.first().cloned()),
+                .or_else(|| self.config.domains.default_domain()),
         };
         self.write_header(domain.as_deref());
         if tag.local_name() != "stream" || tag.declared_ns() != Some(ns::STREAMS) {

@@ -61,15 +61,17 @@ pub(crate) struct AccountMutation;
 
 #[Object]
 impl AccountMutation {
-    /// Creates the account `username@domain`. `USER_EXISTS` if it exists.
+    /// Creates the account `username@domain`, homed in the datacenter `home` (default: this
+    /// node's). `USER_EXISTS` if it exists.
     async fn register_user(
         &self,
         ctx: &Context<'_>,
         domain: String,
         username: String,
         password: String,
+        home: Option<String>,
     ) -> Result<AccountPayload> {
-        graphql(register_user(node(ctx)?, &domain, &username, &password).await)
+        graphql(register_user(node(ctx)?, &domain, &username, &password, home.as_deref()).await)
     }
 
     /// Removes the account `user` (a bare JID) with its roster, and ends its sessions.
@@ -128,11 +130,12 @@ async fn register_user(
     domain: &str,
     username: &str,
     password: &str,
+    home: Option<&str>,
 ) -> AdminResult<AccountPayload> {
     let domain = served_domain(node, domain)?;
     let jid = accounts::account_jid(node, username, &domain)
         .map_err(|e| AdminError::from_account("registerUser", e))?;
-    accounts::register(node, &jid, password)
+    accounts::register(node, &jid, password, home)
         .await
         .map_err(|e| AdminError::from_account("registerUser", e))?;
     tracing::info!(jid = %jid, "account registered through the admin API");
@@ -177,13 +180,13 @@ mod tests {
 
     #[tokio::test]
     async fn register_check_change_remove() {
-        let (node, _dir) = test_node("account-ops");
-        let made = register_user(&node, "localhost", "alice", "pw-one")
+        let (node, _dir) = test_node("account-ops").await;
+        let made = register_user(&node, "localhost", "alice", "pw-one", None)
             .await
             .unwrap();
         assert_eq!(made.jid, "alice@localhost");
         assert_eq!(
-            register_user(&node, "localhost", "alice", "x")
+            register_user(&node, "localhost", "alice", "x", None)
                 .await
                 .unwrap_err()
                 .code(),
@@ -228,7 +231,7 @@ mod tests {
 
     #[tokio::test]
     async fn rejects_bad_registrations() {
-        let (node, _dir) = test_node("account-bad");
+        let (node, _dir) = test_node("account-bad").await;
         let cases = [
             ("example.org", "bob", "pw", "UNKNOWN_DOMAIN"),
             ("localhost", "", "pw", "BAD_INPUT"),
@@ -236,7 +239,7 @@ mod tests {
             ("localhost", "b@b", "pw", "BAD_INPUT"),
         ];
         for (domain, user, password, code) in cases {
-            let e = register_user(&node, domain, user, password)
+            let e = register_user(&node, domain, user, password, None)
                 .await
                 .unwrap_err();
             assert_eq!(e.code(), code, "{domain} {user:?} {password:?}: {e}");
@@ -245,8 +248,58 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn registers_with_a_home_datacenter() {
+        let (node, _dir) = test_node("account-home").await;
+        let made = register_user(&node, "localhost", "alice", "pw", Some("local"))
+            .await
+            .unwrap();
+        assert_eq!(made.jid, "alice@localhost");
+        let alice = jid::BareJid::new("alice@localhost").unwrap();
+        let reader = node.grt.reader();
+        let home = reader.user_home(&alice).home.expect("alice has a home");
+        assert_eq!(reader.dc_name(home).as_deref(), Some("local"));
+
+        let e = register_user(&node, "localhost", "bob", "pw", Some("nowhere"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "BAD_INPUT");
+        assert_eq!(e.to_string(), "unknown datacenter nowhere");
+        assert_eq!(count_users(&node, "localhost").await.unwrap(), 1);
+        let bob = jid::BareJid::new("bob@localhost").unwrap();
+        assert!(reader.user_home(&bob).home.is_none());
+    }
+
+    #[tokio::test]
+    async fn registers_on_a_dynamic_domain_only_while_enabled() {
+        let (node, _dir) = test_node("account-dynamic").await;
+        node.grt
+            .write(tern_raft_store::Command::AddDomain {
+                domain: "chat.example".into(),
+                host_type: "default".into(),
+                dynamic: true,
+                serving: vec![],
+            })
+            .await
+            .unwrap();
+        register_user(&node, "chat.example", "alice", "pw", None)
+            .await
+            .unwrap();
+        node.grt
+            .write(tern_raft_store::Command::SetDomainStatus {
+                domain: "chat.example".into(),
+                enabled: false,
+            })
+            .await
+            .unwrap();
+        let e = register_user(&node, "chat.example", "bob", "pw", None)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "UNKNOWN_DOMAIN");
+    }
+
+    #[tokio::test]
     async fn unknown_accounts_are_not_found() {
-        let (node, _dir) = test_node("account-missing");
+        let (node, _dir) = test_node("account-missing").await;
         let e = check_password(&node, "ghost@localhost", "pw")
             .await
             .unwrap_err();

@@ -22,6 +22,28 @@ pub(crate) fn served_domain(node: &Node, domain: &str) -> AdminResult<String> {
     Ok(domain.to_owned())
 }
 
+/// A domain name given to the `domain` category, lowercased: not empty, no `@`, `/` or
+/// whitespace, no empty label (`a..b`, a leading or trailing dot), and valid as a JID's
+/// domainpart. The domain may or may not exist.
+pub(crate) fn domain_name(domain: &str) -> AdminResult<String> {
+    let lower = domain.to_lowercase();
+    let bad = |why: &str| AdminError::BadInput(format!("invalid domain {domain:?}: {why}"));
+    if lower.is_empty() {
+        return Err(bad("it is empty"));
+    }
+    if let Some(c) = lower
+        .chars()
+        .find(|c| matches!(c, '@' | '/') || c.is_whitespace() || c.is_control())
+    {
+        return Err(bad(&format!("it contains {c:?}")));
+    }
+    if lower.split('.').any(str::is_empty) {
+        return Err(bad("it has an empty label"));
+    }
+    let jid = BareJid::new(&lower).map_err(|e| bad(&e.to_string()))?;
+    Ok(jid.domain().as_str().to_owned())
+}
+
 /// The bare JID (`user@domain`) of a user of a domain served here; the account may or may not
 /// exist.
 pub(crate) fn local_user(node: &Node, user: &str) -> AdminResult<BareJid> {
@@ -75,9 +97,9 @@ mod tests {
     use super::*;
     use crate::admin::tests::test_node;
 
-    #[test]
-    fn checks_domains() {
-        let (node, _dir) = test_node("args-domain");
+    #[tokio::test]
+    async fn checks_domains() {
+        let (node, _dir) = test_node("args-domain").await;
         assert_eq!(served_domain(&node, "LocalHost").unwrap(), "localhost");
         assert_eq!(
             served_domain(&node, "example.org").unwrap_err().code(),
@@ -90,8 +112,27 @@ mod tests {
     }
 
     #[test]
-    fn checks_user_jids() {
-        let (node, _dir) = test_node("args-user");
+    fn checks_domain_names() {
+        assert_eq!(domain_name("Chat.Example.ORG").unwrap(), "chat.example.org");
+        assert_eq!(domain_name("localhost").unwrap(), "localhost");
+        for bad in [
+            "",
+            "a@b.org",
+            "b.org/res",
+            "b .org",
+            "b.org\n",
+            "a..b",
+            ".b.org",
+            "b.org.",
+            "\u{7}x",
+        ] {
+            assert_eq!(domain_name(bad).unwrap_err().code(), "BAD_INPUT", "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn checks_user_jids() {
+        let (node, _dir) = test_node("args-user").await;
         assert_eq!(
             local_user(&node, "alice@localhost").unwrap().as_str(),
             "alice@localhost"
@@ -110,9 +151,9 @@ mod tests {
         assert!(bare_user("alice@example.org").is_ok());
     }
 
-    #[test]
-    fn checks_full_jids_and_senders() {
-        let (node, _dir) = test_node("args-full");
+    #[tokio::test]
+    async fn checks_full_jids_and_senders() {
+        let (node, _dir) = test_node("args-full").await;
         assert!(full_jid("alice@localhost/phone").is_ok());
         assert_eq!(full_jid("alice@localhost").unwrap_err().code(), "BAD_INPUT");
         assert!(local_sender(&node, "localhost").is_ok());

@@ -7,6 +7,8 @@
 
 use async_graphql::ErrorExtensions;
 
+use tern_raft_store::{ApplyError, GrtError};
+
 use crate::accounts::AccountError;
 use crate::modules::roster::RosterError;
 
@@ -25,6 +27,15 @@ pub enum AdminError {
     /// The account, session or other object named does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// The operation contradicts the state it would change: a domain that exists with another
+    /// host type, a static domain that cannot change at runtime.
+    #[error("{0}")]
+    Conflict(String),
+    /// The routing table could not commit the change: no quorum of its voters answered. The
+    /// change was not confirmed (it may still apply if the partition heals); commands are
+    /// idempotent, so retrying is safe once the voters are back.
+    #[error("{0}")]
+    Unavailable(String),
     /// The node failed while doing the operation (storage, a task); details are in its log.
     #[error("internal error: {0} failed, see the node's log")]
     Internal(&'static str),
@@ -38,6 +49,8 @@ impl AdminError {
             Self::UnknownDomain(_) => "UNKNOWN_DOMAIN",
             Self::UserExists(_) => "USER_EXISTS",
             Self::NotFound(_) => "NOT_FOUND",
+            Self::Conflict(_) => "CONFLICT",
+            Self::Unavailable(_) => "UNAVAILABLE",
             Self::Internal(_) => "INTERNAL",
         }
     }
@@ -59,6 +72,51 @@ impl AdminError {
                 Self::BadInput("the password must not be empty".to_owned())
             }
             AccountError::Storage(source) => Self::internal(operation, &source),
+            AccountError::UnknownDc(dc) => Self::BadInput(format!("unknown datacenter {dc}")),
+            AccountError::Routing(GrtError::Refused {
+                reason: ApplyError::UserExists { jid, .. },
+                ..
+            }) => Self::UserExists(jid),
+            AccountError::Routing(source) => Self::from_grt(operation, source),
+        }
+    }
+
+    /// The routing table error of `operation` as an admin error: a lost quorum is
+    /// [`Self::Unavailable`], a refused command says why, a broken table is internal.
+    pub(crate) fn from_grt(operation: &'static str, e: GrtError) -> Self {
+        match e {
+            GrtError::QuorumUnavailable(_) => Self::Unavailable(e.to_string()),
+            GrtError::Refused { reason, .. } => Self::refused(reason),
+            GrtError::Open(_)
+            | GrtError::Config(_)
+            | GrtError::Membership(_)
+            | GrtError::Fatal(_) => Self::internal(operation, &e),
+        }
+    }
+
+    /// Why the routing table refused a command, as an admin error.
+    fn refused(reason: ApplyError) -> Self {
+        match reason {
+            ApplyError::UnknownDomain(domain) => {
+                Self::NotFound(format!("domain {domain} does not exist"))
+            }
+            ApplyError::HostTypeConflict { domain, existing } => Self::Conflict(format!(
+                "domain {domain} already exists with host type {existing}; \
+                 remove it first to give it another host type"
+            )),
+            ApplyError::StaticDomain(domain) => Self::Conflict(static_domain(&domain)),
+            ApplyError::DomainDisabled(domain) => {
+                Self::Conflict(format!("domain {domain} is disabled"))
+            }
+            ApplyError::UnknownDc(dc) => Self::BadInput(format!("unknown datacenter {dc}")),
+            ApplyError::UserExists { jid, dc } => {
+                Self::Conflict(format!("{jid} already lives in datacenter {dc}"))
+            }
+            ApplyError::UnknownUser(jid) => Self::NotFound(format!("account {jid} does not exist")),
+            ApplyError::BadJid(jid) => Self::BadInput(format!("invalid JID {jid:?}")),
+            other @ (ApplyError::DcInUse { .. }
+            | ApplyError::TooManyDcs
+            | ApplyError::DomainFull(_)) => Self::Conflict(other.to_string()),
         }
     }
 
@@ -71,6 +129,13 @@ impl AdminError {
             RosterError::Storage(source) => Self::internal(operation, &source),
         }
     }
+}
+
+/// The message for a change refused because `domain` is static.
+pub(crate) fn static_domain(domain: &str) -> String {
+    format!(
+        "domain {domain} is static (from the configuration file) and cannot be changed at runtime"
+    )
 }
 
 impl ErrorExtensions for AdminError {
@@ -133,6 +198,57 @@ mod tests {
         for (e, code) in cases {
             assert_eq!(AdminError::from_account("test", e).code(), code);
         }
+    }
+
+    #[test]
+    fn routing_errors_map_to_codes() {
+        use std::time::Duration;
+        let refused = |reason| GrtError::Refused { index: 7, reason };
+        let cases = [
+            (
+                GrtError::QuorumUnavailable(Duration::from_secs(10)),
+                "UNAVAILABLE",
+            ),
+            (
+                refused(ApplyError::UnknownDomain("x.org".into())),
+                "NOT_FOUND",
+            ),
+            (
+                refused(ApplyError::HostTypeConflict {
+                    domain: "x.org".into(),
+                    existing: "big".into(),
+                }),
+                "CONFLICT",
+            ),
+            (
+                refused(ApplyError::StaticDomain("x.org".into())),
+                "CONFLICT",
+            ),
+            (refused(ApplyError::UnknownDc("mars".into())), "BAD_INPUT"),
+            (GrtError::Fatal("storage".into()), "INTERNAL"),
+        ];
+        for (e, code) in cases {
+            assert_eq!(AdminError::from_grt("test", e.clone()).code(), code, "{e}");
+        }
+        let e = AdminError::from_grt("test", GrtError::QuorumUnavailable(Duration::from_secs(10)));
+        assert!(e.to_string().contains("no quorum"), "{e}");
+        let e = AdminError::from_account(
+            "registerUser",
+            AccountError::Routing(GrtError::QuorumUnavailable(Duration::from_secs(3))),
+        );
+        assert_eq!(e.code(), "UNAVAILABLE");
+        let e = AdminError::from_account(
+            "registerUser",
+            AccountError::Routing(refused(ApplyError::UserExists {
+                jid: "a@x.org".into(),
+                dc: "eu".into(),
+            })),
+        );
+        assert_eq!(e.code(), "USER_EXISTS");
+        assert_eq!(
+            AdminError::from_account("registerUser", AccountError::UnknownDc("mars".into())).code(),
+            "BAD_INPUT"
+        );
     }
 
     #[test]

@@ -7,16 +7,19 @@
 //!   made at first start.
 //! - `http`: the axum router, bearer-token check and [`serve`]; writes `<data_dir>/admin.addr`.
 //! - `schema`: the GraphQL schema root, one namespaced object per category in the
-//!   `mongooseimctl` style (`account`, `session`, `stanza`, `roster`, `server`).
-//! - `account`, `session`, `stanza`, `roster`, `server`: one category each, its query and
-//!   mutation objects and the operations behind them.
+//!   `mongooseimctl` style (`account`, `session`, `stanza`, `roster`, `server`, `domain`,
+//!   `mesh`).
+//! - `account`, `session`, `stanza`, `roster`, `server`, `domain`, `mesh`: one category each,
+//!   its query and mutation objects and the operations behind them.
 //! - `args`: parsing and checking the JIDs and domains resolvers receive.
 //! - `error`: [`AdminError`], every failure a resolver reports, with its `extensions.code`.
 
 mod account;
 mod args;
+mod domain;
 mod error;
 mod http;
+mod mesh;
 mod roster;
 mod schema;
 mod server;

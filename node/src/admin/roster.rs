@@ -194,7 +194,7 @@ mod tests {
 
     #[tokio::test]
     async fn add_contact_then_list() {
-        let (node, _dir) = test_node("roster-add");
+        let (node, _dir) = test_node("roster-add").await;
         create_account(&node, "alice@localhost").await;
         add_contact(
             &node,
@@ -216,7 +216,7 @@ mod tests {
 
     #[tokio::test]
     async fn mutual_subscription_sets_both() {
-        let (node, _dir) = test_node("roster-mutual");
+        let (node, _dir) = test_node("roster-mutual").await;
         create_account(&node, "alice@localhost").await;
         create_account(&node, "bob@localhost").await;
         set_mutual_subscription(&node, "alice@localhost", "bob@localhost")
@@ -241,7 +241,7 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_users_and_bad_groups_are_rejected() {
-        let (node, _dir) = test_node("roster-bad");
+        let (node, _dir) = test_node("roster-bad").await;
         let e = list_contacts(&node, "ghost@localhost").await.unwrap_err();
         assert_eq!(e.code(), "NOT_FOUND");
         let e = set_mutual_subscription(&node, "ghost@localhost", "bob@localhost")

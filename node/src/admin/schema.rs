@@ -7,7 +7,9 @@ use std::sync::Arc;
 use async_graphql::{Context, EmptySubscription, Object, Schema};
 
 use super::account::{AccountMutation, AccountQuery};
+use super::domain::{DomainMutation, DomainQuery};
 use super::error::{AdminError, AdminResult};
+use super::mesh::MeshQuery;
 use super::roster::{RosterMutation, RosterQuery};
 use super::server::{ServerMutation, ServerQuery};
 use super::session::{SessionMutation, SessionQuery};
@@ -65,6 +67,16 @@ impl QueryRoot {
     async fn server(&self) -> ServerQuery {
         ServerQuery
     }
+
+    /// Domains, static and dynamic.
+    async fn domain(&self) -> DomainQuery {
+        DomainQuery
+    }
+
+    /// The global routing table: Raft group status, users' homes.
+    async fn mesh(&self) -> MeshQuery {
+        MeshQuery
+    }
 }
 
 /// Admin commands that change state, by category.
@@ -96,6 +108,11 @@ impl MutationRoot {
     async fn server(&self) -> ServerMutation {
         ServerMutation
     }
+
+    /// Dynamic domains: add, remove, enable, disable.
+    async fn domain(&self) -> DomainMutation {
+        DomainMutation
+    }
 }
 
 #[cfg(test)]
@@ -117,6 +134,9 @@ mod tests {
             "type RosterMutation",
             "type ServerQuery",
             "type ServerMutation",
+            "type DomainQuery",
+            "type DomainMutation",
+            "type Domain ",
         ] {
             assert!(sdl.contains(name), "{name} missing from\n{sdl}");
         }

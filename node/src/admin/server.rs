@@ -113,7 +113,7 @@ mod tests {
 
     #[tokio::test]
     async fn status_reports_the_node() {
-        let (node, _dir) = test_node("server-status");
+        let (node, _dir) = test_node("server-status").await;
         create_account(&node, "alice@localhost").await;
         let (_s, _rx) = test_session(&node, "alice@localhost/phone");
         let s = status(&node).await.unwrap();
@@ -129,7 +129,7 @@ mod tests {
 
     #[tokio::test]
     async fn stop_flips_the_shutdown_flag() {
-        let (node, _dir) = test_node("server-stop");
+        let (node, _dir) = test_node("server-stop").await;
         let watch = node.shutdown.subscribe();
         assert!(!node.is_shutting_down());
         stop(&node).unwrap();

@@ -142,9 +142,9 @@ mod tests {
     use super::*;
     use crate::admin::tests::{test_node, test_session};
 
-    #[test]
-    fn lists_and_counts_sessions() {
-        let (node, _dir) = test_node("session-list");
+    #[tokio::test]
+    async fn lists_and_counts_sessions() {
+        let (node, _dir) = test_node("session-list").await;
         let (_a, _ra) = test_session(&node, "alice@localhost/phone");
         let (_b, _rb) = test_session(&node, "bob@localhost/desk");
         let listed = list_sessions(&node, None).unwrap();
@@ -166,7 +166,7 @@ mod tests {
 
     #[tokio::test]
     async fn kick_closes_the_session_with_the_reason() {
-        let (node, _dir) = test_node("session-kick");
+        let (node, _dir) = test_node("session-kick").await;
         let (session, _rx) = test_session(&node, "alice@localhost/phone");
         let done = kick_user(&node, "alice@localhost/phone", Some("bye".into())).unwrap();
         assert_eq!(done.jid, "alice@localhost/phone");
@@ -175,9 +175,9 @@ mod tests {
         assert_eq!(error.text.as_deref(), Some("bye"));
     }
 
-    #[test]
-    fn kicking_an_unknown_session_is_not_found() {
-        let (node, _dir) = test_node("session-kick-missing");
+    #[tokio::test]
+    async fn kicking_an_unknown_session_is_not_found() {
+        let (node, _dir) = test_node("session-kick-missing").await;
         let e = kick_user(&node, "ghost@localhost/x", None).unwrap_err();
         assert_eq!(e.code(), "NOT_FOUND");
         let e = kick_user(&node, "ghost@localhost", None).unwrap_err();

@@ -135,7 +135,7 @@ mod tests {
 
     #[tokio::test]
     async fn send_message_reaches_an_available_session() {
-        let (node, _dir) = test_node("stanza-message");
+        let (node, _dir) = test_node("stanza-message").await;
         let (session, mut rx) = test_session(&node, "bob@localhost/desk");
         session.update_presence(|p| p.available = Some("<presence/>".into()));
         let sent = send_message(&node, "localhost", "bob@localhost", "hi & bye")
@@ -151,7 +151,7 @@ mod tests {
 
     #[tokio::test]
     async fn send_stanza_routes_to_a_full_jid() {
-        let (node, _dir) = test_node("stanza-raw");
+        let (node, _dir) = test_node("stanza-raw").await;
         let (_session, mut rx) = test_session(&node, "bob@localhost/desk");
         let xml = "<message xmlns='jabber:client' from='alice@localhost' \
                    to='bob@localhost/desk' id='m1'><body>yo</body></message>";
@@ -164,7 +164,7 @@ mod tests {
 
     #[tokio::test]
     async fn send_stanza_rejects_what_is_not_a_routable_stanza() {
-        let (node, _dir) = test_node("stanza-bad");
+        let (node, _dir) = test_node("stanza-bad").await;
         let cases = [
             "<message to='bob@localhost'",
             "<foo from='alice@localhost' to='bob@localhost'/>",
@@ -182,7 +182,7 @@ mod tests {
 
     #[tokio::test]
     async fn oversized_stanzas_are_rejected() {
-        let (node, _dir) = test_node("stanza-size");
+        let (node, _dir) = test_node("stanza-size").await;
         let body = "x".repeat(node.config.limits.max_stanza_size);
         let e = send_message(&node, "localhost", "bob@localhost", &body)
             .await

@@ -52,14 +52,26 @@ impl Drop for TempDir {
 }
 
 /// A node serving `localhost` with its data (and redb database) in a fresh temp dir.
-pub(crate) fn test_node(tag: &str) -> (Arc<Node>, TempDir) {
+pub(crate) async fn test_node(tag: &str) -> (Arc<Node>, TempDir) {
     let dir = TempDir::new(tag);
-    let mut config = tern_config::Config::embedded_default();
+    let node = node_with(tern_config::Config::embedded_default(), &dir).await;
+    (node, dir)
+}
+
+/// A node with `config`, its data (redb database and routing table) in `dir`.
+pub(crate) async fn node_with(mut config: tern_config::Config, dir: &TempDir) -> Arc<Node> {
     config.general.data_dir = dir.path().to_path_buf();
     config.auth.scram_iterations = tern_config::MIN_SCRAM_ITERATIONS;
     let storage = RedbStorage::open(&dir.path().join("tern.redb")).unwrap();
-    let node = Node::new(Arc::new(config), Arc::new(storage), TOKEN.to_owned());
-    (Arc::new(node), dir)
+    let opened = crate::grt::open(&config).await.unwrap();
+    let node = Arc::new(Node::new(
+        Arc::new(config),
+        Arc::new(storage),
+        opened.grt,
+        TOKEN.to_owned(),
+    ));
+    crate::grt::declare(&node, None).await.unwrap();
+    node
 }
 
 /// A bound session for `jid`, registered in the node's session manager.
@@ -77,7 +89,7 @@ pub(crate) fn test_session(node: &Node, jid: &str) -> (Arc<Session>, Outbox) {
 
 /// Creates the account `jid` with the password `pw`.
 pub(crate) async fn create_account(node: &Arc<Node>, jid: &str) {
-    crate::accounts::register(node, &BareJid::new(jid).unwrap(), "pw")
+    crate::accounts::register(node, &BareJid::new(jid).unwrap(), "pw", None)
         .await
         .unwrap();
 }
@@ -111,7 +123,7 @@ pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + '
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_api_requires_the_token() {
-    let (node, _dir) = test_node("http-auth");
+    let (node, _dir) = test_node("http-auth").await;
     let (address, _task) = start_admin(&node).await;
     blocking(move || {
         let body = json!({ "query": "{ server { status { version } } }" }).to_string();
@@ -145,7 +157,7 @@ async fn admin_api_requires_the_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn account_round_trip_over_http() {
-    let (node, _dir) = test_node("http-accounts");
+    let (node, _dir) = test_node("http-accounts").await;
     let (address, _task) = start_admin(&node).await;
     blocking(move || {
         let c = AdminClient::with_token(address, TOKEN, "test");
@@ -197,8 +209,78 @@ async fn account_round_trip_over_http() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn domain_round_trip_over_http() {
+    let (node, _dir) = test_node("http-domains").await;
+    let (address, _task) = start_admin(&node).await;
+    let served = node.clone();
+    blocking(move || {
+        let c = AdminClient::with_token(address, TOKEN, "test");
+        let add = "mutation($d: String!, $t: String!) \
+                   { domain { addDomain(domain: $d, hostType: $t) { domain changed message } } }";
+        let data = c
+            .graphql(add, json!({ "d": "Muc.Example", "t": "default" }))
+            .unwrap();
+        assert_eq!(data["domain"]["addDomain"]["domain"], "muc.example");
+        assert_eq!(data["domain"]["addDomain"]["changed"], true);
+        assert!(served.serves("muc.example"));
+
+        let e = c
+            .graphql(add, json!({ "d": "localhost", "t": "default" }))
+            .unwrap_err();
+        assert_eq!(e.code(), Some("CONFLICT"));
+
+        let register = "mutation($h: String) { account { registerUser(domain: \"muc.example\", \
+                        username: \"amy\", password: \"pw\", home: $h) { jid } } }";
+        let data = c.graphql(register, json!({ "h": "local" })).unwrap();
+        assert_eq!(data["account"]["registerUser"]["jid"], "amy@muc.example");
+        let e = c.graphql(register, json!({ "h": "nowhere" })).unwrap_err();
+        assert_eq!(e.code(), Some("BAD_INPUT"));
+
+        let data = c
+            .graphql(
+                "{ domain { listDomains { domain hostType status dynamic serving accounts } \
+                 domainDetails(domain: \"muc.example\") { accounts version } } }",
+                json!({}),
+            )
+            .unwrap();
+        assert_eq!(
+            data["domain"]["listDomains"],
+            json!([
+                { "domain": "localhost", "hostType": "localhost", "status": "enabled",
+                  "dynamic": false, "serving": [], "accounts": 0 },
+                { "domain": "muc.example", "hostType": "default", "status": "enabled",
+                  "dynamic": true, "serving": [], "accounts": 1 },
+            ])
+        );
+        assert_eq!(data["domain"]["domainDetails"]["accounts"], 1);
+        assert!(data["domain"]["domainDetails"]["version"].as_u64().unwrap() > 0);
+
+        let data = c
+            .graphql(
+                "mutation { domain { disableDomain(domain: \"muc.example\") { changed } } }",
+                json!({}),
+            )
+            .unwrap();
+        assert_eq!(data["domain"]["disableDomain"]["changed"], true);
+        assert!(!served.serves("muc.example"));
+
+        let remove = "mutation { domain { removeDomain(domain: \"muc.example\") \
+                      { accounts rosters routingEntries } } }";
+        let data = c.graphql(remove, json!({})).unwrap();
+        assert_eq!(
+            data["domain"]["removeDomain"],
+            json!({ "accounts": 1, "rosters": 0, "routingEntries": 1 })
+        );
+        let e = c.graphql(remove, json!({})).unwrap_err();
+        assert_eq!(e.code(), Some("NOT_FOUND"));
+        assert_eq!(e.to_string(), "domain muc.example does not exist");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_health_need_no_token() {
-    let (node, _dir) = test_node("http-metrics");
+    let (node, _dir) = test_node("http-metrics").await;
     let (address, _task) = start_admin(&node).await;
     blocking(move || {
         let c = AdminClient::with_token(address, "", "test");
@@ -221,7 +303,7 @@ async fn metrics_and_health_need_no_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_get_json_errors() {
-    let (node, _dir) = test_node("http-malformed");
+    let (node, _dir) = test_node("http-malformed").await;
     let (address, _task) = start_admin(&node).await;
     blocking(move || {
         let r = request(
@@ -244,7 +326,7 @@ async fn malformed_requests_get_json_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_stop_shuts_the_admin_api_down() {
-    let (node, dir) = test_node("http-stop");
+    let (node, dir) = test_node("http-stop").await;
     let (address, task) = start_admin(&node).await;
     let addr_file = dir.path().join(ADDR_FILE);
     assert_eq!(

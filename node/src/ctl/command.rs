@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 
 use super::error::{CtlError, EXIT_REFUSED};
 use super::{
-    AccountCommand, CtlCommand, RosterCommand, ServerCommand, SessionCommand, StanzaCommand,
+    AccountCommand, CtlCommand, DomainCommand, MeshCommand, RosterCommand, ServerCommand,
+    SessionCommand, StanzaCommand,
 };
 
 /// How an answer is printed as text.
@@ -27,6 +28,21 @@ enum Output {
     Status,
     /// A string.
     Text,
+    /// `domain list`: one line per domain.
+    Domains,
+    /// `domain details`: `key: value` lines.
+    DomainDetails,
+    /// `mesh status`: `key: value` lines.
+    MeshStatus,
+    /// `mesh home`: one line.
+    UserHome,
+}
+
+/// The fields of a domain that `domain list` and `domain details` ask for.
+macro_rules! domain_fields {
+    () => {
+        "{ domain hostType status dynamic serving accounts version }"
+    };
 }
 
 /// One command, ready to send.
@@ -55,19 +71,23 @@ impl Call {
 /// The GraphQL operation for `command`. Arguments given as `-` (passwords, stanzas) are read
 /// from `input`.
 pub(crate) fn plan(command: &CtlCommand, input: &mut dyn BufRead) -> Result<Call, CtlError> {
-    use Output::{CheckPassword, Count, Lines, Message, Status, Text};
+    use Output::{
+        CheckPassword, Count, DomainDetails, Domains, Lines, MeshStatus, Message, Status, Text,
+        UserHome,
+    };
     Ok(match command {
         CtlCommand::Account(c) => match c {
             AccountCommand::Register {
                 username,
                 domain,
                 password,
+                home,
             } => Call::new(
-                "mutation($domain: String!, $username: String!, $password: String!) \
-                 { account { registerUser(domain: $domain, username: $username, \
-                 password: $password) { jid message } } }",
+                "mutation($domain: String!, $username: String!, $password: String!, \
+                 $home: String) { account { registerUser(domain: $domain, \
+                 username: $username, password: $password, home: $home) { jid message } } }",
                 json!({ "domain": domain, "username": username,
-                        "password": secret(password, input)? }),
+                        "password": secret(password, input)?, "home": home }),
                 ["account", "registerUser"],
                 Message,
             ),
@@ -189,6 +209,69 @@ pub(crate) fn plan(command: &CtlCommand, input: &mut dyn BufRead) -> Result<Call
                 Text,
             ),
         },
+        CtlCommand::Mesh(c) => match c {
+            MeshCommand::Status => Call::new(
+                "query { mesh { status { nodeId dc role leader term lastLogIndex appliedIndex \
+                 snapshotIndex voters { id dc address } learners { id dc address } users \
+                 datacenters } } }",
+                json!({}),
+                ["mesh", "status"],
+                MeshStatus,
+            ),
+            MeshCommand::Home { jid } => Call::new(
+                "query($jid: String!) { mesh { userHome(jid: $jid) { jid dc version asOf } } }",
+                json!({ "jid": jid }),
+                ["mesh", "userHome"],
+                UserHome,
+            ),
+        },
+        CtlCommand::Domain(c) => match c {
+            DomainCommand::Add { domain, host_type } => Call::new(
+                "mutation($domain: String!, $hostType: String!) \
+                 { domain { addDomain(domain: $domain, hostType: $hostType) \
+                 { domain changed message } } }",
+                json!({ "domain": domain, "hostType": host_type }),
+                ["domain", "addDomain"],
+                Message,
+            ),
+            DomainCommand::Remove { domain } => Call::new(
+                "mutation($domain: String!) { domain { removeDomain(domain: $domain) \
+                 { domain accounts rosters routingEntries message } } }",
+                json!({ "domain": domain }),
+                ["domain", "removeDomain"],
+                Message,
+            ),
+            DomainCommand::Enable { domain } => Call::new(
+                "mutation($domain: String!) { domain { enableDomain(domain: $domain) \
+                 { domain changed message } } }",
+                json!({ "domain": domain }),
+                ["domain", "enableDomain"],
+                Message,
+            ),
+            DomainCommand::Disable { domain } => Call::new(
+                "mutation($domain: String!) { domain { disableDomain(domain: $domain) \
+                 { domain changed message } } }",
+                json!({ "domain": domain }),
+                ["domain", "disableDomain"],
+                Message,
+            ),
+            DomainCommand::List => Call::new(
+                concat!("query { domain { listDomains ", domain_fields!(), " } }"),
+                json!({}),
+                ["domain", "listDomains"],
+                Domains,
+            ),
+            DomainCommand::Details { domain } => Call::new(
+                concat!(
+                    "query($domain: String!) { domain { domainDetails(domain: $domain) ",
+                    domain_fields!(),
+                    " } }"
+                ),
+                json!({ "domain": domain }),
+                ["domain", "domainDetails"],
+                DomainDetails,
+            ),
+        },
     })
 }
 
@@ -258,7 +341,117 @@ fn as_text(output: Output, value: &Value) -> String {
         Output::Count | Output::Text => plain(value),
         Output::Message | Output::CheckPassword => plain(value.get("message").unwrap_or(value)),
         Output::Status => status_lines(value),
+        Output::Domains => value
+            .as_array()
+            .map(|items| items.iter().map(domain_line).collect::<Vec<_>>().join("\n"))
+            .unwrap_or_else(|| plain(value)),
+        Output::DomainDetails => domain_details(value),
+        Output::MeshStatus => mesh_status(value),
+        Output::UserHome => format!(
+            "{}: {} (version {}, as of {})",
+            plain(value.get("jid").unwrap_or(&Value::Null)),
+            plain(value.get("dc").unwrap_or(&Value::Null)),
+            plain(value.get("version").unwrap_or(&Value::Null)),
+            plain(value.get("asOf").unwrap_or(&Value::Null)),
+        ),
     }
+}
+
+/// One domain of `domain list`: `NAME STATUS KIND host_type=T accounts=N serving=DCS`, the
+/// name first so that `awk '{print $1}'` lists the names.
+fn domain_line(domain: &Value) -> String {
+    let field = |name: &str| plain(domain.get(name).unwrap_or(&Value::Null));
+    format!(
+        "{} {} {} host_type={} accounts={} serving={}",
+        field("domain"),
+        field("status"),
+        domain_kind(domain),
+        field("hostType"),
+        field("accounts"),
+        serving(domain)
+    )
+}
+
+/// `static` or `dynamic`.
+fn domain_kind(domain: &Value) -> &'static str {
+    if domain.get("dynamic") == Some(&Value::Bool(true)) {
+        "dynamic"
+    } else {
+        "static"
+    }
+}
+
+/// The datacenters serving a domain, comma-separated; `all` for an empty list.
+fn serving(domain: &Value) -> String {
+    match domain.get("serving").and_then(Value::as_array) {
+        Some(dcs) if !dcs.is_empty() => dcs.iter().map(plain).collect::<Vec<_>>().join(","),
+        _ => "all".to_owned(),
+    }
+}
+
+/// `domain details` as `key: value` lines.
+fn domain_details(domain: &Value) -> String {
+    let field = |name: &str| plain(domain.get(name).unwrap_or(&Value::Null));
+    [
+        format!("domain: {}", field("domain")),
+        format!("host_type: {}", field("hostType")),
+        format!("status: {}", field("status")),
+        format!("kind: {}", domain_kind(domain)),
+        format!("serving: {}", serving(domain)),
+        format!("accounts: {}", field("accounts")),
+        format!("version: {}", field("version")),
+    ]
+    .join("\n")
+}
+
+/// Raft members as `id (dc address)`, comma separated; `-` for none.
+fn members(value: Option<&Value>) -> String {
+    let list: Vec<String> = value
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .map(|m| {
+                    let field = |k: &str| plain(m.get(k).unwrap_or(&Value::Null));
+                    let address = field("address");
+                    if address.is_empty() {
+                        format!("{} ({})", field("id"), field("dc"))
+                    } else {
+                        format!("{} ({} {address})", field("id"), field("dc"))
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if list.is_empty() {
+        "-".to_owned()
+    } else {
+        list.join(", ")
+    }
+}
+
+/// `mesh status` as `key: value` lines.
+fn mesh_status(value: &Value) -> String {
+    let field = |k: &str| plain(value.get(k).unwrap_or(&Value::Null));
+    let datacenters = value
+        .get("datacenters")
+        .and_then(Value::as_array)
+        .map(|items| items.iter().map(plain).collect::<Vec<_>>().join(", "))
+        .unwrap_or_default();
+    [
+        format!("node: {} ({})", field("nodeId"), field("dc")),
+        format!("role: {}", field("role")),
+        format!("leader: {}", field("leader")),
+        format!("term: {}", field("term")),
+        format!("last_log_index: {}", field("lastLogIndex")),
+        format!("applied_index: {}", field("appliedIndex")),
+        format!("snapshot_index: {}", field("snapshotIndex")),
+        format!("voters: {}", members(value.get("voters"))),
+        format!("learners: {}", members(value.get("learners"))),
+        format!("users: {}", field("users")),
+        format!("datacenters: {datacenters}"),
+    ]
+    .join("\n")
 }
 
 /// `server status` as `key: value` lines.
@@ -322,11 +515,135 @@ mod tests {
             username: "al'ice".into(),
             domain: "localhost".into(),
             password: "p\"w".into(),
+            home: None,
         }));
         assert!(call.query.contains("registerUser(domain: $domain"));
         assert_eq!(
             call.variables,
-            json!({ "domain": "localhost", "username": "al'ice", "password": "p\"w" })
+            json!({ "domain": "localhost", "username": "al'ice", "password": "p\"w",
+                    "home": null })
+        );
+        let call = plan_of(CtlCommand::Account(AccountCommand::Register {
+            username: "alice".into(),
+            domain: "localhost".into(),
+            password: "pw".into(),
+            home: Some("eu-west".into()),
+        }));
+        assert!(call.query.contains("home: $home"), "{}", call.query);
+        assert_eq!(call.variables["home"], "eu-west");
+    }
+
+    #[test]
+    fn domain_commands_send_their_arguments_as_variables() {
+        let d = || "chat.example".to_owned();
+        let cases = [
+            (
+                DomainCommand::Add {
+                    domain: d(),
+                    host_type: "default".into(),
+                },
+                "addDomain(domain: $domain, hostType: $hostType)",
+                json!({ "domain": "chat.example", "hostType": "default" }),
+            ),
+            (
+                DomainCommand::Remove { domain: d() },
+                "removeDomain(domain: $domain)",
+                json!({ "domain": "chat.example" }),
+            ),
+            (
+                DomainCommand::Enable { domain: d() },
+                "enableDomain(domain: $domain)",
+                json!({ "domain": "chat.example" }),
+            ),
+            (
+                DomainCommand::Disable { domain: d() },
+                "disableDomain(domain: $domain)",
+                json!({ "domain": "chat.example" }),
+            ),
+            (DomainCommand::List, "listDomains {", json!({})),
+            (
+                DomainCommand::Details { domain: d() },
+                "domainDetails(domain: $domain) {",
+                json!({ "domain": "chat.example" }),
+            ),
+        ];
+        for (command, field, variables) in cases {
+            let call = plan_of(CtlCommand::Domain(command));
+            assert!(call.query.contains(field), "{field}: {}", call.query);
+            assert_eq!(call.variables, variables, "{field}");
+        }
+    }
+
+    #[test]
+    fn mesh_commands_ask_and_print_the_routing_table() {
+        let call = plan_of(CtlCommand::Mesh(MeshCommand::Home {
+            jid: "ann@localhost".into(),
+        }));
+        assert!(call.query.contains("userHome(jid: $jid)"), "{}", call.query);
+        assert_eq!(call.variables, json!({ "jid": "ann@localhost" }));
+        let data = json!({ "mesh": { "userHome": {
+            "jid": "ann@localhost", "dc": "eu-west", "version": 7, "asOf": 9
+        } } });
+        let (text, code) = text_of(&call, data);
+        assert_eq!(text.trim(), "ann@localhost: eu-west (version 7, as of 9)");
+        assert_eq!(code, ExitCode::SUCCESS);
+
+        let call = plan_of(CtlCommand::Mesh(MeshCommand::Status));
+        let data = json!({ "mesh": { "status": {
+            "nodeId": 1, "dc": "eu", "role": "follower", "leader": 2, "term": 3,
+            "lastLogIndex": 10, "appliedIndex": 10, "snapshotIndex": null,
+            "voters": [{ "id": 1, "dc": "eu", "address": "127.0.0.1:7001" },
+                       { "id": 2, "dc": "us", "address": "127.0.0.1:7002" }],
+            "learners": [], "users": 5, "datacenters": ["eu", "us"]
+        } } });
+        let (text, _) = text_of(&call, data);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines.contains(&"leader: 2"), "{text}");
+        assert!(lines.contains(&"snapshot_index: -"), "{text}");
+        assert!(
+            lines.contains(&"voters: 1 (eu 127.0.0.1:7001), 2 (us 127.0.0.1:7002)"),
+            "{text}"
+        );
+        assert!(lines.contains(&"learners: -"), "{text}");
+        assert!(lines.contains(&"datacenters: eu, us"), "{text}");
+    }
+
+    #[test]
+    fn domains_print_one_line_each_and_details_as_key_values() {
+        let call = plan_of(CtlCommand::Domain(DomainCommand::List));
+        let data = json!({ "domain": { "listDomains": [
+            { "domain": "chat.example", "hostType": "default", "status": "disabled",
+              "dynamic": true, "serving": [], "accounts": 3, "version": 12 },
+            { "domain": "localhost", "hostType": "localhost", "status": "enabled",
+              "dynamic": false, "serving": ["eu", "us"], "accounts": 0, "version": 4 }
+        ] } });
+        let (text, code) = text_of(&call, data);
+        assert_eq!(code, ExitCode::SUCCESS);
+        assert_eq!(
+            text,
+            "chat.example disabled dynamic host_type=default accounts=3 serving=all\n\
+             localhost enabled static host_type=localhost accounts=0 serving=eu,us\n"
+        );
+        let call = plan_of(CtlCommand::Domain(DomainCommand::Details {
+            domain: "chat.example".into(),
+        }));
+        let data = json!({ "domain": { "domainDetails":
+            { "domain": "chat.example", "hostType": "default", "status": "enabled",
+              "dynamic": true, "serving": [], "accounts": 1, "version": 9 } } });
+        assert_eq!(
+            text_of(&call, data).0,
+            "domain: chat.example\nhost_type: default\nstatus: enabled\nkind: dynamic\n\
+             serving: all\naccounts: 1\nversion: 9\n"
+        );
+        let call = plan_of(CtlCommand::Domain(DomainCommand::Remove {
+            domain: "chat.example".into(),
+        }));
+        let data = json!({ "domain": { "removeDomain": { "domain": "chat.example",
+            "accounts": 1, "rosters": 0, "routingEntries": 1,
+            "message": "removed domain chat.example: deleted 1 account, 0 rosters and 1 routing table entry" } } });
+        assert_eq!(
+            text_of(&call, data).0,
+            "removed domain chat.example: deleted 1 account, 0 rosters and 1 routing table entry\n"
         );
     }
 

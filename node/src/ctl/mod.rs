@@ -59,6 +59,12 @@ pub enum CtlCommand {
     /// The node: status, stop.
     #[command(subcommand)]
     Server(ServerCommand),
+    /// Domains: add, remove, enable, disable dynamic domains; list them.
+    #[command(subcommand)]
+    Domain(DomainCommand),
+    /// The global routing table: this node's view of its Raft group, users' homes.
+    #[command(subcommand)]
+    Mesh(MeshCommand),
 }
 
 /// `tern ctl account ...`.
@@ -75,6 +81,9 @@ pub enum AccountCommand {
         /// The password; `-` reads it from the first line of standard input.
         #[arg(long)]
         password: String,
+        /// The account's home datacenter (default: the node's own, `cluster.dc`).
+        #[arg(long, value_name = "DC")]
+        home: Option<String>,
     },
     /// Remove an account with its roster, ending its sessions.
     Remove {
@@ -207,6 +216,59 @@ pub enum ServerCommand {
     Stop,
 }
 
+/// `tern ctl mesh ...`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum MeshCommand {
+    /// Show this node's view of the routing table's Raft group as `key: value` lines.
+    Status,
+    /// Show where the routing table says a user lives (exit 1 when it has no entry).
+    Home {
+        /// The user's bare JID.
+        #[arg(long)]
+        jid: String,
+    },
+}
+
+/// `tern ctl domain ...`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum DomainCommand {
+    /// Add a dynamic domain (enabled) with a host type of `general.host_types`.
+    Add {
+        /// The domain name.
+        #[arg(long)]
+        domain: String,
+        /// Its host type.
+        #[arg(long)]
+        host_type: String,
+    },
+    /// Remove a dynamic domain: close its sessions, delete its accounts and rosters.
+    Remove {
+        /// The domain name.
+        #[arg(long)]
+        domain: String,
+    },
+    /// Enable a disabled dynamic domain.
+    Enable {
+        /// The domain name.
+        #[arg(long)]
+        domain: String,
+    },
+    /// Disable a dynamic domain: close its sessions, refuse logins; its data is kept.
+    Disable {
+        /// The domain name.
+        #[arg(long)]
+        domain: String,
+    },
+    /// List every domain, static and dynamic, one per line.
+    List,
+    /// Show one domain as `key: value` lines.
+    Details {
+        /// The domain name.
+        #[arg(long)]
+        domain: String,
+    },
+}
+
 /// Runs `tern ctl`: finds the node, sends the command, prints the answer to standard output
 /// (errors to standard error, as `error: <message>`), and returns the exit code.
 pub fn run(args: CtlArgs) -> ExitCode {
@@ -274,9 +336,63 @@ mod tests {
                     username: "alice".into(),
                     domain: "localhost".into(),
                     password: "s3cret".into(),
+                    home: None,
                 }),
             }
         );
+        let args = parse(
+            "ctl account register --username alice --domain localhost --password s3cret \
+             --home eu-west",
+        )
+        .unwrap();
+        assert!(matches!(
+            args.command,
+            CtlCommand::Account(AccountCommand::Register { home: Some(h), .. }) if h == "eu-west"
+        ));
+    }
+
+    #[test]
+    fn parses_domain_commands_exactly_as_scripts_write_them() {
+        let d = || "chat.example".to_owned();
+        let cases = [
+            (
+                "ctl domain add --domain chat.example --host-type default",
+                DomainCommand::Add {
+                    domain: d(),
+                    host_type: "default".into(),
+                },
+            ),
+            (
+                "ctl domain remove --domain chat.example",
+                DomainCommand::Remove { domain: d() },
+            ),
+            (
+                "ctl domain enable --domain chat.example",
+                DomainCommand::Enable { domain: d() },
+            ),
+            (
+                "ctl domain disable --domain chat.example",
+                DomainCommand::Disable { domain: d() },
+            ),
+            ("ctl domain list", DomainCommand::List),
+            (
+                "ctl domain details --domain chat.example",
+                DomainCommand::Details { domain: d() },
+            ),
+        ];
+        for (line, command) in cases {
+            let args = parse(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+            assert_eq!(args.command, CtlCommand::Domain(command), "{line}");
+        }
+        for line in [
+            "ctl domain add --domain chat.example",
+            "ctl domain add --host-type default",
+            "ctl domain remove",
+            "ctl domain details",
+            "ctl domain rename --domain chat.example",
+        ] {
+            assert!(parse(line).is_err(), "{line}");
+        }
     }
 
     #[test]
@@ -374,7 +490,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn commands_drive_a_running_node() {
         use crate::admin::tests::{TOKEN, blocking, start_admin, test_node};
-        let (node, dir) = test_node("ctl-e2e");
+        let (node, dir) = test_node("ctl-e2e").await;
         let (_address, task) = start_admin(&node).await;
         let config = dir.path().join("tern.toml");
         std::fs::write(
@@ -427,6 +543,82 @@ mod tests {
             let data: serde_json::Value = serde_json::from_str(&out).unwrap();
             assert_eq!(data["server"]["status"]["status"], "running");
             assert_eq!(data["server"]["status"]["registeredUsers"], 1);
+
+            let (r, out) = ctl(
+                &config,
+                "domain add --domain Chat.Example --host-type default",
+            );
+            assert_eq!(r.unwrap(), ExitCode::SUCCESS);
+            assert_eq!(out, "added domain chat.example with host type default\n");
+            let (r, out) = ctl(
+                &config,
+                "domain add --domain chat.example --host-type default",
+            );
+            assert_eq!(r.unwrap(), ExitCode::SUCCESS);
+            assert_eq!(
+                out,
+                "domain chat.example already existed with host type default\n"
+            );
+            let e = ctl(
+                &config,
+                "domain add --domain other.example --host-type huge",
+            )
+            .0
+            .unwrap_err();
+            assert_eq!(e.code(), Some("BAD_INPUT"));
+            assert_eq!(e.exit_code(), ExitCode::from(EXIT_REFUSED));
+            let e = ctl(&config, "domain disable --domain localhost")
+                .0
+                .unwrap_err();
+            assert_eq!(e.code(), Some("CONFLICT"));
+            let e = ctl(&config, "domain enable --domain ghost.example")
+                .0
+                .unwrap_err();
+            assert_eq!(e.code(), Some("NOT_FOUND"));
+
+            let register = "account register --username dan --domain chat.example \
+                            --password pw --home local";
+            assert_eq!(ctl(&config, register).1, "registered dan@chat.example\n");
+            let e = ctl(
+                &config,
+                "account register --username eve --domain chat.example --password pw \
+                 --home nowhere",
+            )
+            .0
+            .unwrap_err();
+            assert_eq!(e.code(), Some("BAD_INPUT"));
+
+            assert_eq!(
+                ctl(&config, "domain list").1,
+                "chat.example enabled dynamic host_type=default accounts=1 serving=all\n\
+                 localhost enabled static host_type=localhost accounts=1 serving=all\n"
+            );
+            assert_eq!(
+                ctl(&config, "domain disable --domain chat.example").1,
+                "disabled domain chat.example\n"
+            );
+            let (r, out) = ctl(&config, "domain details --domain chat.example");
+            assert_eq!(r.unwrap(), ExitCode::SUCCESS);
+            assert!(out.contains("status: disabled\n"), "{out}");
+            assert!(out.contains("accounts: 1\n"), "{out}");
+            assert_eq!(
+                ctl(&config, "domain enable --domain chat.example").1,
+                "enabled domain chat.example\n"
+            );
+            let (r, out) = ctl(&config, "--json domain details --domain chat.example");
+            assert_eq!(r.unwrap(), ExitCode::SUCCESS);
+            let data: serde_json::Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(data["domain"]["domainDetails"]["hostType"], "default");
+            assert_eq!(data["domain"]["domainDetails"]["dynamic"], true);
+            assert_eq!(
+                ctl(&config, "domain remove --domain chat.example").1,
+                "removed domain chat.example: deleted 1 account, 0 rosters and \
+                 1 routing table entry\n"
+            );
+            let e = ctl(&config, "domain details --domain chat.example")
+                .0
+                .unwrap_err();
+            assert_eq!(e.code(), Some("NOT_FOUND"));
 
             assert_eq!(ctl(&config, "server stop").1, "the node is stopping\n");
         })

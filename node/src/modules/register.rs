@@ -65,7 +65,7 @@ async fn pre_auth_reply(node: &Arc<Node>, domain: &str, iq: &Element) -> Element
                     .with_text("invalid username")
                     .reply_to(iq);
             };
-            match accounts::register(node, &jid, &password).await {
+            match accounts::register(node, &jid, &password, None).await {
                 Ok(()) => {
                     tracing::info!(user = %jid, "account registered in band");
                     result_for(iq)

@@ -36,7 +36,7 @@ use jid::BareJid;
 
 pub use self::error::{Error, Result};
 pub use self::redb::RedbStorage;
-pub use self::types::{Roster, RosterItem, ScramRecord, Subscription, UserRecord};
+pub use self::types::{DomainRemoval, Roster, RosterItem, ScramRecord, Subscription, UserRecord};
 
 /// A storage backend shared by every module of a node.
 pub type SharedStorage = Arc<dyn Storage>;
@@ -65,6 +65,10 @@ pub trait Storage: Send + Sync + 'static {
 
     /// The number of accounts of `domain`.
     async fn count_users(&self, domain: &str) -> Result<u64>;
+
+    /// Deletes every account of `domain` and everything stored for them (rosters today), in one
+    /// transaction; says how much it deleted. Deleting a domain with no data deletes nothing.
+    async fn remove_domain(&self, domain: &str) -> Result<DomainRemoval>;
 
     /// The roster of `user`; an empty roster (version 0) if none is stored.
     async fn get_roster(&self, user: &BareJid) -> Result<Roster>;

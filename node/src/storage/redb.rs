@@ -18,7 +18,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTran
 
 use super::codec;
 use super::error::{Error, Result};
-use super::types::{Roster, UserRecord};
+use super::types::{DomainRemoval, Roster, UserRecord};
 use super::{Storage, domain_range, jid_from_key, user_key};
 
 /// Accounts: `user_key` -> versioned [`UserRecord`].
@@ -237,6 +237,33 @@ impl Storage for RedbStorage {
                     .or_backend("insert")?;
             }
             Ok(true)
+        })
+        .await
+    }
+
+    async fn remove_domain(&self, domain: &str) -> Result<DomainRemoval> {
+        let (start, end) = domain_range(domain);
+        let domain = domain.to_owned();
+        self.blocking_write(move |txn| {
+            let mut removal = DomainRemoval::default();
+            let range = start.as_str()..end.as_str();
+            let mut users = txn.open_table(JID_USER).or_backend("open_table")?;
+            users
+                .retain_in::<&str, _>(range.clone(), |_, _| {
+                    removal.accounts += 1;
+                    false
+                })
+                .or_backend("remove")?;
+            let mut rosters = txn.open_table(JID_ROSTER).or_backend("open_table")?;
+            rosters
+                .retain_in::<&str, _>(range, |_, _| {
+                    removal.rosters += 1;
+                    false
+                })
+                .or_backend("remove")?;
+            let mut counts = txn.open_table(DOMAIN_USERCOUNT).or_backend("open_table")?;
+            counts.remove(domain.as_str()).or_backend("remove")?;
+            Ok(removal)
         })
         .await
     }
@@ -469,6 +496,34 @@ mod tests {
         assert_eq!(store.count_users("a.example.org").await.unwrap(), 1);
         assert_eq!(store.count_users("c.example").await.unwrap(), 0);
         assert!(store.list_users("c.example").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn remove_domain_deletes_only_that_domain() {
+        let dir = TempDir::new("remove-domain");
+        let store = RedbStorage::open(&dir.db_path()).unwrap();
+        for who in ["a@gone.example", "b@gone.example", "c@kept.example"] {
+            store.create_user(&jid(who), record(1)).await.unwrap();
+        }
+        store
+            .modify_roster(&jid("a@gone.example"), &mut |r: &mut Roster| r.version += 1)
+            .await
+            .unwrap();
+        let removal = store.remove_domain("gone.example").await.unwrap();
+        assert_eq!(
+            removal,
+            DomainRemoval {
+                accounts: 2,
+                rosters: 1
+            }
+        );
+        assert_eq!(store.count_users("gone.example").await.unwrap(), 0);
+        assert!(store.list_users("gone.example").await.unwrap().is_empty());
+        assert_eq!(store.count_users("kept.example").await.unwrap(), 1);
+        assert_eq!(
+            store.remove_domain("gone.example").await.unwrap(),
+            DomainRemoval::default()
+        );
     }
 
     #[tokio::test]

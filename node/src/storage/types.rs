@@ -192,3 +192,12 @@ mod tests {
         assert!(item.groups.is_empty() && item.name.is_none());
     }
 }
+
+/// What deleting a domain's data removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DomainRemoval {
+    /// Accounts deleted.
+    pub accounts: u64,
+    /// Rosters deleted.
+    pub rosters: u64,
+}

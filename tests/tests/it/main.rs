@@ -4,4 +4,5 @@ mod admin;
 mod bad_input;
 mod c2s;
 mod config;
+mod grt;
 mod roster;

@@ -47,7 +47,7 @@ struct Setup {
 impl Setup {
     fn new() -> Self {
         let config = StreamConfig {
-            domains: vec!["capulet.lit".into()],
+            domains: Arc::new(vec!["capulet.lit".to_owned()]),
             tls: TlsPolicy::AlreadySecure,
             mechanisms: vec![Mechanism::Plain],
             failure_delay: Duration::ZERO,
