@@ -3,7 +3,7 @@
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 
-use crate::reader::{Diagnostics, Section};
+use crate::reader::{ConfigValues, Diagnostics, Section};
 
 /// Shortest admin token accepted, in characters.
 pub const MIN_TOKEN_CHARS: usize = 16;

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::reader::{Diagnostics, Section};
+use crate::reader::{ConfigValues, Diagnostics, Section};
 
 /// Every SASL mechanism Tern implements, in the default advertisement order.
 pub const SUPPORTED_MECHANISMS: [&str; 5] = [

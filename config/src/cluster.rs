@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::reader::{Diagnostics, Section};
+use crate::reader::{ConfigValues, Diagnostics, Section};
 
 /// Longest datacenter name accepted.
 pub const MAX_DC_NAME: usize = 63;

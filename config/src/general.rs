@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use crate::reader::{Diagnostics, Section};
+use crate::reader::{ConfigValues, Diagnostics, Section};
 
 /// Longest domain accepted, in bytes (RFC 7622 §3.2: a domainpart is at most 1023 bytes).
 pub const MAX_DOMAIN_BYTES: usize = 1023;

@@ -8,13 +8,17 @@
 //! - `validate` — stage two: [`RawConfig`] into a [`Config`]; runs the section readers, reports
 //!   unknown top-level keys, then the cross-field checks (listener addresses do not collide,
 //!   admin listener included; TLS certificate and key come as a pair).
-//! - `reader` — walks one TOML table: typed getters that record problems instead of stopping,
-//!   and the unknown-key report.
+//! - `reader` — the getters for sizes, durations, socket addresses and paths, on top of the
+//!   shared reader of `tern-toml-check` (typed getters that record problems instead of
+//!   stopping, and the unknown-key report).
 //! - `units` — sizes (`"64KiB"`) and durations (`"30s"`).
-//! - `error` — [`ConfigError`] (`file: key: rule`) and [`ConfigErrors`] (all of them).
+//! - `error` — [`ConfigError`] (`file: key: rule`) and [`ConfigErrors`] (all of them), the
+//!   `tern-toml-check` error types under this crate's names.
 //! - One module per section, each owning its typed struct, its defaults and its per-key rules:
 //!   `general` ([`General`]), `listener` ([`Listen`]), `admin` ([`Admin`]), `tls` ([`Tls`]),
 //!   `auth` ([`Auth`]), `limits` ([`Limits`]), `modules` ([`Modules`]), `storage` ([`Storage`]).
+//!
+//! The only Tern crate this one depends on is the leaf `tern-toml-check`.
 //!
 //! The key reference for operators is `docs/configuration.md`; `docs/config/example.toml` sets
 //! every key to its default and is checked by this crate's tests.
@@ -93,15 +97,7 @@ pub struct Config {
 impl Config {
     /// Reads and validates the file at `path`; messages name the file as `path` displays.
     pub fn load(path: &Path) -> Result<Self> {
-        let file = path.display().to_string();
-        match std::fs::read_to_string(path) {
-            Ok(text) => Self::from_toml_str(&text, &file),
-            Err(e) => Err(ConfigErrors::single(ConfigError {
-                file,
-                key: String::new(),
-                rule: format!("cannot read file: {e}"),
-            })),
-        }
+        tern_toml_check::load_file(path, Self::from_toml_str)
     }
 
     /// Parses and validates TOML text; `file` is the name used in messages.
@@ -456,33 +452,14 @@ backend = "sqlite"
 
     #[test]
     fn load_reads_the_file_and_names_it() {
-        let dir = std::env::temp_dir().join(format!("tern-config-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let good = dir.join("good.toml");
-        std::fs::write(&good, "[general]\ndomains = [\"example.net\"]\n").expect("write");
-        let c = Config::load(&good).expect("valid file");
+        let c = tern_toml_check::testing::check_load(
+            "tern-config-test",
+            Config::load,
+            "[general]\ndomains = [\"example.net\"]\n",
+            "[limits]\nmax_depth = 0\n",
+            "limits.max_depth: must be between 2 and 256, found 0",
+        );
         assert_eq!(c.general.domains, ["example.net"]);
-
-        let bad = dir.join("bad.toml");
-        std::fs::write(&bad, "[limits]\nmax_depth = 0\n").expect("write");
-        let e = Config::load(&bad).expect_err("invalid file");
-        assert_eq!(
-            e.to_string(),
-            format!(
-                "{}: limits.max_depth: must be between 2 and 256, found 0",
-                bad.display()
-            )
-        );
-
-        let missing = dir.join("missing.toml");
-        let e = Config::load(&missing).expect_err("missing file");
-        assert_eq!(e.errors[0].key, "");
-        assert!(
-            e.to_string()
-                .starts_with(&format!("{}: cannot read file: ", missing.display())),
-            "{e}"
-        );
-        std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 
     #[test]

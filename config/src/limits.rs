@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::reader::{Diagnostics, Section};
+use crate::reader::{ConfigValues, Diagnostics, Section};
 use crate::units::{KIB, MIB};
 
 /// Smallest `max_stanza_size` accepted, in bytes (1KiB).

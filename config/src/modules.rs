@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::reader::{Diagnostics, Section};
+use crate::reader::{ConfigValues, Diagnostics, Section};
 
 /// The `[modules]` section: one sub-table per module.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

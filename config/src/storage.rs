@@ -3,7 +3,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::reader::{Diagnostics, Section};
+use crate::reader::{ConfigValues, Diagnostics, Section};
 
 /// File name of the redb database inside the data directory when `storage.path` is not set.
 pub const DEFAULT_DATABASE_FILE: &str = "tern.redb";

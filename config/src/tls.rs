@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::reader::{Diagnostics, Section};
+use crate::reader::{ConfigValues, Diagnostics, Section};
 
 /// The `[tls]` section. After validation `cert_file` and `key_file` are both `Some` or both
 /// `None`.

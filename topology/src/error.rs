@@ -1,9 +1,7 @@
 //! The errors this crate produces: [`TopologyError`] (one problem in a topology file, naming the
-//! file, the key path and the rule), [`TopologyErrors`] (every problem found in one load, never
-//! empty), and the two value errors behind some of those rules, [`NameError`] (a DC or node name)
+//! file, the key path and the rule) and [`TopologyErrors`] (every problem found in one load, never
+//! empty), the `tern-toml-check` error types under this crate's names; and the two value errors behind some of those rules, [`NameError`] (a DC or node name)
 //! and [`AddressError`] (a Raft address or bridge endpoint).
-
-use std::fmt;
 
 use crate::id::MAX_NAME_CHARS;
 
@@ -12,85 +10,17 @@ use crate::id::MAX_NAME_CHARS;
 /// Displays as `file: key: rule`, for example
 /// `topology.toml: dc[1].node[0].raft_addr: duplicate address 127.0.0.1:7500 (also
 /// dc[0].node[0].raft_addr)`. Problems that concern the whole file (it cannot be read, or it is
-/// not valid TOML) have an empty `key` and display as `file: rule`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}: {}{rule}", key_prefix(.key))]
-pub struct TopologyError {
-    /// The file name as given to [`Topology::load`](crate::Topology::load) or
-    /// [`Topology::from_toml_str`](crate::Topology::from_toml_str).
-    pub file: String,
-    /// The key path, such as `dc[1].node[0].raft_addr`; empty for file-level problems.
-    pub key: String,
-    /// The rule that was broken, lowercase, without a trailing period.
-    pub rule: String,
-}
-
-fn key_prefix(key: &str) -> String {
-    if key.is_empty() {
-        String::new()
-    } else {
-        format!("{key}: ")
-    }
-}
+/// not valid TOML) have an empty `key` and display as `file: rule`. `file` is the name as given
+/// to [`Topology::load`](crate::Topology::load) or
+/// [`Topology::from_toml_str`](crate::Topology::from_toml_str).
+pub type TopologyError = tern_toml_check::Error;
 
 /// Every problem found while loading one topology file, in a stable order: per-entry problems
 /// in file order (each `[[dc]]` with its nodes, then each `[[domain]]`), then unknown top-level
 /// keys, then the checks that span several entries.
 ///
 /// Displays as one [`TopologyError`] per line. Never empty when returned by this crate.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}", Lines(.errors))]
-pub struct TopologyErrors {
-    /// The problems, at least one.
-    pub errors: Vec<TopologyError>,
-}
-
-impl TopologyErrors {
-    /// Wraps a single problem.
-    pub fn single(error: TopologyError) -> Self {
-        Self {
-            errors: vec![error],
-        }
-    }
-
-    /// Iterates over the problems.
-    pub fn iter(&self) -> std::slice::Iter<'_, TopologyError> {
-        self.errors.iter()
-    }
-}
-
-impl<'a> IntoIterator for &'a TopologyErrors {
-    type Item = &'a TopologyError;
-    type IntoIter = std::slice::Iter<'a, TopologyError>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.errors.iter()
-    }
-}
-
-impl IntoIterator for TopologyErrors {
-    type Item = TopologyError;
-    type IntoIter = std::vec::IntoIter<TopologyError>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.errors.into_iter()
-    }
-}
-
-/// Writes a list of errors one per line, without a trailing newline.
-struct Lines<'a>(&'a [TopologyError]);
-
-impl fmt::Display for Lines<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, error) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            write!(f, "{error}")?;
-        }
-        Ok(())
-    }
-}
+pub type TopologyErrors = tern_toml_check::Errors;
 
 /// `Result` with [`TopologyErrors`] as the default error type.
 pub type Result<T, E = TopologyErrors> = std::result::Result<T, E>;
@@ -155,52 +85,4 @@ pub enum AddressError {
         "expected IP:port such as \"10.0.0.1:7500\" or \"[::1]:7500\"; host names are not allowed here"
     )]
     NotIp,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn error(key: &str, rule: &str) -> TopologyError {
-        TopologyError {
-            file: "topology.toml".to_owned(),
-            key: key.to_owned(),
-            rule: rule.to_owned(),
-        }
-    }
-
-    #[test]
-    fn displays_file_key_and_rule() {
-        let e = error("dc[0].name", "invalid DC name \"EU\"");
-        assert_eq!(
-            e.to_string(),
-            "topology.toml: dc[0].name: invalid DC name \"EU\""
-        );
-    }
-
-    #[test]
-    fn omits_empty_key() {
-        let e = error("", "cannot read file: permission denied");
-        assert_eq!(
-            e.to_string(),
-            "topology.toml: cannot read file: permission denied"
-        );
-    }
-
-    #[test]
-    fn displays_one_error_per_line() {
-        let errors = TopologyErrors {
-            errors: vec![
-                error("colour", "unknown key"),
-                error("dc[0].node[0].id", "must be at least 1, found 0"),
-            ],
-        };
-        assert_eq!(
-            errors.to_string(),
-            "topology.toml: colour: unknown key\n\
-             topology.toml: dc[0].node[0].id: must be at least 1, found 0"
-        );
-        assert_eq!(errors.iter().count(), 2);
-        assert_eq!(errors.into_iter().count(), 2);
-    }
 }

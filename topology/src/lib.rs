@@ -3,7 +3,7 @@
 //! which DCs serve which XMPP domains. Every node of every DC reads the same file. Every
 //! problem in the file is reported at once, each naming the file, the key path and the rule.
 //!
-//! This crate depends on no other Tern crate.
+//! The only Tern crate this one depends on is the leaf `tern-toml-check`.
 //!
 //! # Layout
 //!
@@ -11,13 +11,13 @@
 //!   [`Topology::single`]), [`Dc`], [`Node`], [`Domain`], [`DcRole`].
 //! - `validate` — a parsed file into a [`Topology`]: per-entry reading, then the rules that
 //!   span entries (uniqueness, node counts, voter nodes, an odd number of voting DCs, domain
-//!   DCs).
-//! - `reader` — TOML text into a table (syntax errors with line and column), typed getters
-//!   that record problems instead of stopping, and the unknown-key report.
+//!   DCs). It reads with `tern-toml-check`: TOML parsing (syntax errors with line and column),
+//!   typed getters that record problems instead of stopping, and the unknown-key report.
 //! - `id` — [`NodeId`], [`DcId`], [`NodeName`]: types that only hold valid values.
 //! - `endpoint` — [`BridgeEndpoint`] (`host:port`) and Raft addresses (`IP:port`).
-//! - `error` — [`TopologyError`] (`file: key: rule`), [`TopologyErrors`] (all of them),
-//!   [`NameError`], [`AddressError`].
+//! - `error` — [`TopologyError`] (`file: key: rule`), [`TopologyErrors`] (all of them; both
+//!   the `tern-toml-check` error types under this crate's names), [`NameError`],
+//!   [`AddressError`].
 //!
 //! The file format, every key and every rule are described for operators in
 //! `docs/topology.md`; this crate's tests check that every example there is valid.
@@ -61,7 +61,6 @@
 mod endpoint;
 mod error;
 mod id;
-mod reader;
 mod topology;
 mod validate;
 

@@ -648,33 +648,14 @@ fn serialises_to_a_file_that_reads_back_equal() {
 
 #[test]
 fn load_reads_the_file_and_names_it() {
-    let dir = std::env::temp_dir().join(format!("tern-topology-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let good = dir.join("good.toml");
-    std::fs::write(&good, three_dcs()).expect("write");
-    let t = Topology::load(&good).expect("valid file");
+    let t = tern_toml_check::testing::check_load(
+        "tern-topology-test",
+        |path| Topology::load(path),
+        &three_dcs(),
+        "dc = []\n",
+        "dc: at least one DC is required: add a [[dc]] entry",
+    );
     assert_eq!(t.voters(), [id(1), id(2), id(3)]);
-
-    let bad = dir.join("bad.toml");
-    std::fs::write(&bad, "dc = []\n").expect("write");
-    let e = Topology::load(&bad).expect_err("invalid file");
-    assert_eq!(
-        e.to_string(),
-        format!(
-            "{}: dc: at least one DC is required: add a [[dc]] entry",
-            bad.display()
-        )
-    );
-
-    let missing = dir.join("missing.toml");
-    let e = Topology::load(&missing).expect_err("missing file");
-    assert_eq!(e.errors[0].key, "");
-    assert!(
-        e.to_string()
-            .starts_with(&format!("{}: cannot read file: ", missing.display())),
-        "{e}"
-    );
-    std::fs::remove_dir_all(&dir).expect("cleanup");
 }
 
 #[test]

@@ -8,9 +8,8 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::endpoint::BridgeEndpoint;
-use crate::error::{Result, TopologyError, TopologyErrors};
+use crate::error::Result;
 use crate::id::{DcId, NodeId, NodeName};
-use crate::reader::parse_table;
 use crate::validate;
 
 /// A DC's part in the global routing table's Raft group (the `raft` key).
@@ -129,22 +128,13 @@ impl Topology {
 
     /// Reads and validates the file at `path`; messages name the file as `path` displays.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let file = path.display().to_string();
-        match std::fs::read_to_string(path) {
-            Ok(text) => Self::from_toml_str(&text, &file),
-            Err(e) => Err(TopologyErrors::single(TopologyError {
-                file,
-                key: String::new(),
-                rule: format!("cannot read file: {e}"),
-            })),
-        }
+        tern_toml_check::load_file(path.as_ref(), Self::from_toml_str)
     }
 
     /// Parses and validates TOML text, reporting every problem at once; `file` is the name
     /// used in messages.
     pub fn from_toml_str(text: &str, file: &str) -> Result<Self> {
-        validate::validate(&parse_table(text, file)?, file)
+        validate::validate(&tern_toml_check::parse_table(text, file)?, file)
     }
 
     /// A deployment of one voter DC with one node, the voter, and no domains listed: what a

@@ -9,16 +9,19 @@ use std::collections::hash_map::Entry;
 use std::hash::Hash;
 use std::net::SocketAddr;
 
+use tern_toml_check::{Diagnostics, Section};
 use toml::Table;
 
 use crate::endpoint::{BridgeEndpoint, parse_raft_addr};
 use crate::error::Result;
 use crate::id::{DcId, NodeId, NodeName};
-use crate::reader::{Diagnostics, Section};
 use crate::topology::{Dc, DcRole, Domain, Node, Topology};
 
 /// The longest domain, in bytes (RFC 7622 §3.2).
 const MAX_DOMAIN_BYTES: usize = 1023;
+
+/// How many edits an unknown key may be from a known one, at most, to be suggested.
+const MAX_TYPO_EDITS: usize = 2;
 
 /// The values of the `raft` key.
 const ROLES: [(&str, DcRole); 3] = [
@@ -59,7 +62,7 @@ struct DomainEntry {
 
 /// Reads and checks a whole file.
 pub(crate) fn validate(table: &Table, file: &str) -> Result<Topology> {
-    let mut d = Diagnostics::new(file);
+    let mut d = Diagnostics::new(file).max_typo_edits(MAX_TYPO_EDITS);
     let mut root = Section::root(table);
     let mut dcs = read_dcs(&mut root, &mut d);
     let domains = read_domains(&mut root, &mut d);
@@ -79,12 +82,12 @@ pub(crate) fn validate(table: &Table, file: &str) -> Result<Topology> {
     } else {
         None
     };
-    d.into_result(topology)
+    d.into_result_some(topology)
 }
 
 /// Reads `[[dc]]`; `None` when there is none (reported) or `dc` is not an array (reported).
 fn read_dcs(root: &mut Section<'_>, d: &mut Diagnostics) -> Option<Vec<Option<DcEntry>>> {
-    let Some(entries) = root.tables(d, "dc") else {
+    let Some(entries) = root.sections(d, "dc") else {
         if !d.has_error_at("dc") {
             d.report("dc", "at least one DC is required: add a [[dc]] entry");
         }
@@ -123,7 +126,7 @@ fn read_dc(mut s: Section<'_>, d: &mut Diagnostics) -> DcEntry {
         None => Some(DcRole::Voter),
     };
     let bridge = s
-        .strings(d, "bridge")
+        .string_array(d, "bridge")
         .unwrap_or_default()
         .into_iter()
         .map(|(path, text)| {
@@ -137,7 +140,7 @@ fn read_dc(mut s: Section<'_>, d: &mut Diagnostics) -> DcEntry {
             (path, endpoint)
         })
         .collect();
-    let nodes = match s.tables(d, "node") {
+    let nodes = match s.sections(d, "node") {
         Some(entries) => Some(
             entries
                 .into_iter()
@@ -219,7 +222,7 @@ fn read_node(mut s: Section<'_>, d: &mut Diagnostics) -> NodeEntry {
 
 /// Reads `[[domain]]`; none is fine.
 fn read_domains(root: &mut Section<'_>, d: &mut Diagnostics) -> Vec<Option<DomainEntry>> {
-    root.tables(d, "domain")
+    root.sections(d, "domain")
         .unwrap_or_default()
         .into_iter()
         .map(|entry| entry.map(|section| read_domain(section, d)))
@@ -243,7 +246,7 @@ fn read_domain(mut s: Section<'_>, d: &mut Diagnostics) -> DomainEntry {
         None
     };
     let dcs = s
-        .strings(d, "dcs")
+        .string_array(d, "dcs")
         .unwrap_or_default()
         .into_iter()
         .map(|(path, text)| (path, text.map(str::to_owned)))
