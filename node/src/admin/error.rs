@@ -87,10 +87,10 @@ impl AdminError {
         match e {
             GrtError::QuorumUnavailable(_) => Self::Unavailable(e.to_string()),
             GrtError::Refused { reason, .. } => Self::refused(reason),
-            GrtError::Open(_)
-            | GrtError::Config(_)
-            | GrtError::Membership(_)
-            | GrtError::Fatal(_) => Self::internal(operation, &e),
+            GrtError::Membership(_) => Self::Conflict(e.to_string()),
+            GrtError::Open(_) | GrtError::Config(_) | GrtError::Fatal(_) => {
+                Self::internal(operation, &e)
+            }
         }
     }
 

@@ -3,6 +3,7 @@
 
 use async_graphql::{Context, Object, Result, SimpleObject};
 use jid::BareJid;
+use tern_raft_store::{Command, Member};
 
 use super::error::{AdminError, AdminResult, graphql};
 use super::schema::node;
@@ -78,9 +79,161 @@ impl MeshQuery {
     }
 }
 
+/// What a membership change did.
+#[derive(Debug, SimpleObject)]
+pub(crate) struct MeshPayload {
+    /// The log index that committed it.
+    index: u64,
+    /// What was done, in words.
+    message: String,
+}
+
+/// `mesh` commands that change the routing table's group.
+pub(crate) struct MeshMutation;
+
+#[Object]
+impl MeshMutation {
+    /// Adds a node as a non-voting member (it catches up from the leader, by snapshot if far
+    /// behind).
+    async fn add_learner(
+        &self,
+        ctx: &Context<'_>,
+        node: u64,
+        dc: String,
+        address: String,
+    ) -> Result<MeshPayload> {
+        graphql(add_learner(super::schema::node(ctx)?, node, &dc, &address).await)
+    }
+
+    /// Makes learners voters.
+    async fn promote(&self, ctx: &Context<'_>, nodes: Vec<u64>) -> Result<MeshPayload> {
+        graphql(change(node(ctx)?, Change::Promote, &nodes).await)
+    }
+
+    /// Makes voters learners.
+    async fn demote(&self, ctx: &Context<'_>, nodes: Vec<u64>) -> Result<MeshPayload> {
+        graphql(change(node(ctx)?, Change::Demote, &nodes).await)
+    }
+
+    /// Removes members from the group (voters are demoted first).
+    async fn remove_nodes(&self, ctx: &Context<'_>, nodes: Vec<u64>) -> Result<MeshPayload> {
+        graphql(change(node(ctx)?, Change::Remove, &nodes).await)
+    }
+
+    /// Removes a datacenter from the table's registry; refused while users, rooms or domains
+    /// refer to it.
+    async fn remove_dc(&self, ctx: &Context<'_>, dc: String) -> Result<MeshPayload> {
+        graphql(remove_dc(node(ctx)?, &dc).await)
+    }
+}
+
+/// A membership change by node ids.
+#[derive(Debug, Clone, Copy)]
+enum Change {
+    Promote,
+    Demote,
+    Remove,
+}
+
+fn check_ids(ids: &[u64]) -> AdminResult<()> {
+    if ids.is_empty() || ids.contains(&0) {
+        return Err(AdminError::BadInput(
+            "name at least one node, by its Raft id (ids start at 1)".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+fn list(ids: &[u64]) -> String {
+    let names: Vec<String> = ids.iter().map(|id| format!("node {id}")).collect();
+    names.join(", ")
+}
+
+async fn add_learner(node: &Node, id: u64, dc: &str, address: &str) -> AdminResult<MeshPayload> {
+    check_ids(&[id])?;
+    let index = node
+        .grt
+        .add_learner(id, Member::new(dc, address))
+        .await
+        .map_err(|e| AdminError::from_grt("addLearner", e))?;
+    tracing::info!(
+        node = id,
+        dc,
+        address,
+        "learner added through the admin API"
+    );
+    Ok(MeshPayload {
+        index,
+        message: format!("node {id} ({dc} {address}) is a learner"),
+    })
+}
+
+async fn change(node: &Node, change: Change, ids: &[u64]) -> AdminResult<MeshPayload> {
+    check_ids(ids)?;
+    let grt = &node.grt;
+    let (result, operation, message) = match change {
+        Change::Promote => (
+            grt.promote(ids).await,
+            "promote",
+            format!("{} now vote", list(ids)),
+        ),
+        Change::Demote => (
+            grt.demote(ids).await,
+            "demote",
+            format!("{} are learners now", list(ids)),
+        ),
+        Change::Remove => (
+            grt.remove(ids).await,
+            "removeNodes",
+            format!("removed {} from the group", list(ids)),
+        ),
+    };
+    let index = result.map_err(|e| AdminError::from_grt(operation, e))?;
+    tracing::info!(
+        ?change,
+        ?ids,
+        index,
+        "membership changed through the admin API"
+    );
+    Ok(MeshPayload { index, message })
+}
+
+async fn remove_dc(node: &Node, dc: &str) -> AdminResult<MeshPayload> {
+    let status = node.grt.status();
+    let members: Vec<u64> = status
+        .voters
+        .iter()
+        .chain(&status.learners)
+        .filter(|(_, m)| m.dc == dc)
+        .map(|(id, _)| *id)
+        .collect();
+    if !members.is_empty() {
+        return Err(AdminError::Conflict(format!(
+            "datacenter {dc} still has members in the routing table's group ({}): remove them first",
+            list(&members)
+        )));
+    }
+    let applied = node
+        .grt
+        .write(Command::RemoveDc {
+            name: dc.to_owned(),
+        })
+        .await
+        .map_err(|e| AdminError::from_grt("removeDc", e))?;
+    let message = if applied.changed {
+        format!("removed datacenter {dc}")
+    } else {
+        format!("datacenter {dc} was not in the registry")
+    };
+    Ok(MeshPayload {
+        index: applied.index,
+        message,
+    })
+}
+
 fn status(node: &Node) -> MeshStatus {
     let status = node.grt.status();
-    let members = |map: std::collections::BTreeMap<u64, tern_raft_store::Member>| {
+    let members = |map: std::collections::BTreeMap<u64, Member>| {
         map.into_iter()
             .map(|(id, m)| RaftMember {
                 id,
@@ -162,5 +315,41 @@ mod tests {
             user_home(&node, "localhost").unwrap_err().code(),
             "BAD_INPUT"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn membership_changes_go_through_the_admin_api() {
+        use crate::admin::tests::{TOKEN, blocking, start_admin};
+        use crate::ctl::AdminClient;
+        let (node, _dir) = test_node("mesh-membership").await;
+        let (address, _task) = start_admin(&node).await;
+        blocking(move || {
+            let c = AdminClient::with_token(address, TOKEN, "test");
+            // Node 7 is not a member: promoting it is refused with a clear error.
+            let e = c
+                .graphql(
+                    "mutation { mesh { promote(nodes: [7]) { index message } } }",
+                    serde_json::json!({}),
+                )
+                .unwrap_err();
+            assert_eq!(e.code(), Some("CONFLICT"), "{e}");
+            // The node's own datacenter still has a member: this node.
+            let e = c
+                .graphql(
+                    "mutation { mesh { removeDc(dc: \"local\") { index message } } }",
+                    serde_json::json!({}),
+                )
+                .unwrap_err();
+            assert_eq!(e.code(), Some("CONFLICT"), "{e}");
+            let data = c
+                .graphql(
+                    "mutation { mesh { removeDc(dc: \"nowhere\") { index message } } }",
+                    serde_json::json!({}),
+                )
+                .unwrap();
+            let message = data["mesh"]["removeDc"]["message"].to_string();
+            assert!(message.contains("was not in the registry"), "{message}");
+        })
+        .await;
     }
 }

@@ -9,7 +9,7 @@ use async_graphql::{Context, EmptySubscription, Object, Schema};
 use super::account::{AccountMutation, AccountQuery};
 use super::domain::{DomainMutation, DomainQuery};
 use super::error::{AdminError, AdminResult};
-use super::mesh::MeshQuery;
+use super::mesh::{MeshMutation, MeshQuery};
 use super::roster::{RosterMutation, RosterQuery};
 use super::server::{ServerMutation, ServerQuery};
 use super::session::{SessionMutation, SessionQuery};
@@ -112,6 +112,12 @@ impl MutationRoot {
     /// Dynamic domains: add, remove, enable, disable.
     async fn domain(&self) -> DomainMutation {
         DomainMutation
+    }
+
+    /// The routing table's Raft group: learners, promotion, demotion, removal; the datacenter
+    /// registry.
+    async fn mesh(&self) -> MeshMutation {
+        MeshMutation
     }
 }
 

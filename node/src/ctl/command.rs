@@ -218,6 +218,37 @@ pub(crate) fn plan(command: &CtlCommand, input: &mut dyn BufRead) -> Result<Call
                 ["mesh", "status"],
                 MeshStatus,
             ),
+            MeshCommand::AddLearner { node, dc, address } => Call::new(
+                "mutation($node: Int!, $dc: String!, $address: String!) { mesh { \
+                 addLearner(node: $node, dc: $dc, address: $address) { index message } } }",
+                json!({ "node": node, "dc": dc, "address": address }),
+                ["mesh", "addLearner"],
+                Message,
+            ),
+            MeshCommand::Promote { nodes } => Call::new(
+                "mutation($nodes: [Int!]!) { mesh { promote(nodes: $nodes) { index message } } }",
+                json!({ "nodes": nodes }),
+                ["mesh", "promote"],
+                Message,
+            ),
+            MeshCommand::Demote { nodes } => Call::new(
+                "mutation($nodes: [Int!]!) { mesh { demote(nodes: $nodes) { index message } } }",
+                json!({ "nodes": nodes }),
+                ["mesh", "demote"],
+                Message,
+            ),
+            MeshCommand::Remove { nodes } => Call::new(
+                "mutation($nodes: [Int!]!) { mesh { removeNodes(nodes: $nodes) { index message } } }",
+                json!({ "nodes": nodes }),
+                ["mesh", "removeNodes"],
+                Message,
+            ),
+            MeshCommand::RemoveDc { dc } => Call::new(
+                "mutation($dc: String!) { mesh { removeDc(dc: $dc) { index message } } }",
+                json!({ "dc": dc }),
+                ["mesh", "removeDc"],
+                Message,
+            ),
             MeshCommand::Home { jid } => Call::new(
                 "query($jid: String!) { mesh { userHome(jid: $jid) { jid dc version asOf } } }",
                 json!({ "jid": jid }),
@@ -587,6 +618,14 @@ mod tests {
         let (text, code) = text_of(&call, data);
         assert_eq!(text.trim(), "ann@localhost: eu-west (version 7, as of 9)");
         assert_eq!(code, ExitCode::SUCCESS);
+
+        let call = plan_of(CtlCommand::Mesh(MeshCommand::Promote { nodes: vec![2, 3] }));
+        assert!(
+            call.query.contains("promote(nodes: $nodes)"),
+            "{}",
+            call.query
+        );
+        assert_eq!(call.variables, json!({ "nodes": [2, 3] }));
 
         let call = plan_of(CtlCommand::Mesh(MeshCommand::Status));
         let data = json!({ "mesh": { "status": {

@@ -227,6 +227,42 @@ pub enum MeshCommand {
         #[arg(long)]
         jid: String,
     },
+    /// Add a node to the routing table's group as a learner (a non-voting member).
+    AddLearner {
+        /// Its Raft node id.
+        #[arg(long)]
+        node: u64,
+        /// Its datacenter.
+        #[arg(long)]
+        dc: String,
+        /// Where it answers Raft RPCs (`host:port`).
+        #[arg(long)]
+        address: String,
+    },
+    /// Make learners voters.
+    Promote {
+        /// Raft node ids (repeat the flag for several).
+        #[arg(long = "node", required = true)]
+        nodes: Vec<u64>,
+    },
+    /// Make voters learners.
+    Demote {
+        /// Raft node ids (repeat the flag for several).
+        #[arg(long = "node", required = true)]
+        nodes: Vec<u64>,
+    },
+    /// Remove members from the group (voters are demoted first).
+    Remove {
+        /// Raft node ids (repeat the flag for several).
+        #[arg(long = "node", required = true)]
+        nodes: Vec<u64>,
+    },
+    /// Remove a datacenter from the table's registry (refused while anything refers to it).
+    RemoveDc {
+        /// The datacenter's name.
+        #[arg(long)]
+        dc: String,
+    },
 }
 
 /// `tern ctl domain ...`.
