@@ -567,6 +567,11 @@ impl Grt {
         tracing::warn!("routing table store still open 2 s after shutdown");
     }
 
+    /// A deadline another node asked for, capped by this node's own write deadline.
+    fn remote_deadline(&self, millis: u64) -> Duration {
+        Duration::from_millis(millis).min(self.inner.options.write_deadline)
+    }
+
     /// Answers one request frame from another node (the server side of every [`Transport`]).
     pub async fn handle(&self, frame: &[u8]) -> Vec<u8> {
         let raft = &self.inner.raft;
@@ -581,18 +586,18 @@ impl Grt {
                 commands,
                 deadline_ms,
             }) => Reply::Write(
-                self.write_here(commands, Duration::from_millis(deadline_ms))
+                self.write_here(commands, self.remote_deadline(deadline_ms))
                     .await,
             ),
             Ok(Rpc::ReadIndex { deadline_ms }) => Reply::ReadIndex(
-                self.read_index_here(Duration::from_millis(deadline_ms))
+                self.read_index_here(self.remote_deadline(deadline_ms))
                     .await,
             ),
             Ok(Rpc::Membership {
                 change,
                 deadline_ms,
             }) => Reply::Membership(
-                self.membership_here(change, Duration::from_millis(deadline_ms))
+                self.membership_here(change, self.remote_deadline(deadline_ms))
                     .await,
             ),
         };
@@ -636,7 +641,8 @@ impl Grt {
                 Err(ForwardError::QuorumUnavailable) => {
                     return Err(GrtError::QuorumUnavailable(total));
                 }
-                Err(ForwardError::Failed(reason)) => return Err(GrtError::Membership(reason)),
+                Err(ForwardError::Refused(reason)) => return Err(GrtError::Membership(reason)),
+                Err(ForwardError::Failed(reason)) => return Err(GrtError::Fatal(reason)),
             }
         }
     }
@@ -752,6 +758,9 @@ impl Grt {
                 Err(ForwardError::NotLeader {
                     leader: f.leader_id,
                 })
+            }
+            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
+                Err(ForwardError::Refused(e.to_string()))
             }
             Ok(Err(e)) => Err(ForwardError::Failed(e.to_string())),
         }

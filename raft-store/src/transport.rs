@@ -113,6 +113,8 @@ pub(crate) enum ForwardError {
     NotLeader { leader: Option<NodeId> },
     /// It is the leader but could not commit before the deadline.
     QuorumUnavailable,
+    /// The leader refused a membership change (another in progress, unknown node, …).
+    Refused(String),
     /// Anything else, in words.
     Failed(String),
 }
