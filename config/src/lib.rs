@@ -48,6 +48,7 @@ mod fixture;
 mod general;
 mod limits;
 mod listener;
+mod mesh;
 mod modules;
 mod raw;
 mod reader;
@@ -65,6 +66,7 @@ pub use error::{ConfigError, ConfigErrors, ConfigErrors as Error, Result};
 pub use general::{General, MAX_DOMAIN_BYTES};
 pub use limits::{Limits, MAX_STANZA_SIZE, MIN_STANZA_SIZE};
 pub use listener::{C2sListener, Listen, TlsMode};
+pub use mesh::Mesh;
 pub use modules::{Modules, Ping, Register, Version};
 pub use raw::RawConfig;
 pub use storage::{DEFAULT_DATABASE_FILE, Storage, StorageBackend};
@@ -92,6 +94,8 @@ pub struct Config {
     pub storage: Storage,
     /// `[cluster]`: datacenter, node id, topology file.
     pub cluster: Cluster,
+    /// `[mesh]`: bridges to the other datacenters.
+    pub mesh: Mesh,
 }
 
 impl Config {
@@ -126,6 +130,7 @@ impl Config {
             modules: Modules::default(),
             storage,
             cluster: Cluster::default(),
+            mesh: Mesh::default(),
         }
     }
 }
@@ -338,6 +343,7 @@ topology = "/etc/tern/topology.toml"
                 node_id: 3,
                 topology: Some(PathBuf::from("/etc/tern/topology.toml")),
             },
+            mesh: Mesh::default(),
         };
         assert_eq!(config(text), expected);
     }
@@ -419,9 +425,9 @@ backend = "sqlite"
     #[test]
     fn unknown_top_level_section_is_reported() {
         assert_eq!(
-            errors("[s2s]\nenabled = true\n\n[mesh]\n"),
+            errors("[s2s]\nenabled = true\n\n[bridges]\n"),
             [
-                "tern.toml: mesh: unknown key",
+                "tern.toml: bridges: unknown key",
                 "tern.toml: s2s: unknown key"
             ]
         );

@@ -9,7 +9,7 @@ use crate::error::ConfigErrors;
 use crate::raw::RawConfig;
 use crate::reader::{Diagnostics, Section};
 use crate::tls::Tls;
-use crate::{Config, admin, auth, cluster, general, limits, listener, modules, storage, tls};
+use crate::{Config, admin, auth, cluster, general, limits, listener, mesh, modules, storage, tls};
 
 /// Validates `raw`, collecting every problem before returning.
 pub(crate) fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
@@ -24,6 +24,7 @@ pub(crate) fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
     let modules = modules::read(root.section(&mut d, "modules"), &mut d);
     let storage = storage::read(root.section(&mut d, "storage"), &mut d, &general.data_dir);
     let cluster = cluster::read(root.section(&mut d, "cluster"), &mut d);
+    let mesh = mesh::read(root.section(&mut d, "mesh"), &mut d);
     root.finish(&mut d);
 
     let config = Config {
@@ -36,6 +37,7 @@ pub(crate) fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
         modules,
         storage,
         cluster,
+        mesh,
     };
     check_addresses(&config, &mut d);
     check_tls_files(&config.tls, &mut d);

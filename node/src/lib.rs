@@ -10,11 +10,16 @@
 //! - [`modules`]: server features: roster, presence, disco, ping, version, registration.
 //! - [`accounts`]: account creation, password checks and removal.
 //! - [`storage`]: the storage interface and its redb backend.
+//! - [`mesh`]: the node's side of the mesh: starting this datacenter's bridges, sending stanzas
+//!   for users homed elsewhere over them, routing what they deliver.
 //! - [`grt`]: the node's side of the global routing table: opening it (one voter alone, or the
 //!   topology's group), the served domains, reactions to domain changes.
 //! - [`tls`]: certificates (configured or self-signed) and channel binding.
 //! - [`admin`]: the GraphQL admin API and `/metrics` on the loopback admin listener.
 //! - [`ctl`]: `tern ctl`, the admin API's command-line client.
+//! - [`mesh_pki`]: `tern mesh`, the global mesh's certificates (CA and per-DC certificates).
+//! - [`dev_mesh`]: `tern dev mesh`, a multi-datacenter deployment on one machine (files for N
+//!   datacenters on loopback, and the nodes started and stopped together).
 //! - [`metrics`]: Prometheus counters.
 //! - [`telemetry`]: tracing subscriber setup.
 
@@ -22,7 +27,10 @@ pub mod accounts;
 pub mod admin;
 pub mod c2s;
 pub mod ctl;
+pub mod dev_mesh;
 pub mod grt;
+pub mod mesh;
+pub mod mesh_pki;
 pub mod metrics;
 pub mod modules;
 pub mod node;

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
+use tern_gd_mesh::LinkStatus;
 use tern_xmpp_proto::StanzaKind;
 use tern_xmpp_proto::sasl::Mechanism;
 
@@ -69,6 +70,8 @@ pub struct Metrics {
     latency_count: AtomicU64,
     latency_sum_nanos: AtomicU64,
     stanzas_bounced: AtomicU64,
+    mesh_sent: AtomicU64,
+    mesh_received: AtomicU64,
 }
 
 impl Metrics {
@@ -106,6 +109,16 @@ impl Metrics {
     /// A stanza answered with an error instead of being delivered.
     pub fn stanza_bounced(&self) {
         self.stanzas_bounced.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A stanza handed to a bridge for another datacenter.
+    pub fn mesh_sent(&self) {
+        self.mesh_sent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A stanza delivered by a bridge from another datacenter.
+    pub fn mesh_received(&self) {
+        self.mesh_received.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A session was bound (+1) or ended (-1).
@@ -250,13 +263,108 @@ impl Metrics {
             load(&self.latency_sum_nanos) as f64 / 1e9
         );
         let _ = writeln!(out, "tern_router_latency_seconds_count {count}");
+        let _ = writeln!(
+            out,
+            "# HELP tern_mesh_stanzas_sent_total Stanzas handed to a bridge for another datacenter."
+        );
+        let _ = writeln!(out, "# TYPE tern_mesh_stanzas_sent_total counter");
+        let _ = writeln!(
+            out,
+            "tern_mesh_stanzas_sent_total {}",
+            load(&self.mesh_sent)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP tern_mesh_stanzas_received_total Stanzas delivered by a bridge from another datacenter."
+        );
+        let _ = writeln!(out, "# TYPE tern_mesh_stanzas_received_total counter");
+        let _ = writeln!(
+            out,
+            "tern_mesh_stanzas_received_total {}",
+            load(&self.mesh_received)
+        );
         out
     }
+}
+
+/// One per-peer series of the bridges' health: name, type, help, value.
+type LinkSeries = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&LinkStatus) -> f64,
+);
+
+/// The bridges' health, one series per peer datacenter: up, round-trip time, envelopes waiting
+/// for an acknowledgement, connections made.
+pub fn render_links(links: &[LinkStatus]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let series: [LinkSeries; 4] = [
+        (
+            "tern_mesh_link_up",
+            "gauge",
+            "Whether the bridge to a datacenter is up (1) or not (0).",
+            |l| f64::from(u8::from(l.connected)),
+        ),
+        (
+            "tern_mesh_link_rtt_seconds",
+            "gauge",
+            "Round-trip time of the bridge to a datacenter (0 while down).",
+            |l| l.rtt.map_or(0.0, |d| d.as_secs_f64()),
+        ),
+        (
+            "tern_mesh_queue_envelopes",
+            "gauge",
+            "Envelopes waiting for a datacenter's acknowledgement.",
+            |l| l.queued as f64,
+        ),
+        (
+            "tern_mesh_link_connects_total",
+            "counter",
+            "Connections made to a datacenter (reconnects included).",
+            |l| l.connects as f64,
+        ),
+    ];
+    for (name, kind, help, value) in series {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for link in links {
+            let _ = writeln!(out, "{name}{{peer=\"{}\"}} {}", link.dc, value(link));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn link_health_has_one_series_per_peer() {
+        let links = [LinkStatus {
+            dc: "dc2".into(),
+            connected: true,
+            rtt: Some(Duration::from_millis(40)),
+            queued: 3,
+            connects: 2,
+            unreachable_for: None,
+        }];
+        let text = render_links(&links);
+        assert!(text.contains("tern_mesh_link_up{peer=\"dc2\"} 1"), "{text}");
+        assert!(
+            text.contains("tern_mesh_link_rtt_seconds{peer=\"dc2\"} 0.04"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tern_mesh_queue_envelopes{peer=\"dc2\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tern_mesh_link_connects_total{peer=\"dc2\"} 2"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn renders_counters_and_histogram() {

@@ -34,6 +34,8 @@ pub struct Node {
     pub grt: Grt,
     /// The domains served: static ones and the enabled dynamic ones of the routing table.
     pub domains: Domains,
+    /// The bridges to the other datacenters, when the topology gives this one a bridge.
+    pub mesh: std::sync::OnceLock<tern_gd_mesh::Mesh>,
     /// Bound sessions of this node.
     pub sm: SessionManager,
     /// Counters for `/metrics`.
@@ -73,6 +75,7 @@ impl Node {
             storage,
             grt,
             domains,
+            mesh: std::sync::OnceLock::new(),
             sm: SessionManager::default(),
             metrics: Metrics::default(),
             started: Instant::now(),

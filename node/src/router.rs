@@ -43,7 +43,21 @@ impl Node {
         })
     }
 
+    /// Routes a stanza that came over a bridge, on this datacenter's own rules (never back onto
+    /// the mesh by the recipient's home: the caller decided that).
+    pub fn route_here(self: &Arc<Self>, stanza: Stanza) -> BoxFuture<'_> {
+        Box::pin(async move {
+            let started = Instant::now();
+            self.route_inner_at(stanza, false).await;
+            self.metrics.routed(started.elapsed());
+        })
+    }
+
     async fn route_inner(self: &Arc<Self>, stanza: Stanza) {
+        self.route_inner_at(stanza, true).await;
+    }
+
+    async fn route_inner_at(self: &Arc<Self>, stanza: Stanza, mesh: bool) {
         let Some(to) = stanza.to() else {
             // Only server-made stanzas reach here without `to`; clients' are resolved by the
             // session first (RFC 6120 §8.1.1.1).
@@ -63,6 +77,10 @@ impl Node {
         }
         if to.node().is_none() {
             return modules::handle_server_stanza(self, stanza, to).await;
+        }
+        if mesh && let Some((dc, index)) = self.remote_home(&to.to_bare()) {
+            // The user lives in another datacenter: its home applies the delivery rules.
+            return self.route_to_dc(stanza, &to, &dc, index, None).await;
         }
         match to.try_into_full() {
             Ok(full) => self.route_to_full(stanza, full).await,

@@ -93,6 +93,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             let _ = follower.await;
         }
     });
+    if let Some(topology) = &opened.topology
+        && let Some((mesh, inbound)) = crate::mesh::start(&config, topology)?
+    {
+        let follower = crate::mesh::follow_inbound(&node, inbound);
+        let stopper = mesh.clone();
+        let _ = node.mesh.set(mesh);
+        let mut shutdown = node.shutdown.subscribe();
+        tasks.spawn(async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+            stopper.stop();
+            follower.abort();
+        });
+    }
     if let (Some(raft_listener), Some(topology)) = (opened.listener, opened.topology) {
         let reconcile = crate::grt::reconcile_membership(node.grt.clone(), topology);
         let mut shutdown = node.shutdown.subscribe();

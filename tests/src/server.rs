@@ -102,6 +102,22 @@ address = "127.0.0.1:{admin_port}"
         }
     }
 
+    /// A server for a configuration written by someone else (`tern dev mesh`, say), used as it
+    /// is; nothing is started. `dir` receives the log (`server.log`) and is removed on drop;
+    /// `ports` are the STARTTLS, direct TLS and admin ports the configuration names.
+    pub fn from_config(dir: PathBuf, config: PathBuf, ports: [u16; 3]) -> Self {
+        let [starttls_port, tls_port, admin_port] = ports;
+        Self {
+            dir,
+            config,
+            starttls_port,
+            tls_port,
+            admin_port,
+            child: None,
+            keep_dir: false,
+        }
+    }
+
     /// Starts (or restarts) the process and waits until it accepts clients.
     pub fn spawn(&mut self) {
         let log = std::fs::File::create(self.dir.join("server.log")).expect("log file");

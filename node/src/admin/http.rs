@@ -151,11 +151,11 @@ async fn graphql(State(state): State<AppState>, body: Bytes) -> Response {
 
 /// `GET /metrics`: the Prometheus text exposition.
 async fn metrics(State(state): State<AppState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
-        state.node.metrics.render(),
-    )
-        .into_response()
+    let mut text = state.node.metrics.render();
+    if let Some(mesh) = state.node.mesh.get() {
+        text.push_str(&crate::metrics::render_links(&mesh.status()));
+    }
+    ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], text).into_response()
 }
 
 /// `GET /health`: `ok` while the node runs.

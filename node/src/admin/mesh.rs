@@ -20,6 +20,23 @@ pub(crate) struct RaftMember {
     address: String,
 }
 
+/// A bridge to another datacenter, as this node sees it.
+#[derive(Debug, SimpleObject)]
+pub(crate) struct BridgeStatus {
+    /// The peer datacenter.
+    peer: String,
+    /// Whether the bridge is up.
+    connected: bool,
+    /// Its round-trip time in milliseconds, when up.
+    rtt_ms: Option<f64>,
+    /// Envelopes waiting for the peer's acknowledgement.
+    queued: u64,
+    /// Connections made so far.
+    connects: u64,
+    /// Seconds since the peer became unreachable, if it is.
+    unreachable_seconds: Option<f64>,
+}
+
 /// This node's view of the group.
 #[derive(Debug, SimpleObject)]
 pub(crate) struct MeshStatus {
@@ -47,6 +64,8 @@ pub(crate) struct MeshStatus {
     users: u64,
     /// Datacenters in the table's registry.
     datacenters: Vec<String>,
+    /// This datacenter's bridges to the others (empty without a mesh).
+    bridges: Vec<BridgeStatus>,
 }
 
 /// Where a user lives.
@@ -261,6 +280,23 @@ fn status(node: &Node) -> MeshStatus {
         learners: members(status.learners),
         users,
         datacenters,
+        bridges: node
+            .mesh
+            .get()
+            .map(|mesh| {
+                mesh.status()
+                    .into_iter()
+                    .map(|link| BridgeStatus {
+                        peer: link.dc,
+                        connected: link.connected,
+                        rtt_ms: link.rtt.map(|d| d.as_secs_f64() * 1e3),
+                        queued: link.queued as u64,
+                        connects: link.connects,
+                        unreachable_seconds: link.unreachable_for.map(|d| d.as_secs_f64()),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 

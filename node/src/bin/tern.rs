@@ -1,4 +1,5 @@
-//! `tern`: the Tern XMPP server (`tern serve`) and its admin client (`tern ctl`).
+//! `tern`: the Tern XMPP server (`tern serve`), its admin client (`tern ctl`), the mesh's
+//! certificate tool (`tern mesh`) and developer tools (`tern dev mesh`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,6 +28,21 @@ enum Command {
     },
     /// Administer a running node through its admin API.
     Ctl(tern_node::ctl::CtlArgs),
+    /// The global mesh's certificates: `mesh ca init`, `mesh cert issue --dc ID` (files in
+    /// ./mesh-pki unless --dir is given).
+    Mesh(tern_node::mesh_pki::MeshArgs),
+    /// Developer tools: `dev mesh --dcs N --dir DIR`, a multi-datacenter deployment on this
+    /// machine.
+    #[command(subcommand)]
+    Dev(DevCommand),
+}
+
+/// `tern dev ...`.
+#[derive(Subcommand)]
+enum DevCommand {
+    /// Write (and, without --no-start, run) a mesh of N datacenters on 127.0.0.1: a mesh CA,
+    /// DIR/topology.toml and DIR/dcK/tern.toml, datacenter K's client port B + 1000·K.
+    Mesh(tern_node::dev_mesh::DevMeshArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +50,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config } => serve(config),
         Command::Ctl(args) => tern_node::ctl::run(args),
+        Command::Mesh(args) => tern_node::mesh_pki::run(args),
+        Command::Dev(DevCommand::Mesh(args)) => tern_node::dev_mesh::run(args),
     }
 }
 

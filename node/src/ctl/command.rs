@@ -213,7 +213,8 @@ pub(crate) fn plan(command: &CtlCommand, input: &mut dyn BufRead) -> Result<Call
             MeshCommand::Status => Call::new(
                 "query { mesh { status { nodeId dc role leader term lastLogIndex appliedIndex \
                  snapshotIndex voters { id dc address } learners { id dc address } users \
-                 datacenters } } }",
+                 datacenters bridges { peer connected rttMs queued connects \
+                 unreachableSeconds } } } }",
                 json!({}),
                 ["mesh", "status"],
                 MeshStatus,
@@ -461,6 +462,43 @@ fn members(value: Option<&Value>) -> String {
     }
 }
 
+/// Bridges as `peer up rtt=1.2ms queued=0 connects=1` (or `down for 3.0s`), comma separated;
+/// `-` for none.
+fn bridges(value: Option<&Value>) -> String {
+    let list: Vec<String> = value
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .map(|b| {
+                    let field = |k: &str| plain(b.get(k).unwrap_or(&Value::Null));
+                    let state = if b.get("connected") == Some(&Value::Bool(true)) {
+                        let rtt = b.get("rttMs").and_then(Value::as_f64).unwrap_or(0.0);
+                        format!("up rtt={rtt:.1}ms")
+                    } else {
+                        let down = b
+                            .get("unreachableSeconds")
+                            .and_then(Value::as_f64)
+                            .unwrap_or(0.0);
+                        format!("down for {down:.1}s")
+                    };
+                    format!(
+                        "{} {state} queued={} connects={}",
+                        field("peer"),
+                        field("queued"),
+                        field("connects")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if list.is_empty() {
+        "-".to_owned()
+    } else {
+        list.join(", ")
+    }
+}
+
 /// `mesh status` as `key: value` lines.
 fn mesh_status(value: &Value) -> String {
     let field = |k: &str| plain(value.get(k).unwrap_or(&Value::Null));
@@ -481,6 +519,7 @@ fn mesh_status(value: &Value) -> String {
         format!("learners: {}", members(value.get("learners"))),
         format!("users: {}", field("users")),
         format!("datacenters: {datacenters}"),
+        format!("bridges: {}", bridges(value.get("bridges"))),
     ]
     .join("\n")
 }

@@ -4,5 +4,8 @@ mod admin;
 mod bad_input;
 mod c2s;
 mod config;
+mod dev_mesh;
 mod grt;
+mod mesh;
+mod mesh_pki;
 mod roster;

@@ -1,0 +1,233 @@
+//! Three datacenters, three `tern serve` processes on loopback, joined by QUIC bridges with the
+//! mesh's mutual TLS and by the routing table's Raft: users homed in different datacenters chat
+//! both ways (full and bare JIDs, with and without initial presence), an offline recipient's
+//! error comes back across the mesh, and a datacenter stopped for good is reported to senders
+//! with `<remote-server-timeout/>` promptly.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use tern_tests::client::RawClient;
+use tern_tests::server::{TestServer, free_ports, temp_dir, tern_bin};
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A UDP port free right now on 127.0.0.1.
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("udp port")
+}
+
+fn mesh_pki(dir: &Path, dcs: &[&str]) {
+    let run = |args: &[&str]| {
+        let out = Command::new(tern_bin())
+            .args(args)
+            .output()
+            .expect("run tern mesh");
+        assert!(out.status.success(), "tern {args:?}: {}", text(&out));
+    };
+    let dir = dir.to_str().expect("utf8 path");
+    run(&["mesh", "ca", "init", "--dir", dir]);
+    for dc in dcs {
+        run(&["mesh", "cert", "issue", "--dc", dc, "--dir", dir]);
+    }
+}
+
+fn write_topology(path: &Path, raft: &[u16; 3], bridge: &[u16; 3]) {
+    let mut text = String::new();
+    for k in 0..3 {
+        text.push_str(&format!(
+            "[[dc]]\nname = \"dc{n}\"\nraft = \"voter\"\nbridge = [\"127.0.0.1:{b}\"]\n\n  [[dc.node]]\n  id = {n}\n  name = \"dc{n}-a\"\n  raft_addr = \"127.0.0.1:{r}\"\n\n",
+            n = k + 1,
+            b = bridge[k],
+            r = raft[k],
+        ));
+    }
+    std::fs::write(path, text).expect("write topology");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_datacenters_chat_across_the_mesh() {
+    let root = temp_dir("mesh3");
+    let pki = root.join("pki");
+    mesh_pki(&pki, &["dc1", "dc2", "dc3"]);
+    let topology = root.join("topology.toml");
+    let raft = free_ports::<3>();
+    let bridge = [free_udp_port(), free_udp_port(), free_udp_port()];
+    write_topology(&topology, &raft, &bridge);
+    let mut servers: Vec<TestServer> = (1..=3u64)
+        .map(|id| {
+            let dir = root.join(format!("dc{id}"));
+            std::fs::create_dir_all(&dir).expect("dir");
+            let extra = format!(
+                "[cluster]\ndc = \"dc{id}\"\nnode_id = {id}\ntopology = \"{}\"\n\n[mesh]\npki_dir = \"{}\"\ndown_after = \"1s\"\n",
+                topology.display(),
+                pki.display()
+            );
+            TestServer::configure(dir, &extra)
+        })
+        .collect();
+    for server in &mut servers {
+        server.spawn();
+    }
+    // Every bridge up, one Raft leader.
+    for server in &servers {
+        eventually("bridges up and a leader", || {
+            let status = text(&server.ctl(&["mesh", "status"]));
+            let bridges = status
+                .lines()
+                .find(|l| l.starts_with("bridges: "))?
+                .to_owned();
+            let leader = status.lines().any(|l| {
+                l.strip_prefix("leader: ")
+                    .is_some_and(|v| v.trim().parse::<u64>().is_ok())
+            });
+            (leader && bridges.matches(" up ").count() == 2).then_some(())
+        });
+    }
+    // Each user registered (and homed) where it logs in.
+    servers[0].register("alice", "localhost", "pw-a");
+    servers[1].register("bob", "localhost", "pw-b");
+    servers[2].register("carol", "localhost", "pw-c");
+    for server in &servers {
+        eventually("every home known everywhere", || {
+            ["alice", "bob", "carol"]
+                .iter()
+                .all(|u| {
+                    server
+                        .ctl(&["mesh", "home", "--jid", &format!("{u}@localhost")])
+                        .status
+                        .success()
+                })
+                .then_some(())
+        });
+    }
+
+    let mut alice = RawClient::login(
+        servers[0].starttls_port,
+        "localhost",
+        "alice",
+        "pw-a",
+        "home",
+    )
+    .await;
+    let mut bob = RawClient::login(
+        servers[1].starttls_port,
+        "localhost",
+        "bob",
+        "pw-b",
+        "phone",
+    )
+    .await;
+    bob.send("<presence/>").await;
+    bob.read_until("from='bob@localhost/phone'").await;
+
+    // dc1 → dc2, full JID and bare JID.
+    alice
+        .send("<message to='bob@localhost/phone' id='m1' type='chat'><body>full</body></message>")
+        .await;
+    let got = bob.read_until("</message>").await;
+    assert!(got.contains("from='alice@localhost/home'"), "{got}");
+    assert!(got.contains("<body>full</body>"), "{got}");
+    alice
+        .send("<message to='bob@localhost' id='m2' type='chat'><body>bare</body></message>")
+        .await;
+    let got = bob.read_until("</message>").await;
+    assert!(got.contains("<body>bare</body>"), "{got}");
+    // dc2 → dc1 back, to alice who sent no initial presence (full JID still reaches her).
+    bob.send("<message to='alice@localhost/home' id='m3' type='chat'><body>back</body></message>")
+        .await;
+    let got = alice.read_until("</message>").await;
+    assert!(got.contains("from='bob@localhost/phone'"), "{got}");
+    assert!(got.contains("<body>back</body>"), "{got}");
+
+    // dc3 → dc2 from a client without initial presence.
+    let mut carol = RawClient::login(
+        servers[2].starttls_port,
+        "localhost",
+        "carol",
+        "pw-c",
+        "desk",
+    )
+    .await;
+    carol
+        .send("<message to='bob@localhost' id='m4' type='chat'><body>from dc3</body></message>")
+        .await;
+    let got = bob.read_until("</message>").await;
+    assert!(got.contains("from='carol@localhost/desk'"), "{got}");
+
+    // An IQ to a resource in another DC and its answer come back across the mesh.
+    alice
+        .send("<iq to='bob@localhost/phone' id='q1' type='get'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    let got = bob.read_until("</iq>").await;
+    assert!(got.contains("id='q1'"), "{got}");
+    bob.send("<iq to='alice@localhost/home' id='q1' type='result'/>")
+        .await;
+    let got = alice.read_until("type='result'").await;
+    assert!(got.contains("id='q1'"), "{got}");
+
+    // A resource that does not exist at the home: the error comes back over the mesh.
+    alice
+        .send("<iq to='bob@localhost/gone' id='q2' type='get'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    let got = alice.read_until("</iq>").await;
+    assert!(
+        got.contains("id='q2'") && got.contains("type='error'"),
+        "{got}"
+    );
+    assert!(got.contains("service-unavailable"), "{got}");
+
+    // dc3 stops for good: after mesh.down_after, stanzas to its users bounce at once.
+    assert!(servers[2].stop(), "clean stop");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let started = Instant::now();
+    alice
+        .send("<message to='carol@localhost' id='m5' type='chat'><body>anyone?</body></message>")
+        .await;
+    let got = alice.read_until("</message>").await;
+    assert!(
+        got.contains("id='m5'") && got.contains("type='error'"),
+        "{got}"
+    );
+    assert!(got.contains("remote-server-timeout"), "{got}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the sender is answered promptly"
+    );
+    // The remaining two still chat.
+    bob.send(
+        "<message to='alice@localhost/home' id='m6' type='chat'><body>still here</body></message>",
+    )
+    .await;
+    let got = alice.read_until("</message>").await;
+    assert!(
+        got.contains("id='m6'") && got.contains("still here"),
+        "{got}"
+    );
+
+    for server in &mut servers {
+        server.stop();
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
