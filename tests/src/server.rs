@@ -150,6 +150,14 @@ address = "127.0.0.1:{admin_port}"
         }
     }
 
+    /// Kills the process at once (SIGKILL): no shutdown, nothing flushed.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Stops the process (SIGTERM, then kill after 5 s) and returns whether it exited cleanly.
     pub fn stop(&mut self) -> bool {
         let Some(mut child) = self.child.take() else {
