@@ -204,6 +204,37 @@ async fn three_datacenters_chat_across_the_mesh() {
     );
     assert!(got.contains("service-unavailable"), "{got}");
 
+    // A presence subscription across the mesh: carol (dc3) subscribes to bob (dc2); each roster
+    // lives at its owner's home, the requests and answers cross the bridges, and carol then
+    // receives bob's presence. (Subscription requests go to resources that asked for their
+    // roster, RFC 6121 §3.1.3.)
+    bob.send("<iq type='get' id='gb'><query xmlns='jabber:iq:roster'/></iq>")
+        .await;
+    bob.read_until("id='gb'").await;
+    carol
+        .send("<iq type='get' id='g'><query xmlns='jabber:iq:roster'/></iq><presence/>")
+        .await;
+    carol.read_until("id='g'").await;
+    carol
+        .send("<presence to='bob@localhost' type='subscribe'/>")
+        .await;
+    let got = carol.read_until("ask='subscribe'").await;
+    assert!(got.contains("bob@localhost"), "{got}");
+    let got = bob.read_until("type='subscribe'").await;
+    assert!(got.contains("from='carol@localhost'"), "{got}");
+    bob.send("<presence to='carol@localhost' type='subscribed'/>")
+        .await;
+    let got = bob.read_until("subscription='from'").await;
+    assert!(got.contains("carol@localhost"), "{got}");
+    let got = carol.read_until("subscription='to'").await;
+    assert!(got.contains("bob@localhost"), "{got}");
+    let got = carol.read_until("from='bob@localhost/phone'").await;
+    assert!(got.contains("<presence"), "bob's presence reached dc3: {got}");
+    // Bob changes his presence: the broadcast reaches his subscriber in the other DC.
+    bob.send("<presence><show>away</show></presence>").await;
+    let got = carol.read_until("</presence>").await;
+    assert!(got.contains("<show>away</show>"), "{got}");
+
     // dc3 stops for good: after mesh.down_after, stanzas to its users bounce at once.
     assert!(servers[2].stop(), "clean stop");
     tokio::time::sleep(Duration::from_millis(1_500)).await;
