@@ -229,7 +229,10 @@ async fn three_datacenters_chat_across_the_mesh() {
     let got = carol.read_until("subscription='to'").await;
     assert!(got.contains("bob@localhost"), "{got}");
     let got = carol.read_until("from='bob@localhost/phone'").await;
-    assert!(got.contains("<presence"), "bob's presence reached dc3: {got}");
+    assert!(
+        got.contains("<presence"),
+        "bob's presence reached dc3: {got}"
+    );
     // Bob changes his presence: the broadcast reaches his subscriber in the other DC.
     bob.send("<presence><show>away</show></presence>").await;
     let got = carol.read_until("</presence>").await;
