@@ -19,4 +19,6 @@ pub mod link;
 pub mod pki;
 pub mod queue;
 
-pub use link::{Inbound, LinkConfig, LinkStatus, Mesh, PeerAddr, SendError};
+pub use link::{
+    Inbound, LinkConfig, LinkStatus, Mesh, PeerAddr, RaftFuture, RaftHandler, SendError,
+};

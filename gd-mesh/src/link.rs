@@ -182,7 +182,15 @@ struct Inner {
     /// Last sequence number delivered, per (peer DC, peer epoch) and stream.
     delivered: Mutex<HashMap<(String, u64), Vec<u64>>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Answers the Raft requests peers send over the bridges.
+    raft: std::sync::OnceLock<RaftHandler>,
 }
+
+/// A future returned by a [`RaftHandler`].
+pub type RaftFuture = std::pin::Pin<Box<dyn Future<Output = Vec<u8>> + Send>>;
+
+/// Answers one Raft request frame (opaque to the mesh) with its reply frame.
+pub type RaftHandler = Arc<dyn Fn(Bytes) -> RaftFuture + Send + Sync>;
 
 impl std::fmt::Debug for Mesh {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -192,11 +200,14 @@ impl std::fmt::Debug for Mesh {
     }
 }
 
-/// The stream a (from, to) pair always uses.
+/// The stream a (from, to) pair always uses. The pair is taken on bare JIDs, so everything
+/// between two accounts (any of their resources, subscriptions and presence alike) keeps its
+/// order, while conversations between different accounts never block each other.
 fn stream_of(route: &Route, streams: u16) -> usize {
+    let bare = |jid: &str| jid.split_once('/').map_or(jid, |(bare, _)| bare).to_owned();
     let mut hasher = DefaultHasher::new();
-    route.from.hash(&mut hasher);
-    route.to.hash(&mut hasher);
+    bare(&route.from).hash(&mut hasher);
+    bare(&route.to).hash(&mut hasher);
     (hasher.finish() % u64::from(streams.max(1))) as usize
 }
 
@@ -261,6 +272,7 @@ impl Mesh {
                 inbound,
                 delivered: Mutex::new(restored.delivered),
                 tasks: Mutex::new(Vec::new()),
+                raft: std::sync::OnceLock::new(),
             }),
         };
         let mut tasks = vec![tokio::spawn(mesh.clone().accept_loop())];
@@ -351,6 +363,49 @@ impl Mesh {
         }
         peer.wake[index].notify_one();
         Ok(())
+    }
+
+    /// Sets what answers Raft requests arriving over the bridges (once).
+    pub fn serve_raft(&self, handler: RaftHandler) {
+        let _ = self.inner.raft.set(handler);
+    }
+
+    /// Sends one Raft request to datacenter `dc` over its bridge and waits for the reply, up to
+    /// `deadline`. Fails at once when the bridge is not up.
+    pub async fn raft_call(
+        &self,
+        dc: &str,
+        request: Bytes,
+        deadline: Duration,
+    ) -> Result<Bytes, String> {
+        let peer = self
+            .inner
+            .peers
+            .get(dc)
+            .ok_or_else(|| format!("no bridge to datacenter {dc}"))?;
+        let connection = lock(&peer.state)
+            .connection
+            .clone()
+            .ok_or_else(|| format!("the bridge to {dc} is down"))?;
+        let max_frame = self.inner.config.max_frame;
+        let exchange = async {
+            let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
+            write_frame(&mut send, &Frame::Open(StreamKind::Raft))
+                .await
+                .map_err(|e| e.to_string())?;
+            write_frame(&mut send, &Frame::RaftRequest(request))
+                .await
+                .map_err(|e| e.to_string())?;
+            let _ = send.finish();
+            match read_frame(&mut recv, max_frame).await {
+                Ok(Frame::RaftReply(reply)) => Ok(reply),
+                Ok(other) => Err(format!("expected a Raft reply, got {other:?}")),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        tokio::time::timeout(deadline, exchange)
+            .await
+            .map_err(|_| format!("no Raft reply from {dc} within {deadline:?}"))?
     }
 
     /// Every bridge as seen from here, sorted by peer.
@@ -584,7 +639,22 @@ impl Mesh {
         let index = match read_frame(&mut recv, max_frame).await {
             Ok(Frame::Open(StreamKind::Envelopes { index })) => usize::from(index),
             Ok(Frame::Open(StreamKind::Raft)) => {
-                return Err("Raft streams are not served here yet".to_owned());
+                let request = match read_frame(&mut recv, max_frame).await {
+                    Ok(Frame::RaftRequest(request)) => request,
+                    Ok(other) => return Err(format!("expected a Raft request, got {other:?}")),
+                    Err(e) => return Err(e.to_string()),
+                };
+                // Without a Raft service (not started yet) the reply is empty: the caller's
+                // Raft treats it as a failed RPC and retries; the bridge itself is fine.
+                let reply = match self.inner.raft.get().cloned() {
+                    Some(handler) => handler(request).await,
+                    None => Vec::new(),
+                };
+                write_frame(&mut send, &Frame::RaftReply(Bytes::from(reply)))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let _ = send.finish();
+                return Ok(());
             }
             Ok(other) => return Err(format!("expected an open frame, got {other:?}")),
             Err(FrameError::Finished) => return Ok(()),

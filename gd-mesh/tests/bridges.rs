@@ -461,3 +461,66 @@ async fn a_sender_restart_keeps_its_queue_in_order() {
     m1.stop();
     m2.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_requests_ride_the_bridge_on_their_own_streams() {
+    let dir = pki("raft", &["dc1", "dc2"]);
+    let known = ["dc1", "dc2"];
+    let e1 = endpoint(dir.path(), "dc1", &known);
+    let e2 = endpoint(dir.path(), "dc2", &known);
+    let (a1, a2) = (
+        e1.local_addr().expect("addr"),
+        e2.local_addr().expect("addr"),
+    );
+    let (m1, _rx1) = Mesh::start(
+        config("dc1"),
+        e1,
+        client(dir.path(), "dc1"),
+        vec![peer("dc2", a2)],
+    )
+    .expect("start");
+    let (m2, mut rx2) = Mesh::start(
+        config("dc2"),
+        e2,
+        client(dir.path(), "dc2"),
+        vec![peer("dc1", a1)],
+    )
+    .expect("start");
+    m2.serve_raft(std::sync::Arc::new(|request: Bytes| {
+        Box::pin(async move {
+            let mut reply = b"reply to ".to_vec();
+            reply.extend_from_slice(&request);
+            reply
+        })
+    }));
+    wait_connected(&m1, "dc2").await;
+    // Envelopes and Raft calls interleave without disturbing each other.
+    m1.send("dc2", route("a@localhost", "b@localhost"), Bytes::from("1"))
+        .expect("queued");
+    for i in 0..20 {
+        let reply = m1
+            .raft_call(
+                "dc2",
+                Bytes::from(format!("vote {i}")),
+                Duration::from_secs(5),
+            )
+            .await
+            .expect("reply");
+        assert_eq!(&reply[..], format!("reply to vote {i}").as_bytes());
+    }
+    receive_in_order(&mut rx2, 1).await;
+    // No Raft service on dc1 yet: dc2's call gets an empty reply, and the bridges stay up.
+    let empty = m2
+        .raft_call("dc1", Bytes::from("x"), Duration::from_secs(2))
+        .await
+        .expect("an answer");
+    assert!(empty.is_empty());
+    assert!(m2.status()[0].connected && m1.status()[0].connected);
+    assert!(
+        m1.raft_call("dc9", Bytes::from("x"), Duration::from_secs(1))
+            .await
+            .is_err()
+    );
+    m1.stop();
+    m2.stop();
+}

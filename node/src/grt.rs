@@ -82,6 +82,9 @@ pub struct Opened {
     pub listener: Option<tokio::task::JoinHandle<()>>,
     /// The deployment's topology (none for a single node).
     pub topology: Option<Topology>,
+    /// The transport of Raft RPCs with a topology: over the mesh bridges to other datacenters
+    /// once they run, TCP otherwise.
+    pub raft_transport: Option<Arc<crate::mesh::MeshTransport>>,
 }
 
 /// Opens the routing table as the configuration says: a single node is the one voter of its
@@ -104,6 +107,7 @@ pub async fn open(config: &Config) -> anyhow::Result<Opened> {
             grt,
             listener: None,
             topology: None,
+            raft_transport: None,
         });
     };
     let topology = Topology::load(topology_path).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -125,6 +129,11 @@ pub async fn open(config: &Config) -> anyhow::Result<Opened> {
     let listener = tokio::net::TcpListener::bind(me.raft_addr)
         .await
         .with_context(|| format!("cannot listen on {} (routing table)", me.raft_addr))?;
+    let raft_transport = Arc::new(crate::mesh::MeshTransport::new(
+        &config.cluster.dc,
+        &topology,
+    ));
+    let transport: Arc<dyn Transport> = raft_transport.clone();
     let grt = Grt::open(id, &path, transport, GrtOptions::wan())
         .await
         .with_context(|| format!("cannot open the routing table {}", path.display()))?;
@@ -147,6 +156,7 @@ pub async fn open(config: &Config) -> anyhow::Result<Opened> {
         grt,
         listener: Some(task),
         topology: Some(topology),
+        raft_transport: Some(raft_transport),
     })
 }
 

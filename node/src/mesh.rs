@@ -7,8 +7,14 @@
 //! receives a stanza for a user it is not home for (the sender's view was stale) forwards it by
 //! its own, newer view, at most [`MAX_HOPS`] times in all; past that the sender gets an error.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tern_raft_store::tcp::TcpTransport;
+use tern_raft_store::{Grt, Transport, TransportError};
 
 use anyhow::Context as _;
 use jid::{BareJid, Jid};
@@ -100,6 +106,113 @@ pub fn start(
     };
     tracing::info!(%listen, peers = peers.len(), "mesh bridges starting");
     Ok(Some(Mesh::start(link, endpoint, client, peers)?))
+}
+
+/// Raft RPCs of the routing table: to a node of another datacenter over that datacenter's
+/// bridge (its own stream type) once the bridges run; to a node of this datacenter, or before
+/// the bridges are up, over TCP to its `raft_addr`.
+pub struct MeshTransport {
+    own_dc: String,
+    tcp: TcpTransport,
+    mesh: OnceLock<Mesh>,
+    /// Node id → (datacenter, Raft address).
+    nodes: HashMap<u64, (String, String)>,
+}
+
+impl std::fmt::Debug for MeshTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeshTransport")
+            .field("own_dc", &self.own_dc)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MeshTransport {
+    /// A transport for a node of `own_dc` in `topology`.
+    pub fn new(own_dc: &str, topology: &Topology) -> Self {
+        Self {
+            own_dc: own_dc.to_owned(),
+            tcp: TcpTransport::new(),
+            mesh: OnceLock::new(),
+            nodes: topology
+                .nodes()
+                .map(|n| {
+                    (
+                        n.id.get(),
+                        (n.dc.as_str().to_owned(), n.raft_addr.to_string()),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// From now on, RPCs to other datacenters ride `mesh`; requests arriving over it are
+    /// answered by `grt` (or passed on over TCP to the node of this datacenter they are for).
+    pub fn attach(self: &Arc<Self>, mesh: &Mesh, grt: Grt) {
+        let _ = self.mesh.set(mesh.clone());
+        let transport = self.clone();
+        let own_id = grt.id();
+        mesh.serve_raft(Arc::new(move |request: Bytes| {
+            let grt = grt.clone();
+            let transport = transport.clone();
+            Box::pin(async move {
+                let Some((target, frame)) = split_target(&request) else {
+                    return Vec::new();
+                };
+                if target == own_id {
+                    return grt.handle(frame).await;
+                }
+                let Some((_, addr)) = transport.nodes.get(&target) else {
+                    return Vec::new();
+                };
+                transport
+                    .tcp
+                    .call(target, addr, frame.to_vec(), RELAY_DEADLINE)
+                    .await
+                    .unwrap_or_default()
+            })
+        }));
+    }
+}
+
+/// How long a node that received a Raft request over a bridge waits for the node of its DC the
+/// request is for.
+const RELAY_DEADLINE: Duration = Duration::from_secs(2);
+
+/// A Raft request over a bridge: the target node id (8 bytes, big-endian), then the frame.
+fn split_target(request: &[u8]) -> Option<(u64, &[u8])> {
+    let (id, frame) = request.split_first_chunk::<8>()?;
+    Some((u64::from_be_bytes(*id), frame))
+}
+
+#[async_trait::async_trait]
+impl Transport for MeshTransport {
+    async fn call(
+        &self,
+        target: u64,
+        addr: &str,
+        frame: Vec<u8>,
+        deadline: Duration,
+    ) -> Result<Vec<u8>, TransportError> {
+        if let Some(mesh) = self.mesh.get()
+            && let Some((dc, _)) = self.nodes.get(&target)
+            && *dc != self.own_dc
+        {
+            let mut request = Vec::with_capacity(8 + frame.len());
+            request.extend_from_slice(&target.to_be_bytes());
+            request.extend_from_slice(&frame);
+            return mesh
+                .raft_call(dc, Bytes::from(request), deadline)
+                .await
+                .map(|reply| reply.to_vec())
+                .map_err(|reason| TransportError::Unreachable {
+                    target,
+                    addr: addr.to_owned(),
+                    reason,
+                });
+        }
+        self.tcp.call(target, addr, frame, deadline).await
+    }
 }
 
 /// Routes what the bridges deliver, for as long as the node runs.

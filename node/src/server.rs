@@ -97,6 +97,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         && let Some((mesh, inbound)) = crate::mesh::start(&config, topology)?
     {
         let follower = crate::mesh::follow_inbound(&node, inbound);
+        if let Some(transport) = &opened.raft_transport {
+            transport.attach(&mesh, node.grt.clone());
+        }
         let stopper = mesh.clone();
         let _ = node.mesh.set(mesh);
         let mut shutdown = node.shutdown.subscribe();
