@@ -39,6 +39,28 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
+/// A command's standard output then standard error, as text.
+pub fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, for at most `within`; panics naming
+/// `what` after that.
+pub fn eventually<T>(what: &str, within: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A running `tern serve` process with its own ports and data directory.
 #[derive(Debug)]
 pub struct TestServer {

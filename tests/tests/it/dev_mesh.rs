@@ -11,26 +11,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use tern_tests::server::{TestServer, temp_dir, tern_bin};
+use tern_tests::server::{TestServer, output_text, temp_dir, tern_bin};
 
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// Polls `check` (every 100 ms, up to 60 s) until it returns `Some`.
-fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// Polls `check` until it returns `Some` (at most 60 s).
+fn eventually<T>(what: &str, check: impl FnMut() -> Option<T>) -> T {
+    tern_tests::server::eventually(what, Duration::from_secs(60), check)
 }
 
 /// Datacenter `k`'s first port with base port `base`, as `tern dev mesh` lays them out.
@@ -81,7 +66,7 @@ fn leader_of(server: &TestServer) -> Option<u64> {
     if !out.status.success() {
         return None;
     }
-    text(&out)
+    output_text(&out)
         .lines()
         .find_map(|l| l.strip_prefix("leader: "))
         .and_then(|v| v.trim().parse().ok())
@@ -105,7 +90,7 @@ fn three_datacenters_written_then_run_as_one_routing_table() {
             &base_arg,
         ],
     );
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     let dir = root.join("mesh");
     let shown = dir.display().to_string();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -169,11 +154,11 @@ fn three_datacenters_written_then_run_as_one_routing_table() {
     // Out-of-range counts: a usage error, nothing written.
     for dcs in ["0", "10"] {
         let out = dev_mesh(&root, &["--dcs", dcs, "--dir", "other", "--no-start"]);
-        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
         assert!(
-            text(&out).contains(&format!("--dcs {dcs}: a dev mesh has 1 to 9 datacenters")),
+            output_text(&out).contains(&format!("--dcs {dcs}: a dev mesh has 1 to 9 datacenters")),
             "{}",
-            text(&out)
+            output_text(&out)
         );
     }
     assert!(!root.join("other").exists());
@@ -201,7 +186,7 @@ fn three_datacenters_written_then_run_as_one_routing_table() {
     assert!((1..=3).contains(&leader), "leader {leader}");
     for server in &servers {
         eventually("the three datacenters in the table", || {
-            text(&server.ctl(&["mesh", "status"]))
+            output_text(&server.ctl(&["mesh", "status"]))
                 .lines()
                 .any(|l| l == "datacenters: dc1, dc2, dc3")
                 .then_some(())
@@ -222,11 +207,11 @@ fn three_datacenters_written_then_run_as_one_routing_table() {
         "--home",
         "dc2",
     ]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     for (jid, home) in [("bob@localhost", "dc2"), ("alice@localhost", "dc1")] {
         eventually("the home as dc3 reads it", || {
             let out = servers[2].ctl(&["mesh", "home", "--jid", jid]);
-            (out.status.success() && text(&out).starts_with(&format!("{jid}: {home} ")))
+            (out.status.success() && output_text(&out).starts_with(&format!("{jid}: {home} ")))
                 .then_some(())
         });
     }
@@ -249,11 +234,11 @@ fn three_datacenters_written_then_run_as_one_routing_table() {
             &base_arg,
         ],
     );
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     assert!(
-        text(&out).contains("(CA kept, certificates kept)"),
+        output_text(&out).contains("(CA kept, certificates kept)"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
     assert_eq!(std::fs::read(dir.join("pki/ca.pem")).expect("ca.pem"), ca);
     assert_eq!(
@@ -407,7 +392,7 @@ fn started_by_the_command_two_datacenters_come_up_and_stop_on_sigterm() {
         ],
     );
     eventually("dc2 following dc1 as a learner", || {
-        let status = text(&dc2.ctl(&["mesh", "status"]));
+        let status = output_text(&dc2.ctl(&["mesh", "status"]));
         (status.lines().any(|l| l == "role: learner") && status.lines().any(|l| l == "leader: 1"))
             .then_some(())
     });
@@ -418,14 +403,14 @@ fn started_by_the_command_two_datacenters_come_up_and_stop_on_sigterm() {
         &root,
         &["--dcs", "2", "--dir", "second", "--base-port", &base_arg],
     );
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
     assert!(
-        text(&out).contains(&format!(
+        output_text(&out).contains(&format!(
             "127.0.0.1:{} (dc1's STARTTLS client port) is in use",
             dc_base(base, 1)
         )),
         "{}",
-        text(&out)
+        output_text(&out)
     );
     assert!(!root.join("second/dc1/tern.log").exists());
 
@@ -493,7 +478,7 @@ fn a_node_that_fails_at_start_stops_the_others_and_shows_its_log() {
             &base.to_string(),
         ],
     );
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains(&format!(

@@ -4,28 +4,13 @@
 //! survives the loss of its leader.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tern_tests::server::{TestServer, free_ports, temp_dir};
+use tern_tests::server::{TestServer, free_ports, output_text, temp_dir};
 
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// Polls `check` (every 100 ms, up to 30 s) until it returns `Some`.
-fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// Polls `check` until it returns `Some` (at most 30 s).
+fn eventually<T>(what: &str, check: impl FnMut() -> Option<T>) -> T {
+    tern_tests::server::eventually(what, Duration::from_secs(30), check)
 }
 
 fn write_topology(path: &Path, raft_ports: &[u16; 4]) {
@@ -75,7 +60,7 @@ fn leader_of(server: &TestServer) -> Option<u64> {
     if !out.status.success() {
         return None;
     }
-    text(&out)
+    output_text(&out)
         .lines()
         .find_map(|l| l.strip_prefix("leader: "))
         .and_then(|v| v.trim().parse().ok())
@@ -112,7 +97,7 @@ fn four_nodes_share_one_routing_table() {
     });
     assert!((1..=3).contains(&leader), "a voter leads, not the learner");
     eventually("node 4 as a learner", || {
-        let status = text(&servers[0].ctl(&["mesh", "status"]));
+        let status = output_text(&servers[0].ctl(&["mesh", "status"]));
         status
             .lines()
             .any(|l| l.starts_with("learners:") && l.contains("4 (dc1"))
@@ -128,10 +113,10 @@ fn four_nodes_share_one_routing_table() {
         "--host-type",
         "default",
     ]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     for server in &servers {
         eventually("dyn.test everywhere", || {
-            text(&server.ctl(&["domain", "list"]))
+            output_text(&server.ctl(&["domain", "list"]))
                 .contains("dyn.test")
                 .then_some(())
         });
@@ -150,15 +135,15 @@ fn four_nodes_share_one_routing_table() {
         "--home",
         "dc2",
     ]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     for server in &servers {
         eventually("roamer's home everywhere", || {
             let out = server.ctl(&["mesh", "home", "--jid", "roamer@localhost"]);
-            (out.status.success() && text(&out).contains("dc2")).then_some(())
+            (out.status.success() && output_text(&out).contains("dc2")).then_some(())
         });
     }
     let out = servers[3].ctl(&["mesh", "home", "--jid", "nobody@localhost"]);
-    assert!(!out.status.success(), "no home: {}", text(&out));
+    assert!(!out.status.success(), "no home: {}", output_text(&out));
 
     // The leader goes away; the two other voters elect a new one and keep committing.
     assert!(servers[leader as usize - 1].stop(), "clean stop");
@@ -185,7 +170,7 @@ fn four_nodes_share_one_routing_table() {
     });
     for i in &survivors {
         eventually("after.test on the survivors", || {
-            text(&servers[*i].ctl(&["domain", "list"]))
+            output_text(&servers[*i].ctl(&["domain", "list"]))
                 .contains("after.test")
                 .then_some(())
         });
@@ -194,7 +179,7 @@ fn four_nodes_share_one_routing_table() {
     // The old leader comes back and catches up.
     servers[leader as usize - 1].spawn();
     eventually("after.test on the restarted node", || {
-        text(&servers[leader as usize - 1].ctl(&["domain", "list"]))
+        output_text(&servers[leader as usize - 1].ctl(&["domain", "list"]))
             .contains("after.test")
             .then_some(())
     });

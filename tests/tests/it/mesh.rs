@@ -9,25 +9,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tern_tests::client::RawClient;
-use tern_tests::server::{TestServer, free_ports, temp_dir, tern_bin};
+use tern_tests::server::{TestServer, free_ports, output_text, temp_dir, tern_bin};
 
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// Polls `check` until it returns `Some` (at most 30 s).
+fn eventually<T>(what: &str, check: impl FnMut() -> Option<T>) -> T {
+    tern_tests::server::eventually(what, Duration::from_secs(30), check)
 }
 
 /// A UDP port free right now on 127.0.0.1.
@@ -44,7 +30,7 @@ fn mesh_pki(dir: &Path, dcs: &[&str]) {
             .args(args)
             .output()
             .expect("run tern mesh");
-        assert!(out.status.success(), "tern {args:?}: {}", text(&out));
+        assert!(out.status.success(), "tern {args:?}: {}", output_text(&out));
     };
     let dir = dir.to_str().expect("utf8 path");
     run(&["mesh", "ca", "init", "--dir", dir]);
@@ -93,7 +79,7 @@ fn three_dcs(tag: &str, down_after: &str) -> (std::path::PathBuf, Vec<TestServer
     // Every bridge up, one Raft leader.
     for server in &servers {
         eventually("bridges up and a leader", || {
-            let status = text(&server.ctl(&["mesh", "status"]));
+            let status = output_text(&server.ctl(&["mesh", "status"]));
             let bridges = status
                 .lines()
                 .find(|l| l.starts_with("bridges: "))?
