@@ -25,6 +25,11 @@ pub struct Mesh {
     /// A peer unreachable for this long is down: stanzas for its users get
     /// `<remote-server-timeout/>` at once. Default 30 s.
     pub down_after: Duration,
+    /// A bridge that hears nothing from its peer for this long is dead and reconnects.
+    /// Default 30 s.
+    pub idle_timeout: Duration,
+    /// How often an idle bridge sends a keep-alive; shorter than `idle_timeout`. Default 5 s.
+    pub keepalive: Duration,
 }
 
 impl Default for Mesh {
@@ -35,6 +40,8 @@ impl Default for Mesh {
             streams: 16,
             queue_limit: 100_000,
             down_after: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(30),
+            keepalive: Duration::from_secs(5),
         }
     }
 }
@@ -54,7 +61,22 @@ pub(crate) fn read(mut section: Section<'_>, d: &mut Diagnostics) -> Mesh {
         down_after: section
             .duration_at_least(d, "down_after", Duration::from_millis(100))
             .unwrap_or(defaults.down_after),
+        idle_timeout: section
+            .duration_at_least(d, "idle_timeout", Duration::from_millis(200))
+            .unwrap_or(defaults.idle_timeout),
+        keepalive: section
+            .duration_at_least(d, "keepalive", Duration::from_millis(50))
+            .unwrap_or(defaults.keepalive),
     };
+    if mesh.keepalive >= mesh.idle_timeout {
+        d.report(
+            &section.key_path("keepalive"),
+            format!(
+                "must be shorter than mesh.idle_timeout ({:?}), found {:?}",
+                mesh.idle_timeout, mesh.keepalive
+            ),
+        );
+    }
     section.finish(d);
     mesh
 }
@@ -77,6 +99,18 @@ mod tests {
         assert_eq!(c.mesh.streams, 4);
         assert_eq!(c.mesh.queue_limit, 10);
         assert_eq!(c.mesh.down_after, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn keepalive_must_be_shorter_than_the_idle_timeout() {
+        let errors = errors("[mesh]\nidle_timeout = \"1s\"\nkeepalive = \"2s\"\n");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("tern.toml: mesh.keepalive: must be shorter"),
+            "{errors:?}"
+        );
+        let c = config("[mesh]\nidle_timeout = \"1s\"\nkeepalive = \"200ms\"\n");
+        assert_eq!(c.mesh.idle_timeout, Duration::from_secs(1));
     }
 
     #[test]

@@ -74,7 +74,11 @@ pub fn start(
         .iter()
         .map(|d| d.name.as_str().to_owned())
         .collect();
-    let settings = TransportSettings::default();
+    let settings = TransportSettings {
+        keep_alive_interval: config.mesh.keepalive,
+        idle_timeout: config.mesh.idle_timeout,
+        ..TransportSettings::default()
+    };
     let server = pki::server_config(&identity, known, &settings)?;
     let client = pki::client_config(&identity, &settings)?;
     let endpoint = quinn::Endpoint::server(server, listen)

@@ -54,19 +54,38 @@ fn write_topology(path: &Path, raft: &[u16; 3], bridge: &[u16; 3]) {
 
 /// Three DCs with bridges and Raft, every bridge up and a leader elected.
 fn three_dcs(tag: &str, down_after: &str) -> (std::path::PathBuf, Vec<TestServer>) {
+    three_dcs_with(tag, down_after, "", None)
+}
+
+/// Three DCs; `mesh_extra` is added to every node's `[mesh]`; with `dc2_via`, the topology
+/// names that address as dc2's bridge endpoint (a relay in front of dc2, which listens on
+/// `dc2_listen`), so dc1's and dc3's bridges to dc2 cross it.
+fn three_dcs_with(
+    tag: &str,
+    down_after: &str,
+    mesh_extra: &str,
+    dc2_via: Option<(u16, u16)>,
+) -> (std::path::PathBuf, Vec<TestServer>) {
     let root = temp_dir(tag);
     let pki = root.join("pki");
     mesh_pki(&pki, &["dc1", "dc2", "dc3"]);
     let topology = root.join("topology.toml");
     let raft = free_ports::<3>();
-    let bridge = [free_udp_port(), free_udp_port(), free_udp_port()];
+    let mut bridge = [free_udp_port(), free_udp_port(), free_udp_port()];
+    if let Some((via, _)) = dc2_via {
+        bridge[1] = via;
+    }
     write_topology(&topology, &raft, &bridge);
     let mut servers: Vec<TestServer> = (1..=3u64)
         .map(|id| {
             let dir = root.join(format!("dc{id}"));
             std::fs::create_dir_all(&dir).expect("dir");
+            let listen = match dc2_via {
+                Some((_, listen)) if id == 2 => format!("listen = \"127.0.0.1:{listen}\"\n"),
+                _ => String::new(),
+            };
             let extra = format!(
-                "[cluster]\ndc = \"dc{id}\"\nnode_id = {id}\ntopology = \"{}\"\n\n[mesh]\npki_dir = \"{}\"\ndown_after = \"{down_after}\"\n",
+                "[cluster]\ndc = \"dc{id}\"\nnode_id = {id}\ntopology = \"{}\"\n\n[mesh]\npki_dir = \"{}\"\ndown_after = \"{down_after}\"\n{listen}{mesh_extra}",
                 topology.display(),
                 pki.display()
             );
@@ -318,5 +337,121 @@ async fn a_killed_datacenter_gets_what_was_sent_meanwhile_exactly_once() {
     for server in &mut servers {
         server.stop();
     }
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// How many connections dc1's bridge to dc2 has made, when it is up.
+fn connects_to_dc2(dc1: &TestServer) -> Option<u32> {
+    let status = output_text(&dc1.ctl(&["mesh", "status"]));
+    let line = status.lines().find(|l| l.starts_with("bridges: "))?;
+    let dc2 = line.split(", ").find(|b| b.contains("dc2 up "))?;
+    dc2.split("connects=").nth(1)?.trim().parse().ok()
+}
+
+/// 1,000 messages from a user in dc1 to a user in dc2 while the link between them (through the
+/// WAN emulator) is cut twice, each time longer than the bridges' idle timeout: the bridge dies,
+/// reconnects, re-sends what was not acknowledged, and every message arrives once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_messages_survive_two_link_cuts_in_order() {
+    let dc2_listen = free_udp_port();
+    let relay = tern_wanem::Relay::start(
+        "127.0.0.1:0".parse().expect("addr"),
+        format!("127.0.0.1:{dc2_listen}").parse().expect("addr"),
+        tern_wanem::Shape {
+            delay: Duration::from_millis(5),
+            ..tern_wanem::Shape::default()
+        },
+    )
+    .await
+    .expect("relay");
+    let via = relay.local_addr().port();
+    let (root, mut servers) = three_dcs_with(
+        "mesh-cuts",
+        "60s",
+        "idle_timeout = \"1s\"\nkeepalive = \"200ms\"\n",
+        Some((via, dc2_listen)),
+    );
+    servers[0].register("alice", "localhost", "pw-a");
+    servers[1].register("bob", "localhost", "pw-b");
+    eventually("bob's home known at dc1", || {
+        servers[0]
+            .ctl(&["mesh", "home", "--jid", "bob@localhost"])
+            .status
+            .success()
+            .then_some(())
+    });
+    let mut alice = RawClient::login(
+        servers[0].starttls_port,
+        "localhost",
+        "alice",
+        "pw-a",
+        "home",
+    )
+    .await;
+    let mut bob = RawClient::login(
+        servers[1].starttls_port,
+        "localhost",
+        "bob",
+        "pw-b",
+        "phone",
+    )
+    .await;
+    bob.send("<presence/>").await;
+    bob.read_until("from='bob@localhost/phone'").await;
+
+    let reader = tokio::spawn(async move {
+        let mut bodies = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut text = String::new();
+        while bodies.len() < 1_000 && Instant::now() < deadline {
+            text.push_str(&bob.read_for(Duration::from_millis(300)).await);
+            while let Some(end) = text.find("</message>") {
+                let message: String = text.drain(..end + "</message>".len()).collect();
+                if let Some(body) = message
+                    .split("<body>")
+                    .nth(1)
+                    .and_then(|b| b.split("</body>").next())
+                {
+                    bodies.push(body.parse::<u32>().expect("number"));
+                }
+            }
+        }
+        bodies
+    });
+    let mut sent = 0u32;
+    for (count, cut) in [(300, true), (300, true), (400, false)] {
+        for _ in 0..count {
+            sent += 1;
+            alice
+                .send(&format!(
+                    "<message to='bob@localhost/phone' type='chat'><body>{sent}</body></message>"
+                ))
+                .await;
+        }
+        if cut {
+            let before = connects_to_dc2(&servers[0]).unwrap_or(0);
+            relay.cut();
+            tokio::time::sleep(Duration::from_millis(1_800)).await;
+            relay.heal();
+            // The bridge died during the cut (idle timeout 1 s) and comes back as a new
+            // connection.
+            eventually("the bridge to dc2 back up", || {
+                (connects_to_dc2(&servers[0]) == Some(before + 1)).then_some(())
+            });
+        }
+    }
+    let bodies = reader.await.expect("reader");
+    assert_eq!(bodies.len(), 1_000, "all arrived");
+    assert_eq!(bodies, (1..=1_000).collect::<Vec<u32>>(), "in order, once");
+    assert_eq!(
+        connects_to_dc2(&servers[0]),
+        Some(3),
+        "the bridge to dc2 reconnected after each cut"
+    );
+
+    for server in &mut servers {
+        server.stop();
+    }
+    relay.stop().await;
     let _ = std::fs::remove_dir_all(&root);
 }
