@@ -1,5 +1,5 @@
 //! `[modules.*]`: settings of the optional XMPP modules: in-band registration (XEP-0077),
-//! server pings (XEP-0199) and software version (XEP-0092).
+//! server pings (XEP-0199), software version (XEP-0092) and offline messages (XEP-0160).
 
 use std::time::Duration;
 
@@ -14,6 +14,8 @@ pub struct Modules {
     pub ping: Ping,
     /// `[modules.version]`.
     pub version: Version,
+    /// `[modules.offline]`.
+    pub offline: Offline,
 }
 
 /// `[modules.register]`: XEP-0077 in-band registration.
@@ -50,17 +52,51 @@ pub struct Version {
     pub show_os: bool,
 }
 
+/// `[modules.offline]`: XEP-0160 offline message storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Offline {
+    /// Whether chat and normal messages to an unavailable account are stored and delivered at
+    /// its next initial presence. Default `true`.
+    pub enabled: bool,
+    /// Most messages stored per account; over it the sender gets `<resource-constraint/>`.
+    /// 1..=100000, default 1000.
+    pub max_messages: usize,
+}
+
+impl Default for Offline {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_messages: 1000,
+        }
+    }
+}
+
 /// Reads `[modules]` and its sub-tables; an unknown module name is an unknown key.
 pub(crate) fn read(mut section: Section<'_>, d: &mut Diagnostics) -> Modules {
     let register = read_register(section.section(d, "register"), d);
     let ping = read_ping(section.section(d, "ping"), d);
     let version = read_version(section.section(d, "version"), d);
+    let offline = read_offline(section.section(d, "offline"), d);
     section.finish(d);
     Modules {
         register,
         ping,
         version,
+        offline,
     }
+}
+
+fn read_offline(mut section: Section<'_>, d: &mut Diagnostics) -> Offline {
+    let defaults = Offline::default();
+    let offline = Offline {
+        enabled: section.boolean(d, "enabled").unwrap_or(defaults.enabled),
+        max_messages: section
+            .integer_in(d, "max_messages", 1, Some(100_000))
+            .unwrap_or(defaults.max_messages),
+    };
+    section.finish(d);
+    offline
 }
 
 fn read_register(mut section: Section<'_>, d: &mut Diagnostics) -> Register {
@@ -114,7 +150,8 @@ mod tests {
     fn reads_all_modules() {
         let c = config(
             "[modules.register]\nenabled = true\n\n[modules.ping]\nidle_interval = \"90s\"\n\
-             timeout = \"200ms\"\n\n[modules.version]\nshow_os = true\n",
+             timeout = \"200ms\"\n\n[modules.version]\nshow_os = true\n\n\
+             [modules.offline]\nenabled = false\nmax_messages = 2\n",
         );
         assert_eq!(
             c.modules,
@@ -125,7 +162,42 @@ mod tests {
                     timeout: Duration::from_millis(200),
                 },
                 version: Version { show_os: true },
+                offline: Offline {
+                    enabled: false,
+                    max_messages: 2,
+                },
             }
+        );
+    }
+
+    #[test]
+    fn offline_defaults_to_on_with_a_thousand_messages() {
+        let c = config("");
+        assert_eq!(
+            c.modules.offline,
+            Offline {
+                enabled: true,
+                max_messages: 1000
+            }
+        );
+        let c = config("[modules.offline]\nmax_messages = 100000\n");
+        assert_eq!(c.modules.offline.max_messages, 100_000);
+        assert!(c.modules.offline.enabled);
+    }
+
+    #[test]
+    fn rejects_offline_limits_out_of_range() {
+        for bad in ["0", "100001", "-1"] {
+            let e = errors(&format!("[modules.offline]\nmax_messages = {bad}\n"));
+            assert_eq!(e.len(), 1, "{bad}: {e:?}");
+            assert!(
+                e[0].starts_with("tern.toml: modules.offline.max_messages: "),
+                "{bad}: {e:?}"
+            );
+        }
+        assert_eq!(
+            errors("[modules.offline]\nenabled = \"yes\"\n"),
+            ["tern.toml: modules.offline.enabled: expected a boolean, found a string"]
         );
     }
 

@@ -13,9 +13,9 @@
 //!    to the account's available resources; subscription presence goes through the roster
 //!    state machine ([`crate::modules::presence`]); IQs to a bare JID are answered by the server
 //!    on the account's behalf.
-//! 5. Nobody to deliver to → offline storage (a later issue plugs in at
-//!    [`Node::undeliverable_message`]) or a stanza error. Never a silent drop of a message that
-//!    asks for delivery.
+//! 5. Nobody to deliver to → XEP-0160 offline storage ([`Node::undeliverable_message`],
+//!    [`crate::modules::offline`]) or a stanza error. Never a silent drop of a message that asks
+//!    for delivery.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -194,17 +194,20 @@ impl Node {
             }
         }
         if !delivered {
-            self.undeliverable_message(stanza).await;
+            self.undeliverable_message(stanza, to).await;
         }
     }
 
-    /// A message to an existing account that no session can take now. Offline storage
-    /// (XEP-0160) plugs in here; until then a chat or normal message is answered with
-    /// `<service-unavailable/>` (RFC 6121 §8.5.2.2.1 allows either), errors and headlines are
-    /// dropped as the RFC says.
-    pub async fn undeliverable_message(self: &Arc<Self>, stanza: Stanza) {
+    /// A message to the existing local account `to` that no session can take now (RFC 6121
+    /// §8.5.2.2.1). Errors and headlines are dropped as the RFC says; a chat or normal message
+    /// goes to XEP-0160 offline storage when `[modules.offline]` is enabled, and is answered
+    /// with `<service-unavailable/>` otherwise.
+    pub async fn undeliverable_message(self: &Arc<Self>, stanza: Stanza, to: &BareJid) {
         if stanza.is_type("error") || stanza.is_type("headline") {
             return;
+        }
+        if self.config.modules.offline.enabled && modules::offline::storable(&stanza) {
+            return modules::offline::store(self, stanza, to).await;
         }
         self.bounce(&stanza, StanzaCondition::ServiceUnavailable)
             .await;

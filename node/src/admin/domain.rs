@@ -55,6 +55,8 @@ pub(crate) struct DomainRemovalPayload {
     accounts: u64,
     /// Rosters deleted from this node's storage.
     rosters: u64,
+    /// Offline messages (XEP-0160) deleted from this node's storage.
+    offline_messages: u64,
     /// User and room entries deleted from the routing table with the domain.
     routing_entries: u64,
     /// A sentence saying what was done.
@@ -185,12 +187,19 @@ async fn remove_domain(node: &Arc<Node>, domain: &str) -> AdminResult<DomainRemo
         %domain,
         accounts,
         rosters = removal.rosters,
+        offline_messages = removal.offline,
         routing_entries,
         "domain removed through the admin API"
     );
+    // Offline messages are only named when there were some, so the usual sentence stays short.
+    let offline = if removal.offline == 0 {
+        String::new()
+    } else {
+        format!(", {}", counted(removal.offline, "offline message"))
+    };
     Ok(DomainRemovalPayload {
         message: format!(
-            "removed domain {domain}: deleted {}, {} and {}",
+            "removed domain {domain}: deleted {}, {}{offline} and {}",
             counted(accounts, "account"),
             counted(removal.rosters, "roster"),
             counted(routing_entries, "routing table entry")
@@ -198,6 +207,7 @@ async fn remove_domain(node: &Arc<Node>, domain: &str) -> AdminResult<DomainRemo
         domain,
         accounts,
         rosters: removal.rosters,
+        offline_messages: removal.offline,
         routing_entries,
     })
 }
@@ -488,17 +498,27 @@ mod tests {
             .modify_roster(&alice, &mut |r: &mut Roster| r.version += 1)
             .await
             .unwrap();
+        for body in ["one", "two"] {
+            let stanza = format!("<message to='alice@gone.example'><body>{body}</body></message>");
+            node.storage
+                .store_offline(&alice, stanza.into(), 10)
+                .await
+                .unwrap();
+        }
         assert!(node.grt.reader().user_home(&alice).home.is_some());
 
         let removed = remove_domain(&node, "gone.example").await.unwrap();
         assert_eq!(removed.domain, "gone.example");
         assert_eq!(removed.accounts, 2);
         assert_eq!(removed.rosters, 1);
+        assert_eq!(removed.offline_messages, 2);
         assert_eq!(removed.routing_entries, 2);
         assert_eq!(
             removed.message,
-            "removed domain gone.example: deleted 2 accounts, 1 roster and 2 routing table entries"
+            "removed domain gone.example: deleted 2 accounts, 1 roster, 2 offline messages and 2 \
+             routing table entries"
         );
+        assert_eq!(node.storage.count_offline(&alice).await.unwrap(), 0);
         assert!(!node.serves("gone.example"));
         assert!(node.grt.reader().domain("gone.example").is_none());
         assert!(node.grt.reader().user_home(&alice).home.is_none());

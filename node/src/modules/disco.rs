@@ -22,6 +22,9 @@ fn server_features(node: &Node) -> Vec<&'static str> {
     if node.config.modules.register.enabled {
         features.push(ns::REGISTER);
     }
+    if node.config.modules.offline.enabled {
+        features.push(super::offline::FEATURE);
+    }
     features
 }
 

@@ -4,12 +4,14 @@
 //! - [`presence`]: RFC 6121 subscriptions, presence broadcast and probes.
 //! - [`disco`]: XEP-0030 service discovery for the server and for accounts.
 //! - [`register`]: XEP-0077 in-band registration.
+//! - [`offline`]: XEP-0160 offline message storage and delivery.
 //! - IQs handled inline here: XEP-0199 ping, XEP-0092 version, RFC 3921 legacy session.
 //!
 //! Dispatch: an IQ the server must answer goes to the handler registered for its payload
 //! namespace; anything else gets `<service-unavailable/>` (RFC 6120 §8.4), never silence.
 
 pub mod disco;
+pub mod offline;
 pub mod presence;
 pub mod register;
 pub mod roster;

@@ -18,6 +18,7 @@ use jid::{BareJid, Jid};
 use tern_xmpp_proto::stanza::Stanza;
 use tern_xmpp_proto::{Element, StanzaCondition, ns};
 
+use super::offline;
 use crate::node::Node;
 use crate::router::is_subscription;
 use crate::sm::Session;
@@ -78,11 +79,14 @@ async fn roster_of(node: &Node, user: &BareJid) -> Roster {
 async fn broadcast_available(node: &Arc<Node>, session: &Arc<Session>, stanza: Stanza) {
     let user = session.jid.to_bare();
     let priority = priority_of(&stanza);
-    let initial = session.update_presence(|p| {
+    let (initial, takes_offline) = session.update_presence(|p| {
         let initial = p.available.is_none();
+        // XEP-0160: stored messages go to the first available presence that can receive
+        // messages to the bare JID (non-negative priority, RFC 6121 §8.5.2.1.1).
+        let takes_offline = priority >= 0 && (initial || p.priority < 0);
         p.available = Some(stanza.raw().clone());
         p.priority = priority;
-        initial
+        (initial, takes_offline)
     });
     let roster = roster_of(node, &user).await;
     let from = session.jid.to_string();
@@ -100,6 +104,9 @@ async fn broadcast_available(node: &Arc<Node>, session: &Arc<Session>, stanza: S
         }
     }
     if !initial {
+        if takes_offline {
+            offline::deliver_stored(node, session).await;
+        }
         return;
     }
     // Initial presence: probe the contacts this user is subscribed to.
@@ -109,6 +116,9 @@ async fn broadcast_available(node: &Arc<Node>, session: &Arc<Session>, stanza: S
         }
     }
     redeliver_pending(node, session, &roster);
+    if takes_offline {
+        offline::deliver_stored(node, session).await;
+    }
 }
 
 /// The presence of a local contact's available sessions, delivered to `session` (a probe

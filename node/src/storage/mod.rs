@@ -24,6 +24,10 @@
 //! | `jid_user` | `user_key(bare JID)` | version byte + postcard [`UserRecord`] |
 //! | `jid_roster` | `user_key(bare JID)` | version byte + postcard [`Roster`] |
 //! | `domain_usercount` | domain | `u64` number of accounts, kept in the same transaction as `jid_user` |
+//! | `offline_msg` | `(user_key(bare JID), sequence)` | version byte + postcard [`OfflineMessage`] |
+//!
+//! `offline_msg` keys are tuples: a user's messages are one contiguous range ordered by their
+//! sequence number, and a domain's are the range of the domain's `user_key` prefixes.
 
 mod codec;
 mod error;
@@ -32,16 +36,20 @@ mod types;
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use jid::BareJid;
 
 pub use self::error::{Error, Result};
 pub use self::redb::RedbStorage;
-pub use self::types::{DomainRemoval, Roster, RosterItem, ScramRecord, Subscription, UserRecord};
+pub use self::types::{
+    DomainRemoval, OfflineMessage, OfflineStored, Roster, RosterItem, ScramRecord, Subscription,
+    UserRecord,
+};
 
 /// A storage backend shared by every module of a node.
 pub type SharedStorage = Arc<dyn Storage>;
 
-/// Accounts and rosters. Every method is one transaction; implementations never block the async
+/// Accounts, rosters and offline messages. Every method is one transaction; implementations never block the async
 /// caller (blocking backends run their work on tokio's blocking pool).
 #[async_trait::async_trait]
 pub trait Storage: Send + Sync + 'static {
@@ -56,7 +64,8 @@ pub trait Storage: Send + Sync + 'static {
     /// exist.
     async fn set_user_credentials(&self, user: &BareJid, record: UserRecord) -> Result<()>;
 
-    /// Deletes an account together with its roster; `false` if there was no such account.
+    /// Deletes an account together with its roster and offline messages; `false` if there was
+    /// no such account.
     async fn remove_user(&self, user: &BareJid) -> Result<bool>;
 
     /// The accounts of `domain` (normalized, as `BareJid::domain()` gives it), sorted by
@@ -66,7 +75,8 @@ pub trait Storage: Send + Sync + 'static {
     /// The number of accounts of `domain`.
     async fn count_users(&self, domain: &str) -> Result<u64>;
 
-    /// Deletes every account of `domain` and everything stored for them (rosters today), in one
+    /// Deletes every account of `domain` and everything stored for them (rosters, offline
+    /// messages), in one
     /// transaction; says how much it deleted. Deleting a domain with no data deletes nothing.
     async fn remove_domain(&self, domain: &str) -> Result<DomainRemoval>;
 
@@ -83,6 +93,23 @@ pub trait Storage: Send + Sync + 'static {
         user: &BareJid,
         f: &mut (dyn for<'r> FnMut(&'r mut Roster) + Send),
     ) -> Result<Roster>;
+
+    /// Appends `stanza` to the offline messages of `user` (XEP-0160), after every message
+    /// stored before it. When `user` already has `limit` messages nothing is stored and the
+    /// answer is [`OfflineStored::Full`].
+    async fn store_offline(
+        &self,
+        user: &BareJid,
+        stanza: Bytes,
+        limit: usize,
+    ) -> Result<OfflineStored>;
+
+    /// Every offline message of `user` in the order they were stored, deleting them in the same
+    /// transaction.
+    async fn take_offline(&self, user: &BareJid) -> Result<Vec<Bytes>>;
+
+    /// The number of offline messages of `user`.
+    async fn count_offline(&self, user: &BareJid) -> Result<u64>;
 }
 
 /// The storage key of an account or roster: `"<domain>\0<localpart>"` (see the module docs).

@@ -13,12 +13,13 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use jid::BareJid;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
 use super::codec;
 use super::error::{Error, Result};
-use super::types::{DomainRemoval, Roster, UserRecord};
+use super::types::{DomainRemoval, OfflineMessage, OfflineStored, Roster, UserRecord};
 use super::{Storage, domain_range, jid_from_key, user_key};
 
 /// Accounts: `user_key` -> versioned [`UserRecord`].
@@ -28,9 +29,15 @@ const JID_ROSTER: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("jid_r
 /// Account count per domain, updated with `jid_user` in the same transaction.
 const DOMAIN_USERCOUNT: TableDefinition<'_, &str, u64> = TableDefinition::new("domain_usercount");
 
+/// Offline messages: (`user_key`, sequence) -> versioned [`OfflineMessage`]. A user's sequence
+/// numbers are contiguous (messages are only ever taken all at once), so the first and last key
+/// of the user's range give the count.
+const OFFLINE_MSG: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::new("offline_msg");
+
 /// Table names as they appear in errors.
 const JID_USER_NAME: &str = "jid_user";
 const JID_ROSTER_NAME: &str = "jid_roster";
+const OFFLINE_MSG_NAME: &str = "offline_msg";
 
 /// Maps a redb error to [`Error::Backend`] naming the operation.
 trait OrBackend<T> {
@@ -75,6 +82,7 @@ impl RedbStorage {
             txn.open_table(JID_USER).or_backend("open_table")?;
             txn.open_table(JID_ROSTER).or_backend("open_table")?;
             txn.open_table(DOMAIN_USERCOUNT).or_backend("open_table")?;
+            txn.open_table(OFFLINE_MSG).or_backend("open_table")?;
             Ok(())
         })?;
         tracing::debug!(path = %path.display(), "redb storage opened");
@@ -138,6 +146,25 @@ fn abort(txn: WriteTransaction) {
 fn user_exists(txn: &WriteTransaction, key: &str) -> Result<bool> {
     let users = txn.open_table(JID_USER).or_backend("open_table")?;
     Ok(users.get(key).or_backend("get")?.is_some())
+}
+
+/// The first and last sequence numbers of the offline messages stored under `key`.
+fn offline_bounds(
+    table: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
+    key: &str,
+) -> Result<Option<(u64, u64)>> {
+    let mut range = table
+        .range::<(&str, u64)>((key, 0)..=(key, u64::MAX))
+        .or_backend("range")?;
+    let Some(first) = range.next() else {
+        return Ok(None);
+    };
+    let first = first.or_backend("range")?.0.value().1;
+    let last = match range.next_back() {
+        Some(last) => last.or_backend("range")?.0.value().1,
+        None => first,
+    };
+    Ok(Some((first, last)))
 }
 
 /// The roster stored under `key` in `table`, or the empty roster.
@@ -224,6 +251,13 @@ impl Storage for RedbStorage {
             }
             let mut rosters = txn.open_table(JID_ROSTER).or_backend("open_table")?;
             rosters.remove(key.as_str()).or_backend("remove")?;
+            let mut offline = txn.open_table(OFFLINE_MSG).or_backend("open_table")?;
+            offline
+                .retain_in::<(&str, u64), _>(
+                    (key.as_str(), 0)..=(key.as_str(), u64::MAX),
+                    |_, _| false,
+                )
+                .or_backend("remove")?;
             let mut counts = txn.open_table(DOMAIN_USERCOUNT).or_backend("open_table")?;
             let count = counts
                 .get(domain.as_str())
@@ -258,6 +292,13 @@ impl Storage for RedbStorage {
             rosters
                 .retain_in::<&str, _>(range, |_, _| {
                     removal.rosters += 1;
+                    false
+                })
+                .or_backend("remove")?;
+            let mut offline = txn.open_table(OFFLINE_MSG).or_backend("open_table")?;
+            offline
+                .retain_in::<(&str, u64), _>((start.as_str(), 0)..(end.as_str(), 0), |_, _| {
+                    removal.offline += 1;
                     false
                 })
                 .or_backend("remove")?;
@@ -359,6 +400,70 @@ impl Storage for RedbStorage {
         .await?;
         Ok(roster)
     }
+
+    async fn store_offline(
+        &self,
+        user: &BareJid,
+        stanza: Bytes,
+        limit: usize,
+    ) -> Result<OfflineStored> {
+        let key = user_key(user);
+        let value = codec::encode(
+            OFFLINE_MSG_NAME,
+            &OfflineMessage {
+                stanza: stanza.to_vec(),
+            },
+        )?;
+        let limit = u64::try_from(limit).unwrap_or(u64::MAX);
+        self.blocking_write(move |txn| {
+            let mut offline = txn.open_table(OFFLINE_MSG).or_backend("open_table")?;
+            let (count, next) = match offline_bounds(&offline, &key)? {
+                Some((first, last)) => (last - first + 1, last + 1),
+                None => (0, 0),
+            };
+            if count >= limit {
+                return Ok(OfflineStored::Full);
+            }
+            offline
+                .insert((key.as_str(), next), value.as_slice())
+                .or_backend("insert")?;
+            Ok(OfflineStored::Stored(count + 1))
+        })
+        .await
+    }
+
+    async fn take_offline(&self, user: &BareJid) -> Result<Vec<Bytes>> {
+        let key = user_key(user);
+        self.blocking_write(move |txn| {
+            let mut offline = txn.open_table(OFFLINE_MSG).or_backend("open_table")?;
+            let mut out = Vec::new();
+            for entry in offline
+                .extract_from_if::<(&str, u64), _>(
+                    (key.as_str(), 0)..=(key.as_str(), u64::MAX),
+                    |_, _| true,
+                )
+                .or_backend("remove")?
+            {
+                let (seq, bytes) = entry.or_backend("remove")?;
+                let name = format!("{}#{}", key.escape_debug(), seq.value().1);
+                let message: OfflineMessage =
+                    codec::decode(OFFLINE_MSG_NAME, &name, bytes.value())?;
+                out.push(Bytes::from(message.stanza));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn count_offline(&self, user: &BareJid) -> Result<u64> {
+        let key = user_key(user);
+        self.blocking(move |db| {
+            let txn = db.begin_read().or_backend("begin_read")?;
+            let offline = txn.open_table(OFFLINE_MSG).or_backend("open_table")?;
+            Ok(offline_bounds(&offline, &key)?.map_or(0, |(first, last)| last - first + 1))
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -424,6 +529,121 @@ mod tests {
             ask: true,
             ..RosterItem::new(jid)
         }
+    }
+
+    fn msg(body: &str) -> Bytes {
+        Bytes::from(format!("<message><body>{body}</body></message>"))
+    }
+
+    #[tokio::test]
+    async fn offline_messages_come_back_in_order_once() {
+        let dir = TempDir::new("offline");
+        let store = RedbStorage::open(&dir.db_path()).unwrap();
+        let alice = jid("alice@a.example");
+        let bob = jid("bob@a.example");
+        assert_eq!(store.count_offline(&alice).await.unwrap(), 0);
+        assert!(store.take_offline(&alice).await.unwrap().is_empty());
+        // More than ten, so an ordering by string instead of number would show.
+        for n in 0..12 {
+            let stored = store
+                .store_offline(&alice, msg(&format!("a{n}")), 100)
+                .await
+                .unwrap();
+            assert_eq!(stored, OfflineStored::Stored(n + 1));
+        }
+        store.store_offline(&bob, msg("b0"), 100).await.unwrap();
+        assert_eq!(store.count_offline(&alice).await.unwrap(), 12);
+        assert_eq!(store.count_offline(&bob).await.unwrap(), 1);
+
+        let taken = store.take_offline(&alice).await.unwrap();
+        let expected: Vec<Bytes> = (0..12).map(|n| msg(&format!("a{n}"))).collect();
+        assert_eq!(taken, expected);
+        assert_eq!(store.count_offline(&alice).await.unwrap(), 0);
+        assert!(store.take_offline(&alice).await.unwrap().is_empty());
+        // Another user's messages are untouched.
+        assert_eq!(store.take_offline(&bob).await.unwrap(), vec![msg("b0")]);
+
+        // Storing again after a take starts a fresh, ordered list.
+        store.store_offline(&alice, msg("x"), 100).await.unwrap();
+        store.store_offline(&alice, msg("y"), 100).await.unwrap();
+        assert_eq!(
+            store.take_offline(&alice).await.unwrap(),
+            vec![msg("x"), msg("y")]
+        );
+    }
+
+    #[tokio::test]
+    async fn offline_limit_stores_nothing_more() {
+        let dir = TempDir::new("offline-limit");
+        let store = RedbStorage::open(&dir.db_path()).unwrap();
+        let alice = jid("alice@a.example");
+        for n in 0..3 {
+            let stored = store
+                .store_offline(&alice, msg(&n.to_string()), 3)
+                .await
+                .unwrap();
+            assert_eq!(stored, OfflineStored::Stored(n + 1));
+        }
+        assert_eq!(
+            store.store_offline(&alice, msg("over"), 3).await.unwrap(),
+            OfflineStored::Full
+        );
+        assert_eq!(store.count_offline(&alice).await.unwrap(), 3);
+        assert_eq!(
+            store.take_offline(&alice).await.unwrap(),
+            vec![msg("0"), msg("1"), msg("2")]
+        );
+        assert_eq!(
+            store.store_offline(&alice, msg("again"), 3).await.unwrap(),
+            OfflineStored::Stored(1)
+        );
+    }
+
+    #[tokio::test]
+    async fn remove_user_deletes_offline_messages() {
+        let dir = TempDir::new("offline-remove");
+        let store = RedbStorage::open(&dir.db_path()).unwrap();
+        let alice = jid("alice@a.example");
+        let bob = jid("bob@a.example");
+        store.create_user(&alice, record(1)).await.unwrap();
+        store.create_user(&bob, record(2)).await.unwrap();
+        store.store_offline(&alice, msg("1"), 10).await.unwrap();
+        store.store_offline(&alice, msg("2"), 10).await.unwrap();
+        store.store_offline(&bob, msg("3"), 10).await.unwrap();
+        assert!(store.remove_user(&alice).await.unwrap());
+        assert_eq!(store.count_offline(&alice).await.unwrap(), 0);
+        assert_eq!(store.count_offline(&bob).await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn corrupt_offline_message_is_an_error_and_kept() {
+        let dir = TempDir::new("offline-corrupt");
+        let store = RedbStorage::open(&dir.db_path()).unwrap();
+        let alice = jid("alice@a.example");
+        store.store_offline(&alice, msg("1"), 10).await.unwrap();
+        let key = user_key(&alice);
+        write(&store.db, |txn| {
+            let mut offline = txn.open_table(OFFLINE_MSG).or_backend("open_table")?;
+            offline
+                .insert((key.as_str(), 1), [9u8, 1].as_slice())
+                .or_backend("insert")?;
+            Ok(())
+        })
+        .unwrap();
+        let err = store.take_offline(&alice).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::UnknownFormat {
+                    table: "offline_msg",
+                    version: 9,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        // The failed take deleted nothing.
+        assert_eq!(store.count_offline(&alice).await.unwrap(), 2);
     }
 
     #[tokio::test]
@@ -509,13 +729,30 @@ mod tests {
             .modify_roster(&jid("a@gone.example"), &mut |r: &mut Roster| r.version += 1)
             .await
             .unwrap();
+        for who in [
+            "a@gone.example",
+            "a@gone.example",
+            "b@gone.example",
+            "c@kept.example",
+        ] {
+            store.store_offline(&jid(who), msg(who), 10).await.unwrap();
+        }
         let removal = store.remove_domain("gone.example").await.unwrap();
         assert_eq!(
             removal,
             DomainRemoval {
                 accounts: 2,
-                rosters: 1
+                rosters: 1,
+                offline: 3,
             }
+        );
+        assert_eq!(
+            store.count_offline(&jid("a@gone.example")).await.unwrap(),
+            0
+        );
+        assert_eq!(
+            store.count_offline(&jid("c@kept.example")).await.unwrap(),
+            1
         );
         assert_eq!(store.count_users("gone.example").await.unwrap(), 0);
         assert!(store.list_users("gone.example").await.unwrap().is_empty());

@@ -1,4 +1,5 @@
-//! Records kept by the storage layer: accounts (SCRAM credentials) and rosters.
+//! Records kept by the storage layer: accounts (SCRAM credentials), rosters and offline
+//! messages.
 //!
 //! Every type here is stored with postcard behind a format version byte (see `codec.rs`), so
 //! fields may only change together with a new format version.
@@ -200,4 +201,22 @@ pub struct DomainRemoval {
     pub accounts: u64,
     /// Rosters deleted.
     pub rosters: u64,
+    /// Offline messages (XEP-0160) deleted.
+    pub offline: u64,
+}
+
+/// One message kept for an offline user (XEP-0160): the stanza as it will be delivered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfflineMessage {
+    /// The serialized `<message/>`, `<delay/>` already added.
+    pub stanza: Vec<u8>,
+}
+
+/// The outcome of [`Storage::store_offline`](super::Storage::store_offline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfflineStored {
+    /// Stored; the user now has this many offline messages.
+    Stored(u64),
+    /// The user already had the limit: nothing was stored.
+    Full,
 }

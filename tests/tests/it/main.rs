@@ -8,4 +8,5 @@ mod dev_mesh;
 mod grt;
 mod mesh;
 mod mesh_pki;
+mod offline;
 mod roster;

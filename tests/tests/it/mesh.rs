@@ -278,12 +278,16 @@ async fn three_datacenters_chat_across_the_mesh() {
 }
 
 /// dc2 is killed with SIGKILL while dc1 sends to a user homed there; when dc2 comes back, every
-/// message reaches it exactly once. Its user is offline, so each one comes back to the sender as
-/// one error (offline storage arrives with a later issue): exactly fifty errors, in order, none
-/// twice.
+/// message reaches it exactly once. Its user is offline and offline storage is turned off, so
+/// each one comes back to the sender as one error: exactly fifty errors, in order, none twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_datacenter_gets_what_was_sent_meanwhile_exactly_once() {
-    let (root, mut servers) = three_dcs("mesh-kill", "60s");
+    let (root, mut servers) = three_dcs_with(
+        "mesh-kill",
+        "60s",
+        "\n[modules.offline]\nenabled = false\n",
+        None,
+    );
     servers[0].register("alice", "localhost", "pw-a");
     servers[1].register("bob", "localhost", "pw-b");
     eventually("bob's home known at dc1", || {
