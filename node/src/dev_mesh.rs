@@ -990,29 +990,8 @@ fn log_tail(path: &Path, lines: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admin::tests::TempDir;
     use clap::Parser;
-
-    /// A fresh directory path under the system temp dir (not created), removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> Self {
-            static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-            let path = std::env::temp_dir().join(format!(
-                "tern-dev-mesh-{tag}-{}-{}",
-                std::process::id(),
-                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            ));
-            let _ = std::fs::remove_dir_all(&path);
-            Self(path)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 
     fn roles(topology: &Topology) -> Vec<(String, DcRole)> {
         topology
@@ -1048,11 +1027,11 @@ mod tests {
     #[test]
     fn writes_a_topology_configs_and_certificates_that_load() {
         let tmp = TempDir::new("three");
-        let g = generate(3, &tmp.0, 5222).unwrap();
+        let g = generate(3, tmp.path(), 5222).unwrap();
         assert!(g.dir.is_absolute());
-        assert_eq!(g.dir, tmp.0);
-        assert_eq!(g.topology, tmp.0.join("topology.toml"));
-        assert_eq!(g.pki_dir, tmp.0.join("pki"));
+        assert_eq!(g.dir, tmp.path());
+        assert_eq!(g.topology, tmp.path().join("topology.toml"));
+        assert_eq!(g.pki_dir, tmp.path().join("pki"));
         assert!(g.ca_created);
         assert_eq!(g.issued, ["dc1", "dc2", "dc3"]);
         assert!(g.stale.is_empty());
@@ -1089,7 +1068,7 @@ mod tests {
 
         for (k, dc) in (1u16..).zip(&g.dcs) {
             let b = 5222 + 1000 * k;
-            let dc_dir = tmp.0.join(format!("dc{k}"));
+            let dc_dir = tmp.path().join(format!("dc{k}"));
             assert_eq!(dc.config, dc_dir.join("tern.toml"));
             assert_eq!(dc.log, dc_dir.join("tern.log"));
             let config = Config::load(&dc.config).unwrap();
@@ -1128,7 +1107,7 @@ mod tests {
     fn an_even_count_makes_the_last_datacenter_a_learner() {
         for n in 1..=MAX_DCS {
             let tmp = TempDir::new("roles");
-            let g = generate(n, &tmp.0, 20000).unwrap();
+            let g = generate(n, tmp.path(), 20000).unwrap();
             let topology = Topology::load(&g.topology).unwrap();
             let roles = roles(&topology);
             assert_eq!(roles.len(), n as usize);
@@ -1153,7 +1132,7 @@ mod tests {
     #[test]
     fn a_second_run_keeps_the_ca_the_certificates_and_the_data() {
         let tmp = TempDir::new("rerun");
-        let first = generate(2, &tmp.0, 5222).unwrap();
+        let first = generate(2, tmp.path(), 5222).unwrap();
         let ca_pem = std::fs::read(first.pki_dir.join("ca.pem")).unwrap();
         let ca_key = std::fs::read(first.pki_dir.join("ca.key")).unwrap();
         let dc1_pem = std::fs::read(first.pki_dir.join("dc1.pem")).unwrap();
@@ -1165,7 +1144,7 @@ mod tests {
         // dc2's certificate is gone: it is issued again; dc1's is kept.
         std::fs::remove_file(first.pki_dir.join("dc2.pem")).unwrap();
 
-        let second = generate(3, &tmp.0, 5222).unwrap();
+        let second = generate(3, tmp.path(), 5222).unwrap();
         assert!(!second.ca_created);
         assert_eq!(second.issued, ["dc2", "dc3"]);
         assert_eq!(
@@ -1190,16 +1169,19 @@ mod tests {
         Config::load(&second.dcs[1].config).unwrap();
 
         // Back to one DC: the others' directories are pointed out, not removed.
-        let third = generate(1, &tmp.0, 5222).unwrap();
-        assert_eq!(third.stale, [tmp.0.join("dc2"), tmp.0.join("dc3")]);
-        assert!(tmp.0.join("dc3/tern.toml").exists());
+        let third = generate(1, tmp.path(), 5222).unwrap();
+        assert_eq!(
+            third.stale,
+            [tmp.path().join("dc2"), tmp.path().join("dc3")]
+        );
+        assert!(tmp.path().join("dc3/tern.toml").exists());
     }
 
     #[test]
     fn bad_counts_and_ports_are_refused_before_anything_is_written() {
         let tmp = TempDir::new("refused");
         for n in [0, 10, 100] {
-            let e = generate(n, &tmp.0, 5222).unwrap_err();
+            let e = generate(n, tmp.path(), 5222).unwrap_err();
             assert!(matches!(e, DevMeshError::DcCount(_)), "{e:?}");
             assert!(e.is_usage());
             assert_eq!(
@@ -1207,21 +1189,21 @@ mod tests {
                 format!("--dcs {n}: a dev mesh has 1 to 9 datacenters")
             );
         }
-        let e = generate(9, &tmp.0, 60000).unwrap_err();
+        let e = generate(9, tmp.path(), 60000).unwrap_err();
         assert_eq!(
             e.to_string(),
             "--base-port 60000: the ports of dc9 would reach 69329, past 65535; use a base \
              port of at most 56206"
         );
-        generate(9, &tmp.0, 56207).unwrap_err();
-        assert!(!tmp.0.exists(), "nothing written");
-        generate(9, &tmp.0, 56206).unwrap();
+        generate(9, tmp.path(), 56207).unwrap_err();
+        assert!(!tmp.path().exists(), "nothing written");
+        generate(9, tmp.path(), 56206).unwrap();
     }
 
     #[test]
     fn paths_with_quotes_and_backslashes_survive_the_toml() {
         let tmp = TempDir::new("quote");
-        let dir = tmp.0.join("a \"quoted\" \\ dir");
+        let dir = tmp.path().join("a \"quoted\" \\ dir");
         let g = generate(1, &dir, 5222).unwrap();
         let config = Config::load(&g.dcs[0].config).unwrap();
         assert_eq!(config.mesh.pki_dir, dir.join("pki"));
@@ -1232,16 +1214,16 @@ mod tests {
     #[test]
     fn a_broken_ca_is_reported_by_file() {
         let tmp = TempDir::new("broken");
-        std::fs::create_dir_all(tmp.0.join("pki")).unwrap();
-        std::fs::write(tmp.0.join("pki/ca.pem"), "not a certificate").unwrap();
-        let e = describe(&generate(1, &tmp.0, 5222).unwrap_err());
+        std::fs::create_dir_all(tmp.path().join("pki")).unwrap();
+        std::fs::write(tmp.path().join("pki/ca.pem"), "not a certificate").unwrap();
+        let e = describe(&generate(1, tmp.path(), 5222).unwrap_err());
         assert!(
-            e.contains(&*tmp.0.join("pki/ca.pem").to_string_lossy()),
+            e.contains(&*tmp.path().join("pki/ca.pem").to_string_lossy()),
             "{e}"
         );
-        assert!(!tmp.0.join("topology.toml").exists());
+        assert!(!tmp.path().join("topology.toml").exists());
 
-        let file = tmp.0.join("file");
+        let file = tmp.path().join("file");
         std::fs::write(&file, "").unwrap();
         let e = describe(&generate(1, &file, 5222).unwrap_err());
         assert!(
@@ -1253,13 +1235,13 @@ mod tests {
     #[test]
     fn prints_how_to_connect_register_and_start() {
         let tmp = TempDir::new("print");
-        let g = generate(2, &tmp.0, 5222).unwrap();
+        let g = generate(2, tmp.path(), 5222).unwrap();
         let exe = Path::new("/opt/tern");
         let mut out = Vec::new();
         print_mesh(&g, exe, false, &mut out);
         print_start_commands(&g, exe, &mut out);
         let text = String::from_utf8(out).unwrap();
-        let dir = tmp.0.display();
+        let dir = tmp.path().display();
         for expected in [
             format!("2 datacenters in {dir}, domain localhost"),
             "dc1 (Raft voter, node 1)".to_owned(),
@@ -1298,7 +1280,7 @@ mod tests {
         let Some(base) = port.checked_sub(1000) else {
             return;
         };
-        let g = generate(1, &tmp.0, base).unwrap();
+        let g = generate(1, tmp.path(), base).unwrap();
         let e = check_ports_free(&g).unwrap_err();
         assert_eq!(
             e.to_string(),
@@ -1312,14 +1294,14 @@ mod tests {
     #[test]
     fn the_log_tail_is_the_last_lines() {
         let tmp = TempDir::new("tail");
-        std::fs::create_dir_all(&tmp.0).unwrap();
-        let log = tmp.0.join("tern.log");
+        std::fs::create_dir_all(tmp.path()).unwrap();
+        let log = tmp.path().join("tern.log");
         let text: String = (1..=100).map(|i| format!("line {i}\n")).collect();
         std::fs::write(&log, text).unwrap();
         assert_eq!(log_tail(&log, 2), "  line 99\n  line 100");
         std::fs::write(&log, "").unwrap();
         assert_eq!(log_tail(&log, 2), "  (the log is empty)");
-        assert!(log_tail(&tmp.0.join("missing"), 2).starts_with("  (cannot read the log: "));
+        assert!(log_tail(&tmp.path().join("missing"), 2).starts_with("  (cannot read the log: "));
     }
 
     /// The shape of the `tern` binary's command line, as far as `dev mesh` goes.

@@ -52,20 +52,21 @@ impl Domains {
     /// Whether `domain` is a dynamic domain that exists but is disabled.
     pub fn is_disabled(&self, domain: &str) -> bool {
         !self.is_static(domain)
-            && self
-                .reader
-                .domain(domain)
-                .is_some_and(|entry| entry.status == DomainStatus::Disabled)
+            && self.reader.with(|t| {
+                t.domain(domain)
+                    .is_some_and(|entry| entry.status == DomainStatus::Disabled)
+            })
     }
 }
 
 impl DomainSet for Domains {
+    /// Asked for every stanza: reads the table in place (no copy of the entry).
     fn serves(&self, domain: &str) -> bool {
         self.is_static(domain)
-            || self
-                .reader
-                .domain(domain)
-                .is_some_and(|entry| entry.dynamic && entry.status == DomainStatus::Enabled)
+            || self.reader.with(|t| {
+                t.domain(domain)
+                    .is_some_and(|entry| entry.dynamic && entry.status == DomainStatus::Enabled)
+            })
     }
 
     fn default_domain(&self) -> Option<String> {

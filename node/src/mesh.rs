@@ -245,10 +245,16 @@ impl Node {
     /// routing table index the answer reflects.
     pub fn remote_home(&self, user: &BareJid) -> Option<(String, u64)> {
         self.mesh.get()?;
-        let reader = self.grt.reader();
-        let lookup = reader.user_home(user);
-        let dc = reader.dc_name(lookup.home?)?;
-        (dc != self.config.cluster.dc).then_some((dc, lookup.as_of))
+        // Asked for every stanza to a user of ours: one read of the table, and a copy of the
+        // DC's name only when the stanza leaves.
+        self.grt.reader().with(|t| {
+            let lookup = t.user_home(user);
+            let home = lookup.home?;
+            if t.dc_id(&self.config.cluster.dc) == Some(home) {
+                return None;
+            }
+            Some((t.dc(home)?.name.clone(), lookup.as_of))
+        })
     }
 
     /// Sends `stanza` to datacenter `dc` over its bridge; bounces it when the bridge refuses.

@@ -139,6 +139,7 @@ fn is_ca_file(dir: &Path, path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admin::tests::TempDir;
     use clap::Parser;
 
     /// The shape of the `tern` binary's command line, as far as `mesh` goes.
@@ -210,28 +211,6 @@ mod tests {
         }
     }
 
-    /// A fresh directory path under the system temp dir (not created), removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> Self {
-            static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-            let path = std::env::temp_dir().join(format!(
-                "tern-mesh-cli-{tag}-{}-{}",
-                std::process::id(),
-                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            ));
-            let _ = std::fs::remove_dir_all(&path);
-            Self(path)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
     fn exec(command: MeshCommand) -> Result<String, String> {
         let args = MeshArgs { command };
         let mut out = Vec::new();
@@ -243,33 +222,39 @@ mod tests {
     #[test]
     fn init_then_issue_print_the_files_written() {
         let dir = TempDir::new("run");
-        let printed = exec(MeshCommand::Ca(CaCommand::Init { dir: dir.0.clone() })).unwrap();
+        let printed = exec(MeshCommand::Ca(CaCommand::Init {
+            dir: dir.path().to_path_buf(),
+        }))
+        .unwrap();
         assert!(
-            printed.contains(&*dir.0.join("ca.pem").to_string_lossy()),
+            printed.contains(&*dir.path().join("ca.pem").to_string_lossy()),
             "{printed}"
         );
         assert!(
-            printed.contains(&*dir.0.join("ca.key").to_string_lossy()),
+            printed.contains(&*dir.path().join("ca.key").to_string_lossy()),
             "{printed}"
         );
 
         let printed = exec(MeshCommand::Cert(CertCommand::Issue {
             dc: "dc1".into(),
-            dir: dir.0.clone(),
+            dir: dir.path().to_path_buf(),
         }))
         .unwrap();
         assert!(
-            printed.contains(&*dir.0.join("dc1.pem").to_string_lossy()),
+            printed.contains(&*dir.path().join("dc1.pem").to_string_lossy()),
             "{printed}"
         );
         assert!(
-            printed.contains(&*dir.0.join("dc1.key").to_string_lossy()),
+            printed.contains(&*dir.path().join("dc1.key").to_string_lossy()),
             "{printed}"
         );
         assert!(printed.contains("dc1.dc.tern-mesh"), "{printed}");
-        pki::DcIdentity::load(&dir.0, "dc1").unwrap();
+        pki::DcIdentity::load(dir.path(), "dc1").unwrap();
 
-        let err = exec(MeshCommand::Ca(CaCommand::Init { dir: dir.0.clone() })).unwrap_err();
+        let err = exec(MeshCommand::Ca(CaCommand::Init {
+            dir: dir.path().to_path_buf(),
+        }))
+        .unwrap_err();
         assert!(err.contains("already exists"), "{err}");
         assert!(err.contains("ca.pem"), "{err}");
     }
@@ -279,16 +264,16 @@ mod tests {
         let dir = TempDir::new("no-ca");
         let err = exec(MeshCommand::Cert(CertCommand::Issue {
             dc: "dc1".into(),
-            dir: dir.0.clone(),
+            dir: dir.path().to_path_buf(),
         }))
         .unwrap_err();
         assert!(err.contains("ca.pem"), "{err}");
         assert!(err.contains("tern mesh ca init --dir"), "{err}");
-        assert!(!dir.0.exists(), "nothing is written without a CA");
+        assert!(!dir.path().exists(), "nothing is written without a CA");
 
         let err = exec(MeshCommand::Cert(CertCommand::Issue {
             dc: "DC_1".into(),
-            dir: dir.0.clone(),
+            dir: dir.path().to_path_buf(),
         }))
         .unwrap_err();
         assert!(err.contains("invalid datacenter id \"DC_1\""), "{err}");

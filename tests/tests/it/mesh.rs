@@ -16,6 +16,44 @@ fn eventually<T>(what: &str, check: impl FnMut() -> Option<T>) -> T {
     tern_tests::server::eventually(what, Duration::from_secs(30), check)
 }
 
+/// Registers `user@localhost` (password `pw-<user>`) through `server`, so it lives in that DC.
+fn register(server: &TestServer, user: &str) {
+    server.register(user, "localhost", &format!("pw-{user}"));
+}
+
+/// Waits until `observer`'s copy of the routing table knows where `user` lives.
+fn wait_home(observer: &TestServer, user: &str) {
+    eventually(&format!("{user}'s home known"), || {
+        observer
+            .ctl(&["mesh", "home", "--jid", &format!("{user}@localhost")])
+            .status
+            .success()
+            .then_some(())
+    });
+}
+
+/// `user` logged in at `server` as `resource`, without presence.
+async fn login(server: &TestServer, user: &str, resource: &str) -> RawClient {
+    RawClient::login(
+        server.starttls_port,
+        "localhost",
+        user,
+        &format!("pw-{user}"),
+        resource,
+    )
+    .await
+}
+
+/// `user` logged in at `server` as `resource`, available.
+async fn available(server: &TestServer, user: &str, resource: &str) -> RawClient {
+    let mut client = login(server, user, resource).await;
+    client.send("<presence/>").await;
+    client
+        .read_until(&format!("from='{user}@localhost/{resource}'"))
+        .await;
+    client
+}
+
 /// A UDP port free right now on 127.0.0.1.
 fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")
@@ -117,41 +155,17 @@ fn three_dcs_with(
 async fn three_datacenters_chat_across_the_mesh() {
     let (root, mut servers) = three_dcs("mesh3", "1s");
     // Each user registered (and homed) where it logs in.
-    servers[0].register("alice", "localhost", "pw-a");
-    servers[1].register("bob", "localhost", "pw-b");
-    servers[2].register("carol", "localhost", "pw-c");
+    register(&servers[0], "alice");
+    register(&servers[1], "bob");
+    register(&servers[2], "carol");
     for server in &servers {
-        eventually("every home known everywhere", || {
-            ["alice", "bob", "carol"]
-                .iter()
-                .all(|u| {
-                    server
-                        .ctl(&["mesh", "home", "--jid", &format!("{u}@localhost")])
-                        .status
-                        .success()
-                })
-                .then_some(())
-        });
+        for user in ["alice", "bob", "carol"] {
+            wait_home(server, user);
+        }
     }
 
-    let mut alice = RawClient::login(
-        servers[0].starttls_port,
-        "localhost",
-        "alice",
-        "pw-a",
-        "home",
-    )
-    .await;
-    let mut bob = RawClient::login(
-        servers[1].starttls_port,
-        "localhost",
-        "bob",
-        "pw-b",
-        "phone",
-    )
-    .await;
-    bob.send("<presence/>").await;
-    bob.read_until("from='bob@localhost/phone'").await;
+    let mut alice = login(&servers[0], "alice", "home").await;
+    let mut bob = available(&servers[1], "bob", "phone").await;
 
     // dc1 → dc2, full JID and bare JID.
     alice
@@ -173,14 +187,7 @@ async fn three_datacenters_chat_across_the_mesh() {
     assert!(got.contains("<body>back</body>"), "{got}");
 
     // dc3 → dc2 from a client without initial presence.
-    let mut carol = RawClient::login(
-        servers[2].starttls_port,
-        "localhost",
-        "carol",
-        "pw-c",
-        "desk",
-    )
-    .await;
+    let mut carol = login(&servers[2], "carol", "desk").await;
     carol
         .send("<message to='bob@localhost' id='m4' type='chat'><body>from dc3</body></message>")
         .await;
@@ -288,23 +295,10 @@ async fn a_killed_datacenter_gets_what_was_sent_meanwhile_exactly_once() {
         "\n[modules.offline]\nenabled = false\n",
         None,
     );
-    servers[0].register("alice", "localhost", "pw-a");
-    servers[1].register("bob", "localhost", "pw-b");
-    eventually("bob's home known at dc1", || {
-        servers[0]
-            .ctl(&["mesh", "home", "--jid", "bob@localhost"])
-            .status
-            .success()
-            .then_some(())
-    });
-    let mut alice = RawClient::login(
-        servers[0].starttls_port,
-        "localhost",
-        "alice",
-        "pw-a",
-        "home",
-    )
-    .await;
+    register(&servers[0], "alice");
+    register(&servers[1], "bob");
+    wait_home(&servers[0], "bob");
+    let mut alice = login(&servers[0], "alice", "home").await;
 
     servers[1].kill();
     for n in 1..=50 {
@@ -375,33 +369,11 @@ async fn a_thousand_messages_survive_two_link_cuts_in_order() {
         "idle_timeout = \"1s\"\nkeepalive = \"200ms\"\n",
         Some((via, dc2_listen)),
     );
-    servers[0].register("alice", "localhost", "pw-a");
-    servers[1].register("bob", "localhost", "pw-b");
-    eventually("bob's home known at dc1", || {
-        servers[0]
-            .ctl(&["mesh", "home", "--jid", "bob@localhost"])
-            .status
-            .success()
-            .then_some(())
-    });
-    let mut alice = RawClient::login(
-        servers[0].starttls_port,
-        "localhost",
-        "alice",
-        "pw-a",
-        "home",
-    )
-    .await;
-    let mut bob = RawClient::login(
-        servers[1].starttls_port,
-        "localhost",
-        "bob",
-        "pw-b",
-        "phone",
-    )
-    .await;
-    bob.send("<presence/>").await;
-    bob.read_until("from='bob@localhost/phone'").await;
+    register(&servers[0], "alice");
+    register(&servers[1], "bob");
+    wait_home(&servers[0], "bob");
+    let mut alice = login(&servers[0], "alice", "home").await;
+    let mut bob = available(&servers[1], "bob", "phone").await;
 
     let reader = tokio::spawn(async move {
         let mut bodies = Vec::new();
