@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tern_gd_mesh::frame::{Route, StanzaKind};
+use tern_gd_mesh::frame::{EnvelopeKind, Route};
 use tern_gd_mesh::pki::{self, DcIdentity, MeshCa, TransportSettings};
 use tern_gd_mesh::{LinkConfig, Mesh, PeerAddr};
 use tern_wanem::{Relay, Shape};
@@ -163,7 +163,7 @@ async fn mesh(rate: u64, count: u64, base: Instant, dir: &std::path::Path) -> Ve
         let route = Route {
             from: format!("u{pair}@localhost/r"),
             to: format!("v{pair}@localhost"),
-            kind: StanzaKind::Message,
+            kind: EnvelopeKind::Message,
             grt_index: 1,
         };
         m1.send("dc2", route, Bytes::from(0u64.to_be_bytes().to_vec()))
@@ -195,7 +195,7 @@ async fn mesh(rate: u64, count: u64, base: Instant, dir: &std::path::Path) -> Ve
         let route = Route {
             from: format!("u{pair}@localhost/r"),
             to: format!("v{pair}@localhost"),
-            kind: StanzaKind::Message,
+            kind: EnvelopeKind::Message,
             grt_index: 1,
         };
         let mut stanza = (base.elapsed().as_micros() as u64).to_be_bytes().to_vec();

@@ -11,7 +11,13 @@
 //! - **envelope streams**: [`Frame::Open`] with [`StreamKind::Envelopes`] and the stream's index,
 //!   then [`Frame::Envelope`]s from the dialer and cumulative [`Frame::Ack`]s back;
 //! - **Raft streams**: [`Frame::Open`] with [`StreamKind::Raft`], one [`Frame::RaftRequest`],
-//!   one [`Frame::RaftReply`].
+//!   one [`Frame::RaftReply`];
+//! - **call streams**: [`Frame::Open`] with [`StreamKind::Call`], one [`Frame::CallRequest`],
+//!   one [`Frame::CallReply`] (the node's own requests to another datacenter, such as the
+//!   credentials of a user homed there).
+//!
+//! New variants are only ever added at the end of an enum, so a frame of an older version of
+//! this format still decodes the same.
 //!
 //! Decoding untrusted bytes never panics and never allocates more than the frame's declared
 //! length, which is checked against a limit before anything is read ([`read_frame`]).
@@ -37,6 +43,8 @@ pub enum StreamKind {
     },
     /// One Raft RPC of the global routing table.
     Raft,
+    /// One request of the node to the peer datacenter (opaque to the mesh), and its reply.
+    Call,
 }
 
 /// The dialer's opening of a bridge.
@@ -88,22 +96,44 @@ pub struct Route {
     pub from: String,
     /// The stanza's `to`.
     pub to: String,
-    /// Message, presence or IQ.
-    pub kind: StanzaKind,
+    /// What the envelope carries.
+    pub kind: EnvelopeKind,
     /// The routing table index the sender's decision reflected (a receiver with a newer view
     /// may route again).
     pub grt_index: u64,
 }
 
-/// The top-level element of a stanza.
+/// What an envelope carries: a stanza routed to a user's home (by its top-level element), or
+/// the traffic of an **edge session** — a client connected to a datacenter other than its
+/// account's home, whose session lives at the home and whose stanzas the two datacenters pass
+/// each other. For the edge kinds, `route.from` is the session's full JID and `route.to` its
+/// bare JID (so all of an account's edge traffic keeps one order), and `route.grt_index` carries
+/// the session's connection id at the edge instead of an index (0: none); [`Self::ToEdge`] has
+/// the session's full JID as both `from` and `to` (one order for everything the session gets).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum StanzaKind {
+pub enum EnvelopeKind {
     /// `<message/>`.
     Message,
     /// `<presence/>`.
     Presence,
     /// `<iq/>`.
     Iq,
+    /// Edge → home: a session was bound at the edge (payload: the node's control record).
+    EdgeOpen,
+    /// Edge → home: the edge session's stream ended.
+    EdgeClose,
+    /// Edge → home: a stanza the edge session's client sent, for the home to handle as that
+    /// session's.
+    FromEdge,
+    /// Home → edge: a stanza for the edge session's client.
+    ToEdge,
+    /// Edge → home: a [`Self::ToEdge`] stanza that found no session (the home routes it again).
+    Undelivered,
+    /// Home → edge: end the edge session's stream (payload: the node's control record).
+    CloseEdge,
+    /// Any → any: this datacenter's node started (payload: its epoch); sessions the peer
+    /// keeps for an older life of it are gone.
+    Epoch,
 }
 
 /// One frame on a bridge stream.
@@ -131,6 +161,10 @@ pub enum Frame {
     RaftRequest(Bytes),
     /// Its reply.
     RaftReply(Bytes),
+    /// A node's request to the peer datacenter (opaque to the mesh).
+    CallRequest(Bytes),
+    /// Its reply.
+    CallReply(Bytes),
 }
 
 /// Why a frame could not be read.
@@ -253,7 +287,7 @@ mod tests {
                 route: Route {
                     from: "a@localhost/phone".into(),
                     to: "b@localhost".into(),
-                    kind: StanzaKind::Message,
+                    kind: EnvelopeKind::Message,
                     grt_index: 17,
                 },
                 stanza: Bytes::from_static(b"<message to='b@localhost'><body>hi</body></message>"),

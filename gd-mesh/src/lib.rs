@@ -20,5 +20,5 @@ pub mod pki;
 pub mod queue;
 
 pub use link::{
-    Inbound, LinkConfig, LinkStatus, Mesh, PeerAddr, RaftFuture, RaftHandler, SendError,
+    CallFuture, CallHandler, Inbound, LinkConfig, LinkStatus, Mesh, PeerAddr, SendError,
 };

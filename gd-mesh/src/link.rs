@@ -183,14 +183,16 @@ struct Inner {
     delivered: Mutex<HashMap<(String, u64), Vec<u64>>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Answers the Raft requests peers send over the bridges.
-    raft: std::sync::OnceLock<RaftHandler>,
+    raft: std::sync::OnceLock<CallHandler>,
+    /// Answers the node's requests peers send over the bridges.
+    calls: std::sync::OnceLock<CallHandler>,
 }
 
-/// A future returned by a [`RaftHandler`].
-pub type RaftFuture = std::pin::Pin<Box<dyn Future<Output = Vec<u8>> + Send>>;
+/// A future returned by a [`CallHandler`].
+pub type CallFuture = std::pin::Pin<Box<dyn Future<Output = Vec<u8>> + Send>>;
 
-/// Answers one Raft request frame (opaque to the mesh) with its reply frame.
-pub type RaftHandler = Arc<dyn Fn(Bytes) -> RaftFuture + Send + Sync>;
+/// Answers one request (opaque to the mesh: a Raft RPC, or a node's call) with its reply.
+pub type CallHandler = Arc<dyn Fn(Bytes) -> CallFuture + Send + Sync>;
 
 impl std::fmt::Debug for Mesh {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -273,6 +275,7 @@ impl Mesh {
                 delivered: Mutex::new(restored.delivered),
                 tasks: Mutex::new(Vec::new()),
                 raft: std::sync::OnceLock::new(),
+                calls: std::sync::OnceLock::new(),
             }),
         };
         let mut tasks = vec![tokio::spawn(mesh.clone().accept_loop())];
@@ -366,8 +369,13 @@ impl Mesh {
     }
 
     /// Sets what answers Raft requests arriving over the bridges (once).
-    pub fn serve_raft(&self, handler: RaftHandler) {
+    pub fn serve_raft(&self, handler: CallHandler) {
         let _ = self.inner.raft.set(handler);
+    }
+
+    /// Sets what answers the node's calls arriving over the bridges (once).
+    pub fn serve_calls(&self, handler: CallHandler) {
+        let _ = self.inner.calls.set(handler);
     }
 
     /// Sends one Raft request to datacenter `dc` over its bridge and waits for the reply, up to
@@ -376,6 +384,29 @@ impl Mesh {
         &self,
         dc: &str,
         request: Bytes,
+        deadline: Duration,
+    ) -> Result<Bytes, String> {
+        self.exchange(dc, StreamKind::Raft, Frame::RaftRequest(request), deadline)
+            .await
+    }
+
+    /// Sends one node request to datacenter `dc` over its bridge (a stream of its own) and
+    /// waits for the reply, up to `deadline`. Fails at once when the bridge is not up.
+    pub async fn call(
+        &self,
+        dc: &str,
+        request: Bytes,
+        deadline: Duration,
+    ) -> Result<Bytes, String> {
+        self.exchange(dc, StreamKind::Call, Frame::CallRequest(request), deadline)
+            .await
+    }
+
+    async fn exchange(
+        &self,
+        dc: &str,
+        kind: StreamKind,
+        request: Frame,
         deadline: Duration,
     ) -> Result<Bytes, String> {
         let peer = self
@@ -390,22 +421,23 @@ impl Mesh {
         let max_frame = self.inner.config.max_frame;
         let exchange = async {
             let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
-            write_frame(&mut send, &Frame::Open(StreamKind::Raft))
+            write_frame(&mut send, &Frame::Open(kind))
                 .await
                 .map_err(|e| e.to_string())?;
-            write_frame(&mut send, &Frame::RaftRequest(request))
+            write_frame(&mut send, &request)
                 .await
                 .map_err(|e| e.to_string())?;
             let _ = send.finish();
-            match read_frame(&mut recv, max_frame).await {
-                Ok(Frame::RaftReply(reply)) => Ok(reply),
-                Ok(other) => Err(format!("expected a Raft reply, got {other:?}")),
-                Err(e) => Err(e.to_string()),
+            match (kind, read_frame(&mut recv, max_frame).await) {
+                (StreamKind::Raft, Ok(Frame::RaftReply(reply)))
+                | (StreamKind::Call, Ok(Frame::CallReply(reply))) => Ok(reply),
+                (_, Ok(other)) => Err(format!("expected a reply, got {other:?}")),
+                (_, Err(e)) => Err(e.to_string()),
             }
         };
         tokio::time::timeout(deadline, exchange)
             .await
-            .map_err(|_| format!("no Raft reply from {dc} within {deadline:?}"))?
+            .map_err(|_| format!("no reply from {dc} within {deadline:?}"))?
     }
 
     /// Every bridge as seen from here, sorted by peer.
@@ -638,19 +670,29 @@ impl Mesh {
         let max_frame = self.inner.config.max_frame;
         let index = match read_frame(&mut recv, max_frame).await {
             Ok(Frame::Open(StreamKind::Envelopes { index })) => usize::from(index),
-            Ok(Frame::Open(StreamKind::Raft)) => {
-                let request = match read_frame(&mut recv, max_frame).await {
-                    Ok(Frame::RaftRequest(request)) => request,
-                    Ok(other) => return Err(format!("expected a Raft request, got {other:?}")),
-                    Err(e) => return Err(e.to_string()),
+            Ok(Frame::Open(kind @ (StreamKind::Raft | StreamKind::Call))) => {
+                let request = match (kind, read_frame(&mut recv, max_frame).await) {
+                    (StreamKind::Raft, Ok(Frame::RaftRequest(request)))
+                    | (StreamKind::Call, Ok(Frame::CallRequest(request))) => request,
+                    (_, Ok(other)) => return Err(format!("expected a request, got {other:?}")),
+                    (_, Err(e)) => return Err(e.to_string()),
                 };
-                // Without a Raft service (not started yet) the reply is empty: the caller's
-                // Raft treats it as a failed RPC and retries; the bridge itself is fine.
-                let reply = match self.inner.raft.get().cloned() {
-                    Some(handler) => handler(request).await,
-                    None => Vec::new(),
+                // Without a service (not started yet) the reply is empty: a Raft caller treats
+                // it as a failed RPC and retries, a node's call as a failure; the bridge itself
+                // is fine.
+                let handler = match kind {
+                    StreamKind::Raft => self.inner.raft.get().cloned(),
+                    _ => self.inner.calls.get().cloned(),
                 };
-                write_frame(&mut send, &Frame::RaftReply(Bytes::from(reply)))
+                let reply = match handler {
+                    Some(handler) => Bytes::from(handler(request).await),
+                    None => Bytes::new(),
+                };
+                let reply = match kind {
+                    StreamKind::Raft => Frame::RaftReply(reply),
+                    _ => Frame::CallReply(reply),
+                };
+                write_frame(&mut send, &reply)
                     .await
                     .map_err(|e| e.to_string())?;
                 let _ = send.finish();

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tern_gd_mesh::frame::{Route, StanzaKind};
+use tern_gd_mesh::frame::{EnvelopeKind, Route};
 use tern_gd_mesh::pki::{self, DcIdentity, MeshCa, TransportSettings};
 use tern_gd_mesh::{Inbound, LinkConfig, Mesh, PeerAddr, SendError};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -93,7 +93,7 @@ fn route(from: &str, to: &str) -> Route {
     Route {
         from: from.to_owned(),
         to: to.to_owned(),
-        kind: StanzaKind::Message,
+        kind: EnvelopeKind::Message,
         grt_index: 1,
     }
 }
@@ -463,7 +463,7 @@ async fn a_sender_restart_keeps_its_queue_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn raft_requests_ride_the_bridge_on_their_own_streams() {
+async fn raft_requests_and_calls_ride_the_bridge_on_their_own_streams() {
     let dir = pki("raft", &["dc1", "dc2"]);
     let known = ["dc1", "dc2"];
     let e1 = endpoint(dir.path(), "dc1", &known);
@@ -521,6 +521,30 @@ async fn raft_requests_ride_the_bridge_on_their_own_streams() {
             .await
             .is_err()
     );
+    // The node's own calls have their own service: Raft requests never reach it, and the
+    // other way round.
+    m2.serve_calls(std::sync::Arc::new(|request: Bytes| {
+        Box::pin(async move {
+            let mut reply = b"call answered: ".to_vec();
+            reply.extend_from_slice(&request);
+            reply
+        })
+    }));
+    let reply = m1
+        .call("dc2", Bytes::from("credentials"), Duration::from_secs(5))
+        .await
+        .expect("reply");
+    assert_eq!(&reply[..], b"call answered: credentials");
+    let reply = m1
+        .raft_call("dc2", Bytes::from("append"), Duration::from_secs(5))
+        .await
+        .expect("reply");
+    assert_eq!(&reply[..], b"reply to append");
+    let unanswered = m2
+        .call("dc1", Bytes::from("x"), Duration::from_secs(2))
+        .await
+        .expect("an answer");
+    assert!(unanswered.is_empty(), "no call service on dc1");
     m1.stop();
     m2.stop();
 }

@@ -12,6 +12,7 @@ use tern_xmpp_proto::{StreamCondition, StreamError};
 
 use tern_raft_store::{Command, GrtError};
 
+use crate::edge::Refusal;
 use crate::node::Node;
 use crate::storage::{self, ScramRecord, UserRecord};
 
@@ -39,6 +40,14 @@ pub enum AccountError {
     /// The home datacenter named is not in the routing table.
     #[error("unknown datacenter {0}")]
     UnknownDc(String),
+    /// The home datacenter could not create the account.
+    #[error("datacenter {dc} did not create the account: {reason}")]
+    Remote {
+        /// The home datacenter.
+        dc: String,
+        /// What it said, or why it could not be asked.
+        reason: String,
+    },
     /// The routing table did not record the account's home (nothing was created).
     #[error("the routing table did not record the account: {0}")]
     Routing(#[source] GrtError),
@@ -112,6 +121,17 @@ pub async fn register(
     let home = home.unwrap_or(&node.config.cluster.dc).to_owned();
     if node.grt.reader().with(|t| t.dc_id(&home).is_none()) {
         return Err(AccountError::UnknownDc(home));
+    }
+    if home != node.config.cluster.dc && node.mesh.get().is_some() {
+        // The account's data lives at its home: that datacenter creates it.
+        return node
+            .register_remote(&home, jid, password)
+            .await
+            .map_err(|refusal| match refusal {
+                Refusal::Exists => AccountError::Exists(jid.to_string()),
+                Refusal::UnknownDomain => AccountError::UnknownDomain(jid.domain().to_string()),
+                Refusal::Failed(reason) => AccountError::Remote { dc: home, reason },
+            });
     }
     let record = {
         let node = node.clone();
@@ -208,9 +228,14 @@ pub async fn remove(node: &Arc<Node>, jid: &BareJid) -> Result<(), AccountError>
     Ok(())
 }
 
-/// The stored SCRAM credentials of an account, for SASL.
+/// The stored SCRAM credentials of an account, for SASL: from this node's storage, or from the
+/// account's home when it lives in another datacenter (an edge session, [`crate::edge`]).
 pub async fn credentials(node: &Node, jid: &BareJid) -> Option<StoredCredentials> {
-    match node.storage.get_user(jid).await {
+    let stored = match node.remote_home(jid) {
+        Some((home, _)) => Ok(node.remote_credentials(&home, jid).await),
+        None => node.storage.get_user(jid).await,
+    };
+    match stored {
         Ok(Some(user)) => Some(StoredCredentials {
             sha1: to_keys(user.sha1),
             sha256: to_keys(user.sha256),

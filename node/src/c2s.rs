@@ -136,6 +136,7 @@ impl C2sServer {
                         acceptor,
                         session: None,
                         session_rx: None,
+                        home: None,
                     };
                     if let Err(e) = connection.run(tcp, config).await {
                         tracing::debug!(error = %e, "connection ended with an error");
@@ -238,6 +239,8 @@ struct Connection {
     acceptor: TlsAcceptor,
     session: Option<Arc<Session>>,
     session_rx: Option<Outbox>,
+    /// For an edge session ([`crate::edge`]): the datacenter the account lives in.
+    home: Option<Box<str>>,
 }
 
 impl Connection {
@@ -370,11 +373,14 @@ impl Connection {
                 let reply = crate::modules::register::pre_auth(&self.node, &domain, iq).await;
                 stream.handle_command(now(), Command::Send(reply.into()));
             }
-            Event::Stanza(stanza) => {
-                if let Some(session) = self.session.clone() {
+            Event::Stanza(stanza) => match (&self.session, &self.home) {
+                (Some(session), Some(home)) => self.node.edge_stanza(home, session, stanza),
+                (Some(session), None) => {
+                    let session = session.clone();
                     session::handle_client_stanza(&self.node, &session, stanza).await;
                 }
-            }
+                (None, _) => {}
+            },
             Event::Closed { error } => {
                 if let Some(e) = error {
                     tracing::debug!(error = %e, "stream closed with an error");
@@ -412,6 +418,14 @@ impl Connection {
             self.peer,
             self.node.config.limits.session_queue,
         );
+        if let Some((home, _)) = self.node.remote_home(&bare) {
+            // The account lives in another datacenter: the session is kept there, this node
+            // carries its stream.
+            if let Err(condition) = self.node.open_edge_session(&home, &session) {
+                return Command::BindFailed(condition);
+            }
+            self.home = Some(home.into());
+        }
         if let Some(old) = self.node.sm.register(session.clone()) {
             old.close(
                 StreamError::new(StreamCondition::Conflict)
@@ -447,6 +461,10 @@ impl Connection {
             .take()
             .map(Outbox::close_and_drain)
             .unwrap_or_default();
+        if let Some(home) = self.home.take() {
+            // The home keeps the session: it routes what is left and tells the contacts.
+            return self.node.close_edge_session(&home, &session, left);
+        }
         for bytes in left {
             if let Ok(stanza) = tern_xmpp_proto::Stanza::from_frame(bytes)
                 && stanza.kind != tern_xmpp_proto::StanzaKind::Presence
@@ -556,6 +574,7 @@ mod tests {
             acceptor: TlsAcceptor::from(tls.server_config),
             session: None,
             session_rx: None,
+            home: None,
         };
         let config = Arc::new(node.stream_config(TlsPolicy::AlreadySecure));
         let task = connection.run(tcp, config);

@@ -28,6 +28,7 @@ pub mod admin;
 pub mod c2s;
 pub mod ctl;
 pub mod dev_mesh;
+pub mod edge;
 pub mod grt;
 pub mod mesh;
 pub mod mesh_pki;

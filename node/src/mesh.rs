@@ -20,7 +20,7 @@ use anyhow::Context as _;
 use jid::{BareJid, Jid};
 use sha2::{Digest as _, Sha256};
 use tern_config::Config;
-use tern_gd_mesh::frame::{Route, StanzaKind as MeshKind};
+use tern_gd_mesh::frame::{EnvelopeKind as MeshKind, Route};
 use tern_gd_mesh::pki::{self, DcIdentity, TransportSettings};
 use tern_gd_mesh::{Inbound, LinkConfig, Mesh, PeerAddr, SendError};
 use tern_topology::Topology;
@@ -299,6 +299,12 @@ impl Node {
     /// home), forwarded by this node's view when it lives elsewhere, bounced past the hop limit.
     pub async fn route_from_mesh(self: &Arc<Self>, inbound: Inbound) {
         self.metrics.mesh_received();
+        if !matches!(
+            inbound.envelope.route.kind,
+            MeshKind::Message | MeshKind::Presence | MeshKind::Iq
+        ) {
+            return self.route_edge(inbound).await;
+        }
         let envelope = inbound.envelope;
         let stanza = match Stanza::from_frame(envelope.stanza.clone()) {
             Ok(stanza) => stanza,

@@ -21,6 +21,13 @@ pub enum Transport {
 }
 
 impl Transport {
+    /// The transport with label value `label`.
+    pub fn from_label(label: &str) -> Option<Self> {
+        [Self::StartTls, Self::DirectTls]
+            .into_iter()
+            .find(|t| t.as_str() == label)
+    }
+
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {

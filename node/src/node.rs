@@ -38,6 +38,8 @@ pub struct Node {
     pub mesh: std::sync::OnceLock<tern_gd_mesh::Mesh>,
     /// Bound sessions of this node.
     pub sm: SessionManager,
+    /// Edge sessions: homed here and connected elsewhere, or the reverse.
+    pub edges: crate::edge::Edges,
     /// Counters for `/metrics`.
     pub metrics: Metrics,
     /// When the node started.
@@ -77,6 +79,7 @@ impl Node {
             domains,
             mesh: std::sync::OnceLock::new(),
             sm: SessionManager::default(),
+            edges: crate::edge::Edges::default(),
             metrics: Metrics::default(),
             started: Instant::now(),
             admin_token,

@@ -100,13 +100,26 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         if let Some(transport) = &opened.raft_transport {
             transport.attach(&mesh, node.grt.clone());
         }
+        let answering = Arc::downgrade(&node);
+        mesh.serve_calls(Arc::new(move |request| {
+            let node = answering.upgrade();
+            Box::pin(async move {
+                match node {
+                    Some(node) => node.answer_call(&request).await,
+                    None => Vec::new(),
+                }
+            })
+        }));
         let stopper = mesh.clone();
         let _ = node.mesh.set(mesh);
+        node.announce_epoch();
+        let watcher = crate::edge::watch_peers(&node);
         let mut shutdown = node.shutdown.subscribe();
         tasks.spawn(async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
             stopper.stop();
             follower.abort();
+            watcher.abort();
         });
     }
     if let (Some(raft_listener), Some(topology)) = (opened.listener, opened.topology) {

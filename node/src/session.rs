@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use jid::Jid;
 use tern_xmpp_proto::stanza::Stanza;
-use tern_xmpp_proto::{StanzaCondition, StanzaError, StanzaKind, ns};
+use tern_xmpp_proto::{StanzaCondition, StanzaKind};
 
 use crate::modules;
 use crate::node::Node;
@@ -55,17 +55,5 @@ pub async fn handle_client_stanza(node: &Arc<Node>, session: &Arc<Session>, stan
 
 /// Answers a stanza straight back to its session (used when it cannot even be routed).
 fn reply_error(node: &Node, session: &Session, stanza: &Stanza, condition: StanzaCondition) {
-    if stanza.is_type("error") {
-        return;
-    }
-    let Ok(element) = stanza.element(ns::CLIENT) else {
-        return;
-    };
-    let mut reply = StanzaError::new(condition).reply_to(&element);
-    reply.remove_attr("from");
-    reply.set_attr("to", session.jid.to_string());
-    if let Ok(reply) = Stanza::from_element(&reply, ns::CLIENT) {
-        node.metrics.stanza_bounced();
-        node.deliver(session, &reply);
-    }
+    node.reply_to_session(session, stanza, condition, false);
 }

@@ -61,6 +61,9 @@ pub struct Session {
     pub peer: SocketAddr,
     /// When the session was bound.
     pub started: SystemTime,
+    /// For a session homed here whose client is connected to another datacenter (an edge
+    /// session, [`crate::edge`]): that datacenter.
+    pub edge: Option<Arc<str>>,
     queue: Mutex<VecDeque<Bytes>>,
     queue_capacity: usize,
     queue_signal: Notify,
@@ -81,12 +84,37 @@ impl Session {
         peer: SocketAddr,
         queue: usize,
     ) -> (Arc<Self>, Outbox) {
+        Self::build(jid, conn_id, transport, peer, queue, None)
+    }
+
+    /// A session homed here for a client connected to datacenter `edge`; its queue is carried
+    /// over the bridge ([`crate::edge`]).
+    pub fn new_remote(
+        jid: FullJid,
+        conn_id: u64,
+        transport: Transport,
+        peer: SocketAddr,
+        queue: usize,
+        edge: Arc<str>,
+    ) -> (Arc<Self>, Outbox) {
+        Self::build(jid, conn_id, transport, peer, queue, Some(edge))
+    }
+
+    fn build(
+        jid: FullJid,
+        conn_id: u64,
+        transport: Transport,
+        peer: SocketAddr,
+        queue: usize,
+        edge: Option<Arc<str>>,
+    ) -> (Arc<Self>, Outbox) {
         let session = Arc::new(Self {
             jid,
             conn_id,
             transport,
             peer,
             started: SystemTime::now(),
+            edge,
             queue: Mutex::new(VecDeque::new()),
             queue_capacity: queue.max(1),
             queue_signal: Notify::new(),

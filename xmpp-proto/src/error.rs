@@ -32,6 +32,9 @@ pub enum StreamCondition {
     NotWellFormed,
     /// `<policy-violation/>`
     PolicyViolation,
+    /// `<remote-connection-failed/>`: a remote entity needed for authentication or
+    /// authorization (here: the account's home datacenter) cannot be reached.
+    RemoteConnectionFailed,
     /// `<reset/>`
     Reset,
     /// `<resource-constraint/>`
@@ -49,6 +52,34 @@ pub enum StreamCondition {
 }
 
 impl StreamCondition {
+    /// Every condition, for [`Self::from_name`].
+    const ALL: [Self; 19] = [
+        Self::BadFormat,
+        Self::Conflict,
+        Self::ConnectionTimeout,
+        Self::HostGone,
+        Self::HostUnknown,
+        Self::InternalServerError,
+        Self::InvalidNamespace,
+        Self::InvalidXml,
+        Self::NotAuthorized,
+        Self::NotWellFormed,
+        Self::PolicyViolation,
+        Self::RemoteConnectionFailed,
+        Self::Reset,
+        Self::ResourceConstraint,
+        Self::RestrictedXml,
+        Self::SystemShutdown,
+        Self::UndefinedCondition,
+        Self::UnsupportedStanzaType,
+        Self::UnsupportedVersion,
+    ];
+
+    /// The condition with element name `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+
     /// The condition element's name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -63,6 +94,7 @@ impl StreamCondition {
             Self::NotAuthorized => "not-authorized",
             Self::NotWellFormed => "not-well-formed",
             Self::PolicyViolation => "policy-violation",
+            Self::RemoteConnectionFailed => "remote-connection-failed",
             Self::Reset => "reset",
             Self::ResourceConstraint => "resource-constraint",
             Self::RestrictedXml => "restricted-xml",
@@ -303,6 +335,17 @@ impl std::fmt::Display for StanzaError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stream_conditions_round_trip_by_name() {
+        for condition in StreamCondition::ALL {
+            assert_eq!(
+                StreamCondition::from_name(condition.as_str()),
+                Some(condition)
+            );
+        }
+        assert_eq!(StreamCondition::from_name("no-such-condition"), None);
+    }
 
     #[test]
     fn stream_error_xml() {

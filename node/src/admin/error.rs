@@ -73,6 +73,7 @@ impl AdminError {
             }
             AccountError::Storage(source) => Self::internal(operation, &source),
             AccountError::UnknownDc(dc) => Self::BadInput(format!("unknown datacenter {dc}")),
+            e @ AccountError::Remote { .. } => Self::Unavailable(e.to_string()),
             AccountError::Routing(GrtError::Refused {
                 reason: ApplyError::UserExists { jid, .. },
                 ..

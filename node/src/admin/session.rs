@@ -29,6 +29,9 @@ pub(crate) struct SessionInfo {
     transport: String,
     /// The client's address, `ip:port`.
     peer: String,
+    /// The datacenter the client is connected to: this one, or for a session homed here whose
+    /// client connected elsewhere (an edge session), that one.
+    datacenter: String,
     /// When the resource was bound, RFC 3339 in UTC.
     connected_since: String,
     /// Seconds since the resource was bound.
@@ -40,7 +43,7 @@ pub(crate) struct SessionInfo {
 }
 
 impl SessionInfo {
-    fn of(session: &Session, now: SystemTime) -> Self {
+    fn of(session: &Session, own_dc: &str, now: SystemTime) -> Self {
         let presence = session.presence();
         Self {
             jid: session.jid.to_string(),
@@ -48,6 +51,7 @@ impl SessionInfo {
             resource: session.jid.resource().to_string(),
             transport: session.transport.as_str().to_owned(),
             peer: session.peer.to_string(),
+            datacenter: session.edge.as_deref().unwrap_or(own_dc).to_owned(),
             connected_since: humantime::format_rfc3339_seconds(session.started).to_string(),
             connected_seconds: now
                 .duration_since(session.started)
@@ -112,7 +116,7 @@ fn list_sessions(node: &Arc<Node>, domain: Option<&str>) -> AdminResult<Vec<Sess
         .sm
         .list(domain.as_deref())
         .iter()
-        .map(|s| SessionInfo::of(s, now))
+        .map(|s| SessionInfo::of(s, &node.config.cluster.dc, now))
         .collect())
 }
 

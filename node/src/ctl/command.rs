@@ -129,7 +129,7 @@ pub(crate) fn plan(command: &CtlCommand, input: &mut dyn BufRead) -> Result<Call
         CtlCommand::Session(c) => match c {
             SessionCommand::List { domain } => Call::new(
                 "query($domain: String) { session { listSessions(domain: $domain) \
-                 { jid user resource transport peer connectedSince connectedSeconds \
+                 { jid user resource transport peer datacenter connectedSince connectedSeconds \
                  available priority } } }",
                 json!({ "domain": domain }),
                 ["session", "listSessions"],

@@ -5,6 +5,7 @@ mod bad_input;
 mod c2s;
 mod config;
 mod dev_mesh;
+mod edge;
 mod grt;
 mod mesh;
 mod mesh_pki;

@@ -12,17 +12,17 @@ use tern_tests::client::RawClient;
 use tern_tests::server::{TestServer, free_ports, output_text, temp_dir, tern_bin};
 
 /// Polls `check` until it returns `Some` (at most 30 s).
-fn eventually<T>(what: &str, check: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn eventually<T>(what: &str, check: impl FnMut() -> Option<T>) -> T {
     tern_tests::server::eventually(what, Duration::from_secs(30), check)
 }
 
 /// Registers `user@localhost` (password `pw-<user>`) through `server`, so it lives in that DC.
-fn register(server: &TestServer, user: &str) {
+pub(crate) fn register(server: &TestServer, user: &str) {
     server.register(user, "localhost", &format!("pw-{user}"));
 }
 
 /// Waits until `observer`'s copy of the routing table knows where `user` lives.
-fn wait_home(observer: &TestServer, user: &str) {
+pub(crate) fn wait_home(observer: &TestServer, user: &str) {
     eventually(&format!("{user}'s home known"), || {
         observer
             .ctl(&["mesh", "home", "--jid", &format!("{user}@localhost")])
@@ -33,7 +33,7 @@ fn wait_home(observer: &TestServer, user: &str) {
 }
 
 /// `user` logged in at `server` as `resource`, without presence.
-async fn login(server: &TestServer, user: &str, resource: &str) -> RawClient {
+pub(crate) async fn login(server: &TestServer, user: &str, resource: &str) -> RawClient {
     RawClient::login(
         server.starttls_port,
         "localhost",
@@ -45,7 +45,7 @@ async fn login(server: &TestServer, user: &str, resource: &str) -> RawClient {
 }
 
 /// `user` logged in at `server` as `resource`, available.
-async fn available(server: &TestServer, user: &str, resource: &str) -> RawClient {
+pub(crate) async fn available(server: &TestServer, user: &str, resource: &str) -> RawClient {
     let mut client = login(server, user, resource).await;
     client.send("<presence/>").await;
     client
@@ -91,14 +91,14 @@ fn write_topology(path: &Path, raft: &[u16; 3], bridge: &[u16; 3]) {
 }
 
 /// Three DCs with bridges and Raft, every bridge up and a leader elected.
-fn three_dcs(tag: &str, down_after: &str) -> (std::path::PathBuf, Vec<TestServer>) {
+pub(crate) fn three_dcs(tag: &str, down_after: &str) -> (std::path::PathBuf, Vec<TestServer>) {
     three_dcs_with(tag, down_after, "", None)
 }
 
 /// Three DCs; `mesh_extra` is added to every node's `[mesh]`; with `dc2_via`, the topology
 /// names that address as dc2's bridge endpoint (a relay in front of dc2, which listens on
 /// `dc2_listen`), so dc1's and dc3's bridges to dc2 cross it.
-fn three_dcs_with(
+pub(crate) fn three_dcs_with(
     tag: &str,
     down_after: &str,
     mesh_extra: &str,

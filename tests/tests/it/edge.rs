@@ -1,0 +1,236 @@
+//! Edge sessions: clients connected to a datacenter other than their account's home, on three
+//! `tern serve` processes joined by bridges. Login with the home's credentials, one account
+//! with sessions in two datacenters, chat and IQs through the home, an account created at its
+//! home from another datacenter (`--home`), and a user who moves between datacenters while
+//! messages to it are in flight: every one reaches a session of it, none twice.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use tern_tests::client::RawClient;
+use tern_tests::server::output_text;
+
+use crate::mesh::{available, eventually, login, register, three_dcs, three_dcs_with, wait_home};
+
+/// The bodies of every `<message>` in `text` that has one, as numbers.
+fn numbered_bodies(text: &str) -> Vec<u32> {
+    text.split("<body>")
+        .skip(1)
+        .filter_map(|rest| rest.split("</body>").next()?.parse().ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_connects_to_any_datacenter() {
+    // A dead peer is noticed after the bridge's idle timeout, then declared down after
+    // `down_after`: both short here.
+    let (root, mut servers) = three_dcs_with(
+        "mesh-edge",
+        "2s",
+        "idle_timeout = \"1s\"\nkeepalive = \"300ms\"\n",
+        None,
+    );
+    register(&servers[0], "alice");
+    register(&servers[1], "bob");
+    // carol is created at her home, dc3, by a command run against dc1.
+    let out = servers[0].ctl(&[
+        "account",
+        "register",
+        "--username",
+        "carol",
+        "--domain",
+        "localhost",
+        "--password",
+        "pw-carol",
+        "--home",
+        "dc3",
+    ]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    for server in &servers {
+        for user in ["alice", "bob", "carol"] {
+            wait_home(server, user);
+        }
+    }
+    let out = servers[0].ctl(&["account", "list", "--domain", "localhost"]);
+    assert!(
+        !output_text(&out).contains("carol"),
+        "carol's account lives at dc3, not dc1: {}",
+        output_text(&out)
+    );
+
+    // A wrong password is refused at an edge as at the home.
+    let mut wrong = RawClient::connect(servers[1].starttls_port, "localhost").await;
+    wrong.starttls().await;
+    wrong.open().await;
+    let answer = wrong.auth_plain("alice", "not-her-password").await;
+    assert!(answer.contains("not-authorized"), "{answer}");
+
+    // alice at her home (dc1) and at an edge (dc2), both available at priority 0.
+    let mut desk = available(&servers[0], "alice", "desk").await;
+    let mut roam = available(&servers[1], "alice", "roam").await;
+    // The home keeps the edge session, and says where its client is.
+    let listed = output_text(&servers[0].ctl(&["--json", "session", "list"]));
+    let sessions: serde_json::Value = serde_json::from_str(&listed).expect("json");
+    let roaming = sessions["session"]["listSessions"]
+        .as_array()
+        .and_then(|all| {
+            all.iter()
+                .find(|s| s["jid"] == "alice@localhost/roam")
+                .cloned()
+        })
+        .unwrap_or_else(|| panic!("alice/roam listed at her home: {listed}"));
+    assert_eq!(roaming["datacenter"], "dc2", "{roaming}");
+    assert_eq!(roaming["available"], true, "{roaming}");
+
+    // A bare-JID message reaches both sessions (RFC 6121 §8.5.2.1.1: same top priority).
+    let mut bob = login(&servers[1], "bob", "phone").await;
+    bob.send("<message to='alice@localhost' id='b1' type='chat'><body>both</body></message>")
+        .await;
+    for client in [&mut desk, &mut roam] {
+        let got = client.read_until("</message>").await;
+        assert!(
+            got.contains("from='bob@localhost/phone'") && got.contains("<body>both</body>"),
+            "{got}"
+        );
+    }
+
+    // carol, at her home dc3 (credentials created there), and alice's edge session talk.
+    let mut carol = login(&servers[2], "carol", "desk").await;
+    carol
+        .send(
+            "<message to='alice@localhost/roam' id='c1' type='chat'><body>to roam</body></message>",
+        )
+        .await;
+    let got = roam.read_until("</message>").await;
+    assert!(
+        got.contains("from='carol@localhost/desk'") && got.contains("to roam"),
+        "{got}"
+    );
+    roam.send(
+        "<message to='carol@localhost/desk' id='r1' type='chat'><body>hi carol</body></message>",
+    )
+    .await;
+    let got = carol.read_until("</message>").await;
+    assert!(
+        got.contains("from='alice@localhost/roam'") && got.contains("hi carol"),
+        "{got}"
+    );
+
+    // The roster lives at the home: the edge session's query is answered from there, and an
+    // IQ to an unknown resource comes back as an error.
+    roam.send("<iq type='get' id='r2'><query xmlns='jabber:iq:roster'/></iq>")
+        .await;
+    let got = roam.read_until("</iq>").await;
+    assert!(
+        got.contains("id='r2'") && got.contains("type='result'"),
+        "{got}"
+    );
+    roam.send(
+        "<iq to='bob@localhost/nowhere' id='r3' type='get'><ping xmlns='urn:xmpp:ping'/></iq>",
+    )
+    .await;
+    let got = roam.read_until("</iq>").await;
+    assert!(got.contains("service-unavailable"), "{got}");
+
+    // An edge session that ends is unavailable to its contacts at the home: desk sees it go.
+    roam.send("</stream:stream>").await;
+    assert!(roam.closed().await, "the edge closes the stream");
+    let got = desk.read_until("type='unavailable'").await;
+    assert!(got.contains("from='alice@localhost/roam'"), "{got}");
+    eventually("alice/roam gone at her home", || {
+        let listed = output_text(&servers[0].ctl(&["session", "list"]));
+        (!listed.contains("alice@localhost/roam")).then_some(())
+    });
+
+    // The edge datacenter dies (SIGKILL) with alice connected there: once it has been
+    // unreachable for mesh.idle_timeout + mesh.down_after (1 s + 2 s), her home ends that
+    // session and her contacts see it go.
+    let _roam = available(&servers[1], "alice", "roam").await;
+    let got = desk.read_until("from='alice@localhost/roam'").await;
+    assert!(!got.contains("unavailable"), "{got}");
+    servers[1].kill();
+    let got = desk.read_until("type='unavailable'").await;
+    assert!(got.contains("from='alice@localhost/roam'"), "{got}");
+    let listed = output_text(&servers[0].ctl(&["session", "list"]));
+    assert!(!listed.contains("alice@localhost/roam"), "{listed}");
+
+    for server in &mut servers {
+        server.stop();
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// alice (homed in dc1) is connected to dc2 while carol (dc3) sends her a numbered stream of
+/// messages; halfway through, alice leaves dc2 and reconnects to dc3 under the same resource.
+/// Every message reaches one of her two sessions (the old one before it closed; the new one
+/// live or from offline storage), none twice — the move MongooseIM's suite accepts losing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_moving_between_datacenters_loses_nothing_in_flight() {
+    const TOTAL: u32 = 300;
+    let (root, mut servers) = three_dcs("mesh-move", "5s");
+    register(&servers[0], "alice");
+    register(&servers[2], "carol");
+    for server in &servers {
+        for user in ["alice", "carol"] {
+            wait_home(server, user);
+        }
+    }
+    let mut old = available(&servers[1], "alice", "roam").await;
+    let mut carol = login(&servers[2], "carol", "desk").await;
+
+    // carol sends at a steady pace, so messages are on their way during the whole move.
+    let sender = tokio::spawn(async move {
+        for n in 1..=TOTAL {
+            carol
+                .send(&format!(
+                    "<message to='alice@localhost/roam' id='m{n}' type='chat'><body>{n}</body></message>"
+                ))
+                .await;
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        carol
+    });
+    // After the first few, alice leaves dc2: the client closes the old stream and reads
+    // everything the server still writes.
+    let mut seen = old.read_until("<body>20</body>").await;
+    old.send("</stream:stream>").await;
+    assert!(old.closed().await, "the old stream closes");
+    seen.push_str(&old.read_for(Duration::from_millis(10)).await);
+    let received = numbered_bodies(&seen);
+    let mut new = login(&servers[2], "alice", "roam").await;
+    new.send("<presence/>").await;
+    let mut text = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        text.push_str(&new.read_for(Duration::from_millis(300)).await);
+        let got: BTreeSet<u32> = numbered_bodies(&text)
+            .into_iter()
+            .chain(received.iter().copied())
+            .collect();
+        if got.len() as u32 == TOTAL || std::time::Instant::now() > deadline {
+            break;
+        }
+    }
+    assert!(
+        !received.is_empty() && received.len() < TOTAL as usize,
+        "the move happened with messages on their way: {} before it",
+        received.len()
+    );
+    let mut all = received.clone();
+    all.extend(numbered_bodies(&text));
+    let unique: BTreeSet<u32> = all.iter().copied().collect();
+    assert_eq!(
+        unique,
+        (1..=TOTAL).collect::<BTreeSet<u32>>(),
+        "every message reached alice"
+    );
+    assert_eq!(all.len(), unique.len(), "none twice: {all:?}");
+    let mut carol = sender.await.expect("sender");
+    let bounced = carol.read_for(Duration::from_millis(300)).await;
+    assert!(!bounced.contains("type='error'"), "{bounced}");
+
+    for server in &mut servers {
+        server.stop();
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
