@@ -60,7 +60,8 @@ pub fn account_jid(node: &Node, user: &str, domain: &str) -> Result<BareJid, Acc
     if jid.node().is_none() || user.is_empty() {
         return Err(AccountError::InvalidJid(text));
     }
-    if !node.serves(jid.domain().as_str()) {
+    let domain = jid.domain().as_str();
+    if !node.serves(domain) && node.domains.served_elsewhere(domain).is_none() {
         return Err(AccountError::UnknownDomain(jid.domain().to_string()));
     }
     Ok(jid)
@@ -122,7 +123,12 @@ pub async fn register(
     if node.grt.reader().with(|t| t.dc_id(&home).is_none()) {
         return Err(AccountError::UnknownDc(home));
     }
-    if home != node.config.cluster.dc && node.mesh.get().is_some() {
+    let here = home == node.config.cluster.dc;
+    if here && !node.serves(jid.domain().as_str()) {
+        // A domain of the mesh that this datacenter does not serve: its users live elsewhere.
+        return Err(AccountError::UnknownDomain(jid.domain().to_string()));
+    }
+    if !here && node.mesh.get().is_some() {
         // The account's data lives at its home: that datacenter creates it.
         return node
             .register_remote(&home, jid, password)

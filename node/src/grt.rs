@@ -12,7 +12,8 @@ use anyhow::Context as _;
 use tern_config::Config;
 use tern_raft_store::tcp::{TcpTransport, serve};
 use tern_raft_store::{
-    Command, DcRole, DomainStatus, Grt, GrtError, GrtOptions, GrtReader, Member, Transport,
+    Command, DcRole, DomainEntry, DomainStatus, Grt, GrtError, GrtOptions, GrtReader, Member,
+    RoutingTable, Transport,
 };
 use tern_topology::Topology;
 use tern_xmpp_proto::stream::DomainSet;
@@ -28,10 +29,12 @@ pub const GRT_FILE: &str = "grt.redb";
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The domains a node serves: the static ones of its configuration, and the enabled dynamic
-/// domains of the routing table.
+/// domains of the routing table — each only if its entry lets this node's datacenter serve it
+/// (an empty serving list: every datacenter).
 #[derive(Debug, Clone)]
 pub struct Domains {
     static_domains: Arc<Vec<String>>,
+    own_dc: Arc<str>,
     reader: GrtReader,
 }
 
@@ -40,6 +43,7 @@ impl Domains {
     pub fn new(config: &Config, reader: GrtReader) -> Self {
         Self {
             static_domains: Arc::new(config.general.domains.clone()),
+            own_dc: Arc::from(config.cluster.dc.as_str()),
             reader,
         }
     }
@@ -57,16 +61,41 @@ impl Domains {
                     .is_some_and(|entry| entry.status == DomainStatus::Disabled)
             })
     }
+
+    /// For a domain of the mesh that other datacenters serve but this one does not (its
+    /// serving list leaves this datacenter out): the first of them, by routing table order.
+    /// Stanzas for it are routed over the bridges; clients of it connect there.
+    pub fn served_elsewhere(&self, domain: &str) -> Option<String> {
+        self.reader.with(|t| {
+            let entry = t.domain(domain)?;
+            if entry.status != DomainStatus::Enabled || self.serves_here(t, entry) {
+                return None;
+            }
+            let first = entry.serving.iter().min()?;
+            Some(t.dc(*first)?.name.clone())
+        })
+    }
+
+    fn serves_here(&self, table: &RoutingTable, entry: &DomainEntry) -> bool {
+        entry.serving.is_empty()
+            || table
+                .dc_id(&self.own_dc)
+                .is_some_and(|own| entry.serving.contains(&own))
+    }
 }
 
 impl DomainSet for Domains {
     /// Asked for every stanza: reads the table in place (no copy of the entry).
     fn serves(&self, domain: &str) -> bool {
-        self.is_static(domain)
-            || self.reader.with(|t| {
-                t.domain(domain)
-                    .is_some_and(|entry| entry.dynamic && entry.status == DomainStatus::Enabled)
-            })
+        let listed = self.is_static(domain);
+        self.reader.with(|t| match t.domain(domain) {
+            Some(entry) => {
+                (listed || entry.dynamic && entry.status == DomainStatus::Enabled)
+                    && self.serves_here(t, entry)
+            }
+            // A static domain the table does not know yet (declared at start).
+            None => listed,
+        })
     }
 
     fn default_domain(&self) -> Option<String> {
@@ -462,4 +491,64 @@ pub async fn remove_domain_data(
         );
     }
     Ok(removal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::tests::test_node;
+
+    #[tokio::test]
+    async fn a_domain_served_by_other_datacenters_is_routed_not_served() {
+        let (node, _dir) = test_node("domains-serving").await;
+        let own = node.config.cluster.dc.clone();
+        let commands = vec![
+            Command::UpsertDc {
+                name: "far".into(),
+                bridge_endpoints: Vec::new(),
+                role: DcRole::Learner,
+            },
+            Command::AddDomain {
+                domain: "elsewhere.test".into(),
+                host_type: "default".into(),
+                dynamic: true,
+                serving: vec!["far".into()],
+            },
+            Command::AddDomain {
+                domain: "both.test".into(),
+                host_type: "default".into(),
+                dynamic: true,
+                serving: vec!["far".into(), own.clone()],
+            },
+            Command::AddDomain {
+                domain: "all.test".into(),
+                host_type: "default".into(),
+                dynamic: true,
+                serving: Vec::new(),
+            },
+        ];
+        for command in commands {
+            node.grt.write(command).await.expect("written");
+        }
+        let domains = &node.domains;
+        assert!(!domains.serves("elsewhere.test"));
+        assert_eq!(
+            domains.served_elsewhere("elsewhere.test").as_deref(),
+            Some("far")
+        );
+        for served in ["both.test", "all.test"] {
+            assert!(domains.serves(served), "{served}");
+            assert_eq!(domains.served_elsewhere(served), None, "{served}");
+        }
+        assert_eq!(domains.served_elsewhere("unknown.test"), None);
+        // Disabled: neither served here nor routed elsewhere.
+        node.grt
+            .write(Command::SetDomainStatus {
+                domain: "elsewhere.test".into(),
+                enabled: false,
+            })
+            .await
+            .expect("written");
+        assert_eq!(domains.served_elsewhere("elsewhere.test"), None);
+    }
 }

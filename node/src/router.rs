@@ -73,6 +73,12 @@ impl Node {
                     .bounce(&stanza, StanzaCondition::ServiceUnavailable)
                     .await;
             }
+            if mesh
+                && self.mesh.get().is_some()
+                && let Some(serving) = self.domains.served_elsewhere(to.domain().as_str())
+            {
+                return self.route_to_served_elsewhere(stanza, to, serving).await;
+            }
             return self.route_remote(stanza, to).await;
         }
         if to.node().is_none() {
@@ -85,6 +91,25 @@ impl Node {
         match to.try_into_full() {
             Ok(full) => self.route_to_full(stanza, full).await,
             Err(bare) => self.route_to_bare(stanza, bare).await,
+        }
+    }
+
+    /// A stanza for a domain of the mesh that other datacenters serve, not this one: to the
+    /// user's home, or for the domain itself to the first datacenter serving it.
+    async fn route_to_served_elsewhere(self: &Arc<Self>, stanza: Stanza, to: Jid, serving: String) {
+        if to.node().is_none() {
+            let index = self.grt.reader().with(|t| t.applied_index());
+            return self.route_to_dc(stanza, &to, &serving, index, None).await;
+        }
+        match self.remote_home(&to.to_bare()) {
+            Some((dc, index)) => self.route_to_dc(stanza, &to, &dc, index, None).await,
+            // No such user (RFC 6121 §8.5.1): nothing to deliver to.
+            None => {
+                if stanza.kind != StanzaKind::Presence {
+                    self.bounce(&stanza, StanzaCondition::ServiceUnavailable)
+                        .await;
+                }
+            }
         }
     }
 

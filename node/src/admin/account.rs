@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_graphql::{Context, Object, Result, SimpleObject};
 
-use super::args::{local_user, served_domain};
+use super::args::{local_user, mesh_domain, served_domain};
 use super::error::{AdminError, AdminResult, graphql};
 use super::schema::node;
 use crate::accounts;
@@ -132,7 +132,7 @@ async fn register_user(
     password: &str,
     home: Option<&str>,
 ) -> AdminResult<AccountPayload> {
-    let domain = served_domain(node, domain)?;
+    let domain = mesh_domain(node, domain)?;
     let jid = accounts::account_jid(node, username, &domain)
         .map_err(|e| AdminError::from_account("registerUser", e))?;
     accounts::register(node, &jid, password, home)

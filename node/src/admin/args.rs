@@ -8,6 +8,24 @@ use crate::node::Node;
 
 /// A domain served by this node, normalized as in a JID.
 pub(crate) fn served_domain(node: &Node, domain: &str) -> AdminResult<String> {
+    let domain = parsed_domain(domain)?;
+    if !node.serves(&domain) {
+        return Err(AdminError::UnknownDomain(domain));
+    }
+    Ok(domain)
+}
+
+/// A domain served here or, in a mesh, by other datacenters only (accounts of it can be
+/// created at their home from here).
+pub(crate) fn mesh_domain(node: &Node, domain: &str) -> AdminResult<String> {
+    let domain = parsed_domain(domain)?;
+    if !node.serves(&domain) && node.domains.served_elsewhere(&domain).is_none() {
+        return Err(AdminError::UnknownDomain(domain));
+    }
+    Ok(domain)
+}
+
+fn parsed_domain(domain: &str) -> AdminResult<String> {
     let jid = BareJid::new(domain)
         .map_err(|e| AdminError::BadInput(format!("invalid domain {domain:?}: {e}")))?;
     if jid.node().is_some() {
@@ -15,11 +33,7 @@ pub(crate) fn served_domain(node: &Node, domain: &str) -> AdminResult<String> {
             "expected a domain, found the JID {domain:?}"
         )));
     }
-    let domain = jid.domain().as_str();
-    if !node.serves(domain) {
-        return Err(AdminError::UnknownDomain(domain.to_owned()));
-    }
-    Ok(domain.to_owned())
+    Ok(jid.domain().as_str().to_owned())
 }
 
 /// A domain name given to the `domain` category, lowercased: not empty, no `@`, `/` or

@@ -234,3 +234,112 @@ async fn a_user_moving_between_datacenters_loses_nothing_in_flight() {
     }
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// `example.test` is served by dc1 and dc2 only (the topology says so): dc3 refuses its clients
+/// and its accounts, but routes stanzas to its users over the bridges, and an account of it can
+/// be created from dc3 at a datacenter that serves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_domain_served_by_some_datacenters_only() {
+    let (root, mut servers) = three_dcs("mesh-serving", "2s");
+    let listed = output_text(&servers[2].ctl(&["domain", "list"]));
+    assert!(
+        listed.contains("example.test enabled static") && listed.contains("serving=dc1,dc2"),
+        "{listed}"
+    );
+    // No accounts of it at dc3 ...
+    let refused = servers[2].ctl(&[
+        "account",
+        "register",
+        "--username",
+        "dave",
+        "--domain",
+        "example.test",
+        "--password",
+        "pw-dave",
+    ]);
+    assert!(!refused.status.success(), "{}", output_text(&refused));
+    assert!(
+        output_text(&refused).contains("example.test"),
+        "{}",
+        output_text(&refused)
+    );
+    // ... but from dc3, one homed at dc1.
+    let out = servers[2].ctl(&[
+        "account",
+        "register",
+        "--username",
+        "dave",
+        "--domain",
+        "example.test",
+        "--password",
+        "pw-dave",
+        "--home",
+        "dc1",
+    ]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    register(&servers[2], "carol");
+    for server in &servers {
+        wait_home(server, "carol");
+        eventually("dave's home known", || {
+            server
+                .ctl(&["mesh", "home", "--jid", "dave@example.test"])
+                .status
+                .success()
+                .then_some(())
+        });
+    }
+
+    // dc3 does not take streams for the domain.
+    let mut client = RawClient::connect(servers[2].starttls_port, "example.test").await;
+    client
+        .send(&tern_tests::client::header("example.test"))
+        .await;
+    let got = client.read_until("</stream:stream>").await;
+    assert!(got.contains("host-unknown"), "{got}");
+
+    // dave logs in at dc2 (it serves the domain; his home is dc1) and carol at dc3 writes to him.
+    let mut dave = RawClient::login(
+        servers[1].starttls_port,
+        "example.test",
+        "dave",
+        "pw-dave",
+        "laptop",
+    )
+    .await;
+    let mut carol = login(&servers[2], "carol", "desk").await;
+    carol
+        .send("<message to='dave@example.test/laptop' id='d1' type='chat'><body>hello dave</body></message>")
+        .await;
+    let got = dave.read_until("</message>").await;
+    assert!(
+        got.contains("from='carol@localhost/desk'") && got.contains("hello dave"),
+        "{got}"
+    );
+    dave.send("<message to='carol@localhost/desk' id='d2' type='chat'><body>hi</body></message>")
+        .await;
+    let got = carol.read_until("</message>").await;
+    assert!(got.contains("from='dave@example.test/laptop'"), "{got}");
+    // A user of the domain that does not exist: an error, from dc3 at once.
+    carol
+        .send("<message to='nobody@example.test' id='d3' type='chat'><body>?</body></message>")
+        .await;
+    let got = carol.read_until("</message>").await;
+    assert!(
+        got.contains("id='d3'") && got.contains("service-unavailable"),
+        "{got}"
+    );
+    // The domain itself is answered by a datacenter that serves it.
+    carol
+        .send("<iq to='example.test' id='d4' type='get'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    let got = carol.read_until("id='d4'").await;
+    assert!(
+        got.contains("id='d4'") && got.contains("type='result'"),
+        "{got}"
+    );
+
+    for server in &mut servers {
+        server.stop();
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}

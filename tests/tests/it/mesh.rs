@@ -87,6 +87,8 @@ fn write_topology(path: &Path, raft: &[u16; 3], bridge: &[u16; 3]) {
             r = raft[k],
         ));
     }
+    // One of the configured domains is served by two of the three datacenters.
+    text.push_str("[[domain]]\nname = \"example.test\"\ndcs = [\"dc1\", \"dc2\"]\n");
     std::fs::write(path, text).expect("write topology");
 }
 
