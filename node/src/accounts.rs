@@ -236,20 +236,33 @@ pub async fn remove(node: &Arc<Node>, jid: &BareJid) -> Result<(), AccountError>
 
 /// The stored SCRAM credentials of an account, for SASL: from this node's storage, or from the
 /// account's home when it lives in another datacenter (an edge session, [`crate::edge`]).
-pub async fn credentials(node: &Node, jid: &BareJid) -> Option<StoredCredentials> {
+/// `Ok(None)`: no such account; `Err`: they cannot be had now (storage failed, the home is
+/// unreachable), logged here.
+pub async fn lookup_credentials(
+    node: &Node,
+    jid: &BareJid,
+) -> Result<Option<StoredCredentials>, CredentialsUnavailable> {
     let stored = match node.remote_home(jid) {
-        Some((home, _)) => Ok(node.remote_credentials(&home, jid).await),
-        None => node.storage.get_user(jid).await,
-    };
-    match stored {
-        Ok(Some(user)) => Some(StoredCredentials {
-            sha1: to_keys(user.sha1),
-            sha256: to_keys(user.sha256),
+        Some((home, _)) => node.remote_credentials(&home, jid).await.map_err(|e| {
+            tracing::info!(%home, error = %e, "credentials of a remote account unavailable");
+            CredentialsUnavailable
         }),
-        Ok(None) => None,
-        Err(e) => {
+        None => node.storage.get_user(jid).await.map_err(|e| {
             tracing::error!(error = %e, "credential lookup failed");
-            None
-        }
-    }
+            CredentialsUnavailable
+        }),
+    }?;
+    Ok(stored.map(|user| StoredCredentials {
+        sha1: to_keys(user.sha1),
+        sha256: to_keys(user.sha256),
+    }))
+}
+
+/// The credentials of an account cannot be had now (the failure is logged where it happened).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CredentialsUnavailable;
+
+/// [`lookup_credentials`], with a failure taken as no account.
+pub async fn credentials(node: &Node, jid: &BareJid) -> Option<StoredCredentials> {
+    lookup_credentials(node, jid).await.ok().flatten()
 }

@@ -356,11 +356,15 @@ impl Connection {
             Event::CredentialsNeeded { username, domain } => {
                 let creds = match BareJid::new(&format!("{username}@{domain}")) {
                     Ok(jid) if jid.node().is_some() => {
-                        crate::accounts::credentials(&self.node, &jid).await
+                        crate::accounts::lookup_credentials(&self.node, &jid).await
                     }
-                    _ => None,
+                    _ => Ok(None),
                 };
-                stream.handle_command(now(), Command::Credentials(creds));
+                let command = match creds {
+                    Ok(creds) => Command::Credentials(creds),
+                    Err(crate::accounts::CredentialsUnavailable) => Command::CredentialsUnavailable,
+                };
+                stream.handle_command(now(), command);
             }
             Event::Authenticated { mechanism, .. } => self.node.metrics.login(mechanism),
             Event::AuthFailed { mechanism, .. } => self.node.metrics.auth_failure(mechanism),

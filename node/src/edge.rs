@@ -585,26 +585,20 @@ impl Node {
 
     // ---- Calls ----------------------------------------------------------------------------
 
-    /// The stored credentials of `jid`, homed in datacenter `home`.
-    pub async fn remote_credentials(&self, home: &str, jid: &BareJid) -> Option<UserRecord> {
-        match self
-            .call(
-                home,
-                &Call::Credentials {
-                    jid: jid.to_string(),
-                },
-            )
-            .await
-        {
-            Ok(Reply::Credentials(record)) => record,
-            Ok(other) => {
-                tracing::warn!(%home, reply = ?other, "unexpected answer to a credentials call");
-                None
-            }
-            Err(e) => {
-                tracing::info!(%home, error = %e, "credentials of a remote account unavailable");
-                None
-            }
+    /// The stored credentials of `jid`, homed in datacenter `home` (`Ok(None)`: no such
+    /// account there); `Err` when the home cannot be asked.
+    pub async fn remote_credentials(
+        &self,
+        home: &str,
+        jid: &BareJid,
+    ) -> Result<Option<UserRecord>, String> {
+        let call = Call::Credentials {
+            jid: jid.to_string(),
+        };
+        match self.call(home, &call).await? {
+            Reply::Credentials(record) => Ok(record),
+            Reply::Refused(refusal) => Err(format!("refused: {refusal:?}")),
+            other => Err(format!("unexpected answer {other:?}")),
         }
     }
 

@@ -174,6 +174,10 @@ pub enum Command {
     },
     /// The credentials asked for by [`Event::CredentialsNeeded`] (`None`: no such user).
     Credentials(Option<StoredCredentials>),
+    /// The credentials asked for cannot be had now (the store that keeps them is unreachable):
+    /// the attempt fails with `<temporary-auth-failure/>` (RFC 6120 §6.5.11), which a client
+    /// may retry, instead of `<not-authorized/>`.
+    CredentialsUnavailable,
     /// The resource is bound: the session's full JID.
     Bound(String),
     /// Binding failed with this condition.
@@ -333,6 +337,14 @@ impl ServerStream {
                 if let Some((mechanism, sasl)) = &mut self.sasl {
                     let mechanism = *mechanism;
                     let step = sasl.provide_credentials(creds.as_ref());
+                    self.sasl_step(now, mechanism, step);
+                }
+            }
+            Command::CredentialsUnavailable if self.waiting == Waiting::Credentials => {
+                self.waiting = Waiting::Nothing;
+                if let Some((mechanism, _)) = &self.sasl {
+                    let mechanism = *mechanism;
+                    let step = SaslStep::Failure(SaslFailure::TemporaryAuthFailure);
                     self.sasl_step(now, mechanism, step);
                 }
             }
@@ -857,6 +869,7 @@ fn command_name(command: &Command) -> &'static str {
     match command {
         Command::TlsEstablished { .. } => "tls established",
         Command::Credentials(_) => "credentials",
+        Command::CredentialsUnavailable => "credentials unavailable",
         Command::Bound(_) => "bound",
         Command::BindFailed(_) => "bind failed",
         Command::Send(_) => "send",

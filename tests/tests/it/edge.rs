@@ -153,6 +153,28 @@ async fn a_user_connects_to_any_datacenter() {
     assert!(got.contains("from='alice@localhost/roam'"), "{got}");
     let listed = output_text(&servers[0].ctl(&["session", "list"]));
     assert!(!listed.contains("alice@localhost/roam"), "{listed}");
+    // bob's home is dc2, now dead: his login elsewhere is a temporary failure, not a wrong
+    // password.
+    let mut homeless = RawClient::connect(servers[0].starttls_port, "localhost").await;
+    homeless.starttls().await;
+    homeless.open().await;
+    let answer = homeless.auth_plain("bob", "pw-bob").await;
+    assert!(answer.contains("temporary-auth-failure"), "{answer}");
+
+    // carol (homed in dc3) connected at dc1; dc3 restarts and lost her session: its start
+    // announcement makes dc1 close her stream, so her client logs in again.
+    let mut visiting = available(&servers[0], "carol", "visit").await;
+    servers[2].stop();
+    servers[2].spawn();
+    let got = visiting.read_until("</stream:stream>").await;
+    assert!(got.contains("<reset"), "{got}");
+    // While dc1 cannot reach her home, a login is a temporary failure (the client retries);
+    // once the bridge is back, it succeeds.
+    eventually("dc1's bridge to dc3 back up", || {
+        let status = output_text(&servers[0].ctl(&["mesh", "status"]));
+        status.contains("dc3 up").then_some(())
+    });
+    let _again = available(&servers[0], "carol", "visit").await;
 
     for server in &mut servers {
         server.stop();

@@ -67,6 +67,10 @@ impl Harness {
                 Event::StartTls => Some(Command::TlsEstablished {
                     channel_binding: Some(CB.to_vec()),
                 }),
+                // carol's credentials live in a store that cannot be reached now.
+                Event::CredentialsNeeded { username, .. } if username == "carol" => {
+                    Some(Command::CredentialsUnavailable)
+                }
                 Event::CredentialsNeeded { username, .. } => {
                     Some(Command::Credentials((username == "alice").then(|| {
                         StoredCredentials::derive(self.password, b"salt-one", b"salt-two", 16)
@@ -198,6 +202,38 @@ fn same_result_at_every_split() {
         assert_eq!(h.events, expected_events, "chunk size {chunk}");
         assert_eq!(h.written, reference.written, "chunk size {chunk}");
     }
+}
+
+#[test]
+fn unreachable_credentials_are_a_temporary_failure() {
+    let mut h = Harness::new(config());
+    let script = login_script("r");
+    h.send(&script[0], usize::MAX);
+    h.take_written();
+    h.send(
+        &format!(
+            "{HEADER}<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}</auth>",
+            plain("carol", "secret")
+        ),
+        usize::MAX,
+    );
+    h.advance(Duration::from_secs(1));
+    let written = h.take_written();
+    assert!(
+        written.contains(
+            "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><temporary-auth-failure/></failure>"
+        ),
+        "{written}"
+    );
+    // The stream stays open for a retry.
+    h.send(
+        &format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}</auth>",
+            plain("alice", "secret")
+        ),
+        usize::MAX,
+    );
+    assert!(h.take_written().contains("<success"));
 }
 
 #[test]
