@@ -242,6 +242,9 @@ pub async fn lookup_credentials(
     node: &Node,
     jid: &BareJid,
 ) -> Result<Option<StoredCredentials>, CredentialsUnavailable> {
+    if node.moves.is_moving(jid) {
+        return Err(CredentialsUnavailable);
+    }
     let stored = match node.remote_home(jid) {
         Some((home, _)) => node.remote_credentials(&home, jid).await.map_err(|e| {
             tracing::info!(%home, error = %e, "credentials of a remote account unavailable");

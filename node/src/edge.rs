@@ -42,8 +42,9 @@ use tern_xmpp_proto::{
 
 use crate::metrics::Transport;
 use crate::node::Node;
+use crate::rehome::{RehomeError, Rehomed};
 use crate::sm::{Outbound, Outbox, Session, lock};
-use crate::storage::UserRecord;
+use crate::storage::{AccountData, UserRecord};
 
 /// How long an edge waits for its home to answer a call (credentials, registration).
 pub const CALL_DEADLINE: Duration = Duration::from_secs(5);
@@ -81,6 +82,10 @@ enum Call {
     Credentials { jid: String },
     /// Create an account homed there.
     Register { jid: String, password: String },
+    /// Move the home of an account that lives there to datacenter `dc`.
+    Rehome { jid: String, dc: String },
+    /// Store an account moving there from the caller.
+    Import { jid: String, data: Box<AccountData> },
 }
 
 /// The answer to a [`Call`].
@@ -90,6 +95,14 @@ enum Reply {
     Credentials(Option<UserRecord>),
     /// The account was created.
     Registered,
+    /// The account moved (from, offline messages moved, stanzas held).
+    Rehomed {
+        from: String,
+        offline: u64,
+        held: u64,
+    },
+    /// The account was stored.
+    Imported,
     /// The call was refused; the text says why.
     Refused(Refusal),
 }
@@ -621,6 +634,58 @@ impl Node {
         }
     }
 
+    /// Has `home`, the account's home, move it to `dc`.
+    pub(crate) async fn rehome_at(
+        &self,
+        home: &str,
+        jid: &BareJid,
+        dc: &str,
+    ) -> Result<Rehomed, RehomeError> {
+        let call = Call::Rehome {
+            jid: jid.to_string(),
+            dc: dc.to_owned(),
+        };
+        match self.call(home, &call).await {
+            Ok(Reply::Rehomed {
+                from,
+                offline,
+                held,
+            }) => Ok(Rehomed {
+                from,
+                offline,
+                held,
+            }),
+            Ok(Reply::Refused(Refusal::Failed(reason))) => Err(RehomeError::Failed(reason)),
+            Ok(other) => Err(RehomeError::Failed(format!(
+                "unexpected answer from {home}: {other:?}"
+            ))),
+            Err(e) => Err(RehomeError::Failed(format!("{home} cannot be asked: {e}"))),
+        }
+    }
+
+    /// Has `dc` store the account `jid` moving there.
+    pub(crate) async fn import_at(
+        &self,
+        dc: &str,
+        jid: &BareJid,
+        data: AccountData,
+    ) -> Result<(), RehomeError> {
+        let call = Call::Import {
+            jid: jid.to_string(),
+            data: Box::new(data),
+        };
+        match self.call(dc, &call).await {
+            Ok(Reply::Imported) => Ok(()),
+            Ok(Reply::Refused(Refusal::Failed(reason))) => Err(RehomeError::Failed(format!(
+                "{dc} did not store the account: {reason}"
+            ))),
+            Ok(other) => Err(RehomeError::Failed(format!(
+                "unexpected answer from {dc}: {other:?}"
+            ))),
+            Err(e) => Err(RehomeError::Failed(format!("{dc} cannot be asked: {e}"))),
+        }
+    }
+
     async fn call(&self, dc: &str, call: &Call) -> Result<Reply, String> {
         let mesh = self
             .mesh
@@ -642,6 +707,24 @@ impl Node {
                 Err(_) => Reply::Credentials(None),
             },
             Ok(Call::Register { jid, password }) => self.answer_register(&jid, &password).await,
+            Ok(Call::Rehome { jid, dc }) => match BareJid::new(&jid) {
+                Ok(jid) => match self.move_out(&jid, &dc).await {
+                    Ok(done) => Reply::Rehomed {
+                        from: done.from,
+                        offline: done.offline,
+                        held: done.held,
+                    },
+                    Err(e) => Reply::Refused(Refusal::Failed(e.to_string())),
+                },
+                Err(_) => Reply::Refused(Refusal::Failed(format!("invalid JID {jid:?}"))),
+            },
+            Ok(Call::Import { jid, data }) => match BareJid::new(&jid) {
+                Ok(jid) => match self.import_account(&jid, *data).await {
+                    Ok(()) => Reply::Imported,
+                    Err(reason) => Reply::Refused(Refusal::Failed(reason)),
+                },
+                Err(_) => Reply::Refused(Refusal::Failed(format!("invalid JID {jid:?}"))),
+            },
         };
         encode(&reply).to_vec()
     }

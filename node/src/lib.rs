@@ -35,6 +35,7 @@ pub mod mesh_pki;
 pub mod metrics;
 pub mod modules;
 pub mod node;
+pub mod rehome;
 pub mod router;
 pub mod server;
 pub mod session;

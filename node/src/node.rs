@@ -40,6 +40,8 @@ pub struct Node {
     pub sm: SessionManager,
     /// Edge sessions: homed here and connected elsewhere, or the reverse.
     pub edges: crate::edge::Edges,
+    /// Accounts being moved to another datacenter, and the stanzas held for them.
+    pub moves: crate::rehome::Moves,
     /// Counters for `/metrics`.
     pub metrics: Metrics,
     /// When the node started.
@@ -80,6 +82,7 @@ impl Node {
             mesh: std::sync::OnceLock::new(),
             sm: SessionManager::default(),
             edges: crate::edge::Edges::default(),
+            moves: crate::rehome::Moves::default(),
             metrics: Metrics::default(),
             started: Instant::now(),
             admin_token,

@@ -88,6 +88,12 @@ impl Node {
             // The user lives in another datacenter: its home applies the delivery rules.
             return self.route_to_dc(stanza, &to, &dc, index, None).await;
         }
+        // An account being moved to another datacenter: held until the move is over. A move
+        // waits for the deliveries already in progress (`_inside`).
+        let _inside = self.moves.enter();
+        let Some(stanza) = self.moves.hold(&to, stanza) else {
+            return;
+        };
         match to.try_into_full() {
             Ok(full) => self.route_to_full(stanza, full).await,
             Err(bare) => self.route_to_bare(stanza, bare).await,

@@ -8,6 +8,8 @@ use tern_raft_store::{Command, Member};
 use super::error::{AdminError, AdminResult, graphql};
 use super::schema::node;
 use crate::node::Node;
+use crate::rehome::RehomeError;
+use std::sync::Arc;
 
 /// A member of the routing table's Raft group.
 #[derive(Debug, SimpleObject)]
@@ -144,6 +146,63 @@ impl MeshMutation {
     async fn remove_dc(&self, ctx: &Context<'_>, dc: String) -> Result<MeshPayload> {
         graphql(remove_dc(node(ctx)?, &dc).await)
     }
+
+    /// Moves an account's home, with its data, to datacenter `dc` (done by its current home;
+    /// its sessions end and its clients log in again).
+    async fn rehome_user(
+        &self,
+        ctx: &Context<'_>,
+        jid: String,
+        dc: String,
+    ) -> Result<RehomePayload> {
+        graphql(rehome_user(node(ctx)?, &jid, &dc).await)
+    }
+}
+
+/// What `rehomeUser` did.
+#[derive(Debug, SimpleObject)]
+pub(crate) struct RehomePayload {
+    /// The account.
+    jid: String,
+    /// The datacenter it lived in.
+    from: String,
+    /// The datacenter it lives in now.
+    dc: String,
+    /// Offline messages moved with it.
+    offline_messages: u64,
+    /// Stanzas routed to it during the move, held and then sent to the new home.
+    held_stanzas: u64,
+    /// What was done, in words.
+    message: String,
+}
+
+async fn rehome_user(node: &Arc<Node>, jid: &str, dc: &str) -> AdminResult<RehomePayload> {
+    let user = BareJid::new(jid)
+        .ok()
+        .filter(|j| j.node().is_some())
+        .ok_or_else(|| AdminError::BadInput(format!("invalid user JID {jid:?}")))?;
+    let done = node.rehome(&user, dc).await.map_err(|e| match e {
+        RehomeError::NotFound(_) => AdminError::NotFound(e.to_string()),
+        RehomeError::UnknownDc(_) => AdminError::BadInput(e.to_string()),
+        RehomeError::InProgress(_) | RehomeError::NoMesh => AdminError::Conflict(e.to_string()),
+        RehomeError::Failed(_) => AdminError::Unavailable(e.to_string()),
+    })?;
+    let message = if done.from == dc {
+        format!("{user} already lives in {dc}")
+    } else {
+        format!(
+            "moved {user} from {} to {dc} with {} offline messages",
+            done.from, done.offline
+        )
+    };
+    Ok(RehomePayload {
+        jid: user.to_string(),
+        from: done.from,
+        dc: dc.to_owned(),
+        offline_messages: done.offline,
+        held_stanzas: done.held,
+        message,
+    })
 }
 
 /// A membership change by node ids.

@@ -250,6 +250,13 @@ pub(crate) fn plan(command: &CtlCommand, input: &mut dyn BufRead) -> Result<Call
                 ["mesh", "removeDc"],
                 Message,
             ),
+            MeshCommand::Rehome { jid, dc } => Call::new(
+                "mutation($jid: String!, $dc: String!) { mesh { rehomeUser(jid: $jid, dc: $dc) \
+                 { jid from dc offlineMessages heldStanzas message } } }",
+                json!({ "jid": jid, "dc": dc }),
+                ["mesh", "rehomeUser"],
+                Message,
+            ),
             MeshCommand::Home { jid } => Call::new(
                 "query($jid: String!) { mesh { userHome(jid: $jid) { jid dc version asOf } } }",
                 json!({ "jid": jid }),

@@ -263,6 +263,15 @@ pub enum MeshCommand {
         #[arg(long)]
         dc: String,
     },
+    /// Move an account's home, with its data, to another datacenter.
+    Rehome {
+        /// The account's bare JID.
+        #[arg(long)]
+        jid: String,
+        /// The datacenter it moves to.
+        #[arg(long)]
+        dc: String,
+    },
 }
 
 /// `tern ctl domain ...`.

@@ -42,8 +42,8 @@ use jid::BareJid;
 pub use self::error::{Error, Result};
 pub use self::redb::RedbStorage;
 pub use self::types::{
-    DomainRemoval, OfflineMessage, OfflineStored, Roster, RosterItem, ScramRecord, Subscription,
-    UserRecord,
+    AccountData, DomainRemoval, OfflineMessage, OfflineStored, Roster, RosterItem, ScramRecord,
+    Subscription, UserRecord,
 };
 
 /// A storage backend shared by every module of a node.
@@ -110,6 +110,14 @@ pub trait Storage: Send + Sync + 'static {
 
     /// The number of offline messages of `user`.
     async fn count_offline(&self, user: &BareJid) -> Result<u64>;
+
+    /// Everything stored for `user` (one read transaction), or `None` without an account.
+    async fn export_user(&self, user: &BareJid) -> Result<Option<AccountData>>;
+
+    /// Stores `data` as everything there is for `user`, replacing what was stored (one
+    /// transaction): the account is created if missing, its roster and offline messages are
+    /// exactly those of `data` afterwards.
+    async fn import_user(&self, user: &BareJid, data: AccountData) -> Result<()>;
 }
 
 /// The storage key of an account or roster: `"<domain>\0<localpart>"` (see the module docs).

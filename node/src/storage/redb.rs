@@ -19,7 +19,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTran
 
 use super::codec;
 use super::error::{Error, Result};
-use super::types::{DomainRemoval, OfflineMessage, OfflineStored, Roster, UserRecord};
+use super::types::{AccountData, DomainRemoval, OfflineMessage, OfflineStored, Roster, UserRecord};
 use super::{Storage, domain_range, jid_from_key, user_key};
 
 /// Accounts: `user_key` -> versioned [`UserRecord`].
@@ -464,6 +464,88 @@ impl Storage for RedbStorage {
         })
         .await
     }
+
+    async fn export_user(&self, user: &BareJid) -> Result<Option<AccountData>> {
+        let key = user_key(user);
+        self.blocking(move |db| {
+            let txn = db.begin_read().or_backend("begin_read")?;
+            let users = txn.open_table(JID_USER).or_backend("open_table")?;
+            let Some(bytes) = users.get(key.as_str()).or_backend("get")? else {
+                return Ok(None);
+            };
+            let record: UserRecord = codec::decode(JID_USER_NAME, &key, bytes.value())?;
+            let rosters = txn.open_table(JID_ROSTER).or_backend("open_table")?;
+            let roster = read_roster(&rosters, &key)?;
+            let table = txn.open_table(OFFLINE_MSG).or_backend("open_table")?;
+            let mut offline = Vec::new();
+            for entry in table
+                .range::<(&str, u64)>((key.as_str(), 0)..=(key.as_str(), u64::MAX))
+                .or_backend("range")?
+            {
+                let (seq, bytes) = entry.or_backend("range")?;
+                let name = format!("{}#{}", key.escape_debug(), seq.value().1);
+                offline.push(codec::decode(OFFLINE_MSG_NAME, &name, bytes.value())?);
+            }
+            Ok(Some(AccountData {
+                record,
+                roster,
+                offline,
+            }))
+        })
+        .await
+    }
+
+    async fn import_user(&self, user: &BareJid, data: AccountData) -> Result<()> {
+        if user.node().is_none() {
+            return Err(Error::NoLocalpart {
+                jid: user.to_string(),
+            });
+        }
+        let key = user_key(user);
+        let domain = user.domain().as_str().to_owned();
+        let record = codec::encode(JID_USER_NAME, &data.record)?;
+        let roster = codec::encode(JID_ROSTER_NAME, &data.roster)?;
+        let offline = data
+            .offline
+            .iter()
+            .map(|message| codec::encode(OFFLINE_MSG_NAME, message))
+            .collect::<Result<Vec<_>>>()?;
+        self.blocking_write(move |txn| {
+            let mut users = txn.open_table(JID_USER).or_backend("open_table")?;
+            let existed = users
+                .insert(key.as_str(), record.as_slice())
+                .or_backend("insert")?
+                .is_some();
+            if !existed {
+                let mut counts = txn.open_table(DOMAIN_USERCOUNT).or_backend("open_table")?;
+                let count = counts
+                    .get(domain.as_str())
+                    .or_backend("get")?
+                    .map_or(0, |count| count.value());
+                counts
+                    .insert(domain.as_str(), count.saturating_add(1))
+                    .or_backend("insert")?;
+            }
+            let mut rosters = txn.open_table(JID_ROSTER).or_backend("open_table")?;
+            rosters
+                .insert(key.as_str(), roster.as_slice())
+                .or_backend("insert")?;
+            let mut table = txn.open_table(OFFLINE_MSG).or_backend("open_table")?;
+            table
+                .retain_in::<(&str, u64), _>(
+                    (key.as_str(), 0)..=(key.as_str(), u64::MAX),
+                    |_, _| false,
+                )
+                .or_backend("remove")?;
+            for (seq, message) in (0u64..).zip(&offline) {
+                table
+                    .insert((key.as_str(), seq), message.as_slice())
+                    .or_backend("insert")?;
+            }
+            Ok(())
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -597,6 +679,51 @@ mod tests {
             store.store_offline(&alice, msg("again"), 3).await.unwrap(),
             OfflineStored::Stored(1)
         );
+    }
+
+    #[tokio::test]
+    async fn an_account_exported_and_imported_elsewhere_is_the_same() {
+        let (from, to) = (TempDir::new("export"), TempDir::new("import"));
+        let a = RedbStorage::open(&from.db_path()).unwrap();
+        let b = RedbStorage::open(&to.db_path()).unwrap();
+        let alice = jid("alice@example.com");
+        a.create_user(&alice, record(1)).await.unwrap();
+        a.modify_roster(&alice, &mut |r| {
+            r.items.insert(
+                "bob@example.com".into(),
+                item("bob@example.com", Subscription::Both),
+            );
+        })
+        .await
+        .unwrap();
+        for body in ["one", "two", "three"] {
+            a.store_offline(&alice, msg(body), 10).await.unwrap();
+        }
+        assert_eq!(
+            a.export_user(&jid("nobody@example.com")).await.unwrap(),
+            None
+        );
+        let data = a.export_user(&alice).await.unwrap().expect("exported");
+        assert_eq!(data.offline.len(), 3);
+        // Exporting takes nothing away.
+        assert_eq!(a.count_offline(&alice).await.unwrap(), 3);
+
+        // The destination had an older copy: it is replaced, not merged.
+        b.create_user(&alice, record(9)).await.unwrap();
+        b.store_offline(&alice, msg("stale"), 10).await.unwrap();
+        b.import_user(&alice, data.clone()).await.unwrap();
+        assert_eq!(b.export_user(&alice).await.unwrap(), Some(data.clone()));
+        assert_eq!(b.count_users("example.com").await.unwrap(), 1);
+        let taken = b.take_offline(&alice).await.unwrap();
+        assert_eq!(taken, vec![msg("one"), msg("two"), msg("three")]);
+
+        // Into an empty store: the account counts.
+        let fresh = TempDir::new("import-fresh");
+        let c = RedbStorage::open(&fresh.db_path()).unwrap();
+        c.import_user(&alice, data).await.unwrap();
+        assert_eq!(c.count_users("example.com").await.unwrap(), 1);
+        assert!(c.get_user(&alice).await.unwrap().is_some());
+        assert_eq!(c.get_roster(&alice).await.unwrap().items.len(), 1);
     }
 
     #[tokio::test]

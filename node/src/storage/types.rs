@@ -220,3 +220,17 @@ pub enum OfflineStored {
     /// The user already had the limit: nothing was stored.
     Full,
 }
+
+/// Everything stored for one account, as it moves between datacenters when the account's home
+/// changes ([`Storage::export_user`](super::Storage::export_user),
+/// [`Storage::import_user`](super::Storage::import_user)). Every per-account store a later
+/// module adds belongs here too, or a move would leave it behind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountData {
+    /// Credentials and creation time.
+    pub record: UserRecord,
+    /// The roster.
+    pub roster: Roster,
+    /// Offline messages, oldest first.
+    pub offline: Vec<OfflineMessage>,
+}

@@ -365,3 +365,115 @@ async fn a_domain_served_by_some_datacenters_only() {
     }
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// alice's home moves from dc1 to dc3 (`tern ctl mesh rehome`, run against dc2) while bob keeps
+/// writing to her: her password, roster and offline messages move with her, and every message
+/// — stored before, held during, or sent after the move — reaches her at dc3 exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_moves_home_with_its_data_and_messages_in_flight() {
+    const STREAM: u32 = 150;
+    let (root, mut servers) = three_dcs("mesh-rehome", "5s");
+    register(&servers[0], "alice");
+    register(&servers[1], "bob");
+    for server in &servers {
+        for user in ["alice", "bob"] {
+            wait_home(server, user);
+        }
+    }
+    // alice subscribes to bob's presence; then she goes offline.
+    {
+        let mut alice = login(&servers[0], "alice", "desk").await;
+        let mut bob = available(&servers[1], "bob", "phone").await;
+        bob.send("<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>")
+            .await;
+        bob.read_until("id='r'").await;
+        alice
+            .send("<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>")
+            .await;
+        alice.read_until("id='r1'").await;
+        alice
+            .send("<presence to='bob@localhost' type='subscribe'/>")
+            .await;
+        bob.read_until("type='subscribe'").await;
+        bob.send("<presence to='alice@localhost' type='subscribed'/>")
+            .await;
+        let got = alice.read_until("subscription='to'").await;
+        assert!(got.contains("bob@localhost"), "{got}");
+        alice.send("</stream:stream>").await;
+        assert!(alice.closed().await);
+    }
+    let mut bob = login(&servers[1], "bob", "phone").await;
+    for n in 1..=5 {
+        bob.send(&format!(
+            "<message to='alice@localhost' type='chat'><body>{n}</body></message>"
+        ))
+        .await;
+    }
+
+    // bob keeps writing while the move runs.
+    let writer = tokio::spawn(async move {
+        for n in 6..=5 + STREAM {
+            bob.send(&format!(
+                "<message to='alice@localhost' type='chat'><body>{n}</body></message>"
+            ))
+            .await;
+            tokio::time::sleep(Duration::from_millis(4)).await;
+        }
+        bob
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let out = servers[1].ctl(&["mesh", "rehome", "--jid", "alice@localhost", "--dc", "dc3"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(
+        output_text(&out).contains("moved alice@localhost from dc1 to dc3"),
+        "{}",
+        output_text(&out)
+    );
+    let mut bob = writer.await.expect("writer");
+
+    for server in &servers {
+        eventually("alice's new home known", || {
+            let out = output_text(&server.ctl(&["mesh", "home", "--jid", "alice@localhost"]));
+            out.contains("alice@localhost: dc3").then_some(())
+        });
+    }
+    let at_dc1 = output_text(&servers[0].ctl(&["account", "list", "--domain", "localhost"]));
+    assert!(!at_dc1.contains("alice"), "dc1 deleted its copy: {at_dc1}");
+    let at_dc3 = output_text(&servers[2].ctl(&["account", "list", "--domain", "localhost"]));
+    assert!(at_dc3.contains("alice@localhost"), "{at_dc3}");
+
+    // Her password and roster moved; all her messages wait at dc3.
+    let mut alice = login(&servers[2], "alice", "laptop").await;
+    alice
+        .send("<iq type='get' id='r2'><query xmlns='jabber:iq:roster'/></iq>")
+        .await;
+    let roster = alice.read_until("id='r2'").await;
+    let roster = roster + &alice.read_until("</iq>").await;
+    assert!(
+        roster.contains("jid='bob@localhost'") && roster.contains("subscription='to'"),
+        "{roster}"
+    );
+    alice.send("<presence/>").await;
+    let mut text = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while numbered_bodies(&text).len() < (5 + STREAM) as usize
+        && std::time::Instant::now() < deadline
+    {
+        text.push_str(&alice.read_for(Duration::from_millis(300)).await);
+    }
+    let bodies = numbered_bodies(&text);
+    let unique: BTreeSet<u32> = bodies.iter().copied().collect();
+    assert_eq!(
+        unique,
+        (1..=5 + STREAM).collect::<BTreeSet<u32>>(),
+        "every message reached alice at her new home"
+    );
+    assert_eq!(bodies.len(), unique.len(), "none twice");
+    let errors = bob.read_for(Duration::from_millis(300)).await;
+    assert!(!errors.contains("type='error'"), "{errors}");
+
+    for server in &mut servers {
+        server.stop();
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
