@@ -133,8 +133,10 @@ pub struct LinkStatus {
     pub connected: bool,
     /// Round-trip time of the bridge, when up.
     pub rtt: Option<Duration>,
-    /// Envelopes waiting for an acknowledgement.
+    /// Envelopes waiting for an acknowledgement (in flight or not sent yet).
     pub queued: usize,
+    /// Of those, the envelopes sent on the current connection and not acknowledged yet.
+    pub in_flight: usize,
     /// Connections made (the first one included).
     pub connects: u64,
     /// Since when the peer has been unreachable, if it is.
@@ -144,6 +146,15 @@ pub struct LinkStatus {
 struct StreamQueue {
     next_seq: u64,
     unacked: VecDeque<Envelope>,
+    /// The last sequence number written on the current connection (0: none yet).
+    sent_upto: u64,
+}
+
+impl StreamQueue {
+    /// Envelopes written on the current connection and not acknowledged yet.
+    fn in_flight(&self) -> usize {
+        self.unacked.partition_point(|e| e.seq <= self.sent_upto)
+    }
 }
 
 struct LinkState {
@@ -245,6 +256,7 @@ impl Mesh {
                             Mutex::new(StreamQueue {
                                 next_seq: 1,
                                 unacked: VecDeque::new(),
+                                sent_upto: 0,
                             })
                         })
                         .collect(),
@@ -453,6 +465,11 @@ impl Mesh {
                     connected: state.connection.is_some(),
                     rtt: state.connection.as_ref().map(quinn::Connection::rtt),
                     queued: peer.queued.load(Ordering::Acquire),
+                    in_flight: if state.connection.is_some() {
+                        peer.streams.iter().map(|q| lock(q).in_flight()).sum()
+                    } else {
+                        0
+                    },
                     connects: peer.connects.load(Ordering::Relaxed),
                     unreachable_for: state.unreachable_since.map(|s| s.elapsed()),
                 }
@@ -842,6 +859,8 @@ async fn send_stream(
             }
         }
     };
+    // A new connection sends everything unacknowledged again: nothing is in flight on it yet.
+    lock(&peer.streams[index]).sent_upto = 0;
     let sends = async {
         let mut sent_upto = 0u64;
         loop {
@@ -862,6 +881,7 @@ async fn send_stream(
                     .await
                     .map_err(|e| e.to_string())?;
             }
+            lock(&peer.streams[index]).sent_upto = sent_upto;
             if !full {
                 peer.wake[index].notified().await;
             }

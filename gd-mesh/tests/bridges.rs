@@ -183,6 +183,7 @@ async fn envelopes_arrive_once_and_in_order_per_pair() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(m1.status()[0].queued, 0, "{:?}", m1.status());
+    assert_eq!(m1.status()[0].in_flight, 0, "{:?}", m1.status());
     assert!(rx2.try_recv().is_err(), "no duplicate arrives");
     m1.stop();
     m2.stop();
@@ -231,8 +232,20 @@ async fn cutting_the_link_twice_loses_and_duplicates_nothing() {
     send(300);
     relay.cut();
     send(200);
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    // Written to the connection, which does not know yet that nothing gets through: in flight.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let during = m1.status()[0].clone();
+    assert!(
+        during.connected && during.in_flight > 0 && during.in_flight <= during.queued,
+        "{during:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
     assert!(!m1.status()[0].connected, "the cut killed the bridge");
+    assert_eq!(
+        m1.status()[0].in_flight,
+        0,
+        "nothing is in flight without a connection"
+    );
     relay.heal();
     send(200);
     wait_connected(&m1, "dc2").await;
@@ -413,6 +426,11 @@ async fn a_sender_restart_keeps_its_queue_in_order() {
         .expect("queued");
     }
     assert_eq!(m1.status()[0].queued, 200);
+    assert_eq!(
+        m1.status()[0].in_flight,
+        0,
+        "nothing sent while dc2 is away"
+    );
     m1.stop();
     drop(m1);
     // Give the writer thread its last batch, then start a new life of dc1 on the same file.

@@ -303,11 +303,11 @@ type LinkSeries = (
 );
 
 /// The bridges' health, one series per peer datacenter: up, round-trip time, envelopes waiting
-/// for an acknowledgement, connections made.
+/// for an acknowledgement and those of them in flight, connections made.
 pub fn render_links(links: &[LinkStatus]) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
-    let series: [LinkSeries; 4] = [
+    let series: [LinkSeries; 5] = [
         (
             "tern_mesh_link_up",
             "gauge",
@@ -325,6 +325,12 @@ pub fn render_links(links: &[LinkStatus]) -> String {
             "gauge",
             "Envelopes waiting for a datacenter's acknowledgement.",
             |l| l.queued as f64,
+        ),
+        (
+            "tern_mesh_in_flight_envelopes",
+            "gauge",
+            "Envelopes sent to a datacenter on the current connection and not acknowledged yet.",
+            |l| l.in_flight as f64,
         ),
         (
             "tern_mesh_link_connects_total",
@@ -354,6 +360,7 @@ mod tests {
             connected: true,
             rtt: Some(Duration::from_millis(40)),
             queued: 3,
+            in_flight: 1,
             connects: 2,
             unreachable_for: None,
         }];

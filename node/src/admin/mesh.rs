@@ -33,6 +33,8 @@ pub(crate) struct BridgeStatus {
     rtt_ms: Option<f64>,
     /// Envelopes waiting for the peer's acknowledgement.
     queued: u64,
+    /// Of those, the envelopes sent on the current connection (the rest wait to be sent).
+    in_flight: u64,
     /// Connections made so far.
     connects: u64,
     /// Seconds since the peer became unreachable, if it is.
@@ -350,6 +352,7 @@ fn status(node: &Node) -> MeshStatus {
                         connected: link.connected,
                         rtt_ms: link.rtt.map(|d| d.as_secs_f64() * 1e3),
                         queued: link.queued as u64,
+                        in_flight: link.in_flight as u64,
                         connects: link.connects,
                         unreachable_seconds: link.unreachable_for.map(|d| d.as_secs_f64()),
                     })

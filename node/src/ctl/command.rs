@@ -213,7 +213,7 @@ pub(crate) fn plan(command: &CtlCommand, input: &mut dyn BufRead) -> Result<Call
             MeshCommand::Status => Call::new(
                 "query { mesh { status { nodeId dc role leader term lastLogIndex appliedIndex \
                  snapshotIndex voters { id dc address } learners { id dc address } users \
-                 datacenters bridges { peer connected rttMs queued connects \
+                 datacenters bridges { peer connected rttMs queued inFlight connects \
                  unreachableSeconds } } } }",
                 json!({}),
                 ["mesh", "status"],
@@ -469,7 +469,8 @@ fn members(value: Option<&Value>) -> String {
     }
 }
 
-/// Bridges as `peer up rtt=1.2ms queued=0 connects=1` (or `down for 3.0s`), comma separated;
+/// Bridges as `peer up rtt=1.2ms queued=0 in_flight=0 connects=1` (or `down for 3.0s`), comma
+/// separated;
 /// `-` for none.
 fn bridges(value: Option<&Value>) -> String {
     let list: Vec<String> = value
@@ -490,9 +491,10 @@ fn bridges(value: Option<&Value>) -> String {
                         format!("down for {down:.1}s")
                     };
                     format!(
-                        "{} {state} queued={} connects={}",
+                        "{} {state} queued={} in_flight={} connects={}",
                         field("peer"),
                         field("queued"),
+                        field("inFlight"),
                         field("connects")
                     )
                 })
