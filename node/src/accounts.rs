@@ -133,11 +133,7 @@ pub async fn register(
         return node
             .register_remote(&home, jid, password)
             .await
-            .map_err(|refusal| match refusal {
-                Refusal::Exists => AccountError::Exists(jid.to_string()),
-                Refusal::UnknownDomain => AccountError::UnknownDomain(jid.domain().to_string()),
-                Refusal::Failed(reason) => AccountError::Remote { dc: home, reason },
-            });
+            .map_err(|refusal| refused(refusal, jid, &home));
     }
     let record = {
         let node = node.clone();
@@ -166,12 +162,34 @@ pub async fn register(
     Ok(())
 }
 
-/// Replaces an account's password.
+/// An account operation its home datacenter refused, as an account error.
+fn refused(refusal: Refusal, jid: &BareJid, home: &str) -> AccountError {
+    match refusal {
+        Refusal::Exists => AccountError::Exists(jid.to_string()),
+        Refusal::NotFound => AccountError::NotFound(jid.to_string()),
+        Refusal::UnknownDomain => AccountError::UnknownDomain(jid.domain().to_string()),
+        Refusal::Failed(reason) => AccountError::Remote {
+            dc: home.to_owned(),
+            reason,
+        },
+    }
+}
+
+/// Replaces an account's password (at its home, when that is another datacenter).
 pub async fn change_password(
     node: &Arc<Node>,
     jid: &BareJid,
     password: &str,
 ) -> Result<(), AccountError> {
+    if password.is_empty() {
+        return Err(AccountError::EmptyPassword);
+    }
+    if let Some((home, _)) = node.remote_home(jid) {
+        return node
+            .change_remote_account(&home, jid, Some(password))
+            .await
+            .map_err(|refusal| refused(refusal, jid, &home));
+    }
     let record = {
         let node = node.clone();
         let password = password.to_owned();
@@ -203,8 +221,15 @@ pub async fn check_password(
         .map_err(|_| AccountError::NotFound(jid.to_string()))
 }
 
-/// Removes an account and its roster, and ends its sessions.
+/// Removes an account and its roster, and ends its sessions (at its home, when that is another
+/// datacenter).
 pub async fn remove(node: &Arc<Node>, jid: &BareJid) -> Result<(), AccountError> {
+    if let Some((home, _)) = node.remote_home(jid) {
+        return node
+            .change_remote_account(&home, jid, None)
+            .await
+            .map_err(|refusal| refused(refusal, jid, &home));
+    }
     let removed = node
         .storage
         .remove_user(jid)

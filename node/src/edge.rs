@@ -82,6 +82,10 @@ enum Call {
     Credentials { jid: String },
     /// Create an account homed there.
     Register { jid: String, password: String },
+    /// Remove an account homed there.
+    Remove { jid: String },
+    /// Replace the password of an account homed there.
+    SetPassword { jid: String, password: String },
     /// Move the home of an account that lives there to datacenter `dc`.
     Rehome { jid: String, dc: String },
     /// Store an account moving there from the caller.
@@ -103,6 +107,8 @@ enum Reply {
     },
     /// The account was stored.
     Imported,
+    /// Done as asked (removal, new password).
+    Done,
     /// The call was refused; the text says why.
     Refused(Refusal),
 }
@@ -112,6 +118,8 @@ enum Reply {
 pub enum Refusal {
     /// The account exists already.
     Exists,
+    /// The account does not exist.
+    NotFound,
     /// The domain is not served there.
     UnknownDomain,
     /// The request was malformed or failed; the text says why.
@@ -707,6 +715,10 @@ impl Node {
                 Err(_) => Reply::Credentials(None),
             },
             Ok(Call::Register { jid, password }) => self.answer_register(&jid, &password).await,
+            Ok(Call::Remove { jid }) => self.answer_change(&jid, None).await,
+            Ok(Call::SetPassword { jid, password }) => {
+                self.answer_change(&jid, Some(&password)).await
+            }
             Ok(Call::Rehome { jid, dc }) => match BareJid::new(&jid) {
                 Ok(jid) => match self.move_out(&jid, &dc).await {
                     Ok(done) => Reply::Rehomed {
@@ -727,6 +739,46 @@ impl Node {
             },
         };
         encode(&reply).to_vec()
+    }
+
+    /// Removes, or changes the password of, the account `jid` homed in `home`.
+    pub async fn change_remote_account(
+        &self,
+        home: &str,
+        jid: &BareJid,
+        new_password: Option<&str>,
+    ) -> Result<(), Refusal> {
+        let call = match new_password {
+            None => Call::Remove {
+                jid: jid.to_string(),
+            },
+            Some(password) => Call::SetPassword {
+                jid: jid.to_string(),
+                password: password.to_owned(),
+            },
+        };
+        match self.call(home, &call).await {
+            Ok(Reply::Done) => Ok(()),
+            Ok(Reply::Refused(refusal)) => Err(refusal),
+            Ok(other) => Err(Refusal::Failed(format!("unexpected answer {other:?}"))),
+            Err(e) => Err(Refusal::Failed(e)),
+        }
+    }
+
+    async fn answer_change(self: &Arc<Self>, jid: &str, new_password: Option<&str>) -> Reply {
+        use crate::accounts::{self, AccountError};
+        let Ok(jid) = BareJid::new(jid) else {
+            return Reply::Refused(Refusal::Failed(format!("invalid JID {jid:?}")));
+        };
+        let done = match new_password {
+            None => accounts::remove(self, &jid).await,
+            Some(password) => accounts::change_password(self, &jid, password).await,
+        };
+        match done {
+            Ok(()) => Reply::Done,
+            Err(AccountError::NotFound(_)) => Reply::Refused(Refusal::NotFound),
+            Err(e) => Reply::Refused(Refusal::Failed(e.to_string())),
+        }
     }
 
     async fn answer_register(self: &Arc<Self>, jid: &str, password: &str) -> Reply {

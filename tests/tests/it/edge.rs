@@ -174,7 +174,34 @@ async fn a_user_connects_to_any_datacenter() {
         let status = output_text(&servers[0].ctl(&["mesh", "status"]));
         status.contains("dc3 up").then_some(())
     });
-    let _again = available(&servers[0], "carol", "visit").await;
+    let mut again = available(&servers[0], "carol", "visit").await;
+
+    // An account is changed at its home whichever node the command runs against: a password
+    // set through dc1 is the one dc3 checks, and a removal through dc1 deletes carol at dc3
+    // and ends her session at the edge.
+    let out = servers[0].ctl(&[
+        "account",
+        "change-password",
+        "--user",
+        "carol@localhost",
+        "--password",
+        "pw-carol-2",
+    ]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let _fresh = RawClient::login(
+        servers[2].starttls_port,
+        "localhost",
+        "carol",
+        "pw-carol-2",
+        "fresh",
+    )
+    .await;
+    let out = servers[0].ctl(&["account", "remove", "--user", "carol@localhost"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let got = again.read_until("</stream:stream>").await;
+    assert!(got.contains("not-authorized"), "{got}");
+    let at_dc3 = output_text(&servers[2].ctl(&["account", "list", "--domain", "localhost"]));
+    assert!(!at_dc3.contains("carol"), "{at_dc3}");
 
     for server in &mut servers {
         server.stop();
