@@ -67,7 +67,7 @@ pub use general::{General, MAX_DOMAIN_BYTES};
 pub use limits::{Limits, MAX_STANZA_SIZE, MIN_STANZA_SIZE};
 pub use listener::{C2sListener, Listen, TlsMode};
 pub use mesh::Mesh;
-pub use modules::{Modules, Offline, Ping, Register, Version};
+pub use modules::{Modules, Offline, Ping, Register, Stored, Toggle, Version};
 pub use raw::RawConfig;
 pub use storage::{DEFAULT_DATABASE_FILE, Storage, StorageBackend};
 pub use tls::Tls;
@@ -334,6 +334,7 @@ topology = "/etc/tern/topology.toml"
                 },
                 version: Version { show_os: true },
                 offline: Offline::default(),
+                ..Modules::default()
             },
             storage: Storage {
                 backend: StorageBackend::Redb,

@@ -1,5 +1,7 @@
 //! `[modules.*]`: settings of the optional XMPP modules: in-band registration (XEP-0077),
-//! server pings (XEP-0199), software version (XEP-0092) and offline messages (XEP-0160).
+//! server pings (XEP-0199), software version (XEP-0092), offline messages (XEP-0160), private
+//! XML storage (XEP-0049), vCards (XEP-0054), last activity (XEP-0012), entity time
+//! (XEP-0202), message carbons (XEP-0280) and blocking (XEP-0191 / XEP-0016).
 
 use std::time::Duration;
 
@@ -16,6 +18,50 @@ pub struct Modules {
     pub version: Version,
     /// `[modules.offline]`.
     pub offline: Offline,
+    /// `[modules.private]`: XEP-0049 private XML storage.
+    pub private: Stored,
+    /// `[modules.vcard]`: XEP-0054 vCard-temp (and XEP-0153 avatar hashes).
+    pub vcard: Stored,
+    /// `[modules.last]`: XEP-0012 last activity.
+    pub last: Toggle,
+    /// `[modules.time]`: XEP-0202 entity time.
+    pub time: Toggle,
+    /// `[modules.carbons]`: XEP-0280 message carbons.
+    pub carbons: Toggle,
+    /// `[modules.blocking]`: XEP-0191 blocking command and XEP-0016 privacy lists.
+    pub blocking: Toggle,
+}
+
+/// A module that is only on or off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Toggle {
+    /// Whether the module runs. Default `true`.
+    pub enabled: bool,
+}
+
+impl Default for Toggle {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+/// A module that stores documents per account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// Whether the module runs. Default `true`.
+    pub enabled: bool,
+    /// Largest document stored, in bytes: 1 KiB..=16 MiB, default 64 KiB; a larger one is
+    /// refused with `<not-acceptable/>`.
+    pub max_size: usize,
+}
+
+impl Default for Stored {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_size: 64 * 1024,
+        }
+    }
 }
 
 /// `[modules.register]`: XEP-0077 in-band registration.
@@ -78,13 +124,47 @@ pub(crate) fn read(mut section: Section<'_>, d: &mut Diagnostics) -> Modules {
     let ping = read_ping(section.section(d, "ping"), d);
     let version = read_version(section.section(d, "version"), d);
     let offline = read_offline(section.section(d, "offline"), d);
+    let private = read_stored(section.section(d, "private"), d);
+    let vcard = read_stored(section.section(d, "vcard"), d);
+    let last = read_toggle(section.section(d, "last"), d);
+    let time = read_toggle(section.section(d, "time"), d);
+    let carbons = read_toggle(section.section(d, "carbons"), d);
+    let blocking = read_toggle(section.section(d, "blocking"), d);
     section.finish(d);
     Modules {
         register,
         ping,
         version,
         offline,
+        private,
+        vcard,
+        last,
+        time,
+        carbons,
+        blocking,
     }
+}
+
+fn read_toggle(mut section: Section<'_>, d: &mut Diagnostics) -> Toggle {
+    let toggle = Toggle {
+        enabled: section
+            .boolean(d, "enabled")
+            .unwrap_or(Toggle::default().enabled),
+    };
+    section.finish(d);
+    toggle
+}
+
+fn read_stored(mut section: Section<'_>, d: &mut Diagnostics) -> Stored {
+    let defaults = Stored::default();
+    let stored = Stored {
+        enabled: section.boolean(d, "enabled").unwrap_or(defaults.enabled),
+        max_size: section
+            .size_in(d, "max_size", 1024, 16 * 1024 * 1024)
+            .unwrap_or(defaults.max_size),
+    };
+    section.finish(d);
+    stored
 }
 
 fn read_offline(mut section: Section<'_>, d: &mut Diagnostics) -> Offline {
@@ -166,7 +246,30 @@ mod tests {
                     enabled: false,
                     max_messages: 2,
                 },
+                ..Modules::default()
             }
+        );
+    }
+
+    #[test]
+    fn storage_modules_and_toggles() {
+        let c = config("");
+        assert!(c.modules.vcard.enabled && c.modules.private.enabled);
+        assert_eq!(c.modules.vcard.max_size, 65_536);
+        assert!(c.modules.last.enabled && c.modules.time.enabled);
+        assert!(c.modules.carbons.enabled && c.modules.blocking.enabled);
+        let c = config(
+            "[modules.vcard]\nmax_size = \"1MiB\"\n\n[modules.carbons]\nenabled = false\n\n\
+             [modules.private]\nenabled = false\n",
+        );
+        assert_eq!(c.modules.vcard.max_size, 1024 * 1024);
+        assert!(!c.modules.carbons.enabled && !c.modules.private.enabled);
+        assert_eq!(
+            errors("[modules.vcard]\nmax_size = \"100\"\n\n[modules.time]\nenable = true\n"),
+            [
+                "tern.toml: modules.vcard.max_size: must be between 1KiB and 16MiB, found 100B",
+                "tern.toml: modules.time.enable: unknown key (did you mean \"enabled\"?)",
+            ]
         );
     }
 

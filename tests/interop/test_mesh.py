@@ -171,6 +171,13 @@ async def test_users_of_different_datacenters_chat_and_share_presence(mesh, conn
     away = await a.wait_presence(lambda p: _from(p, f"{bob.jid}/phone") and p["show"] == "away")
     assert away["show"] == "away"
 
+    # alice logs in again: her initial presence probes bob at his home, dc2, which answers
+    # with his current presence.
+    await a.close()
+    again = await connect(alice, 1, "laptop").online()
+    probed = await again.wait_presence(lambda p: _from(p, f"{bob.jid}/phone"))
+    assert probed["show"] == "away"
+
 
 async def test_one_user_with_sessions_in_two_datacenters(mesh, connect):
     carol, dave = mesh.account(3), mesh.account(2)

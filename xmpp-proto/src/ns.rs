@@ -42,3 +42,5 @@ pub const REGISTER: &str = "jabber:iq:register";
 pub const REGISTER_FEATURE: &str = "http://jabber.org/features/iq-register";
 /// XEP-0203: delayed delivery.
 pub const DELAY: &str = "urn:xmpp:delay";
+/// XEP-0202 entity time.
+pub const TIME: &str = "urn:xmpp:time";

@@ -16,6 +16,7 @@
 
 mod account;
 mod args;
+mod data;
 mod domain;
 mod error;
 mod http;

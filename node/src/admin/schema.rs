@@ -7,6 +7,10 @@ use std::sync::Arc;
 use async_graphql::{Context, EmptySubscription, Object, Schema};
 
 use super::account::{AccountMutation, AccountQuery};
+use super::data::{
+    LastMutation, LastQuery, OfflineMutation, OfflineQuery, PrivateMutation, PrivateQuery,
+    VcardMutation, VcardQuery,
+};
 use super::domain::{DomainMutation, DomainQuery};
 use super::error::{AdminError, AdminResult};
 use super::mesh::{MeshMutation, MeshQuery};
@@ -77,6 +81,26 @@ impl QueryRoot {
     async fn mesh(&self) -> MeshQuery {
         MeshQuery
     }
+
+    /// Offline messages (XEP-0160): count.
+    async fn offline(&self) -> OfflineQuery {
+        OfflineQuery
+    }
+
+    /// vCards (XEP-0054): get.
+    async fn vcard(&self) -> VcardQuery {
+        VcardQuery
+    }
+
+    /// Last activity (XEP-0012): get.
+    async fn last(&self) -> LastQuery {
+        LastQuery
+    }
+
+    /// Private XML storage (XEP-0049): get.
+    async fn private(&self) -> PrivateQuery {
+        PrivateQuery
+    }
 }
 
 /// Admin commands that change state, by category.
@@ -118,6 +142,26 @@ impl MutationRoot {
     /// registry.
     async fn mesh(&self) -> MeshMutation {
         MeshMutation
+    }
+
+    /// Offline messages (XEP-0160): delete.
+    async fn offline(&self) -> OfflineMutation {
+        OfflineMutation
+    }
+
+    /// vCards (XEP-0054): set.
+    async fn vcard(&self) -> VcardMutation {
+        VcardMutation
+    }
+
+    /// Last activity (XEP-0012): set.
+    async fn last(&self) -> LastMutation {
+        LastMutation
+    }
+
+    /// Private XML storage (XEP-0049): set.
+    async fn private(&self) -> PrivateMutation {
+        PrivateMutation
     }
 }
 

@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 
 use super::error::{CtlError, EXIT_REFUSED};
 use super::{
-    AccountCommand, CtlCommand, DomainCommand, MeshCommand, RosterCommand, ServerCommand,
-    SessionCommand, StanzaCommand,
+    AccountCommand, CtlCommand, DomainCommand, LastCommand, MeshCommand, OfflineCommand,
+    PrivateCommand, RosterCommand, ServerCommand, SessionCommand, StanzaCommand, VcardCommand,
 };
 
 /// How an answer is printed as text.
@@ -36,6 +36,8 @@ enum Output {
     MeshStatus,
     /// `mesh home`: one line.
     UserHome,
+    /// `last get`: one line.
+    Last,
 }
 
 /// The fields of a domain that `domain list` and `domain details` ask for.
@@ -72,8 +74,8 @@ impl Call {
 /// from `input`.
 pub(crate) fn plan(command: &CtlCommand, input: &mut dyn BufRead) -> Result<Call, CtlError> {
     use Output::{
-        CheckPassword, Count, DomainDetails, Domains, Lines, MeshStatus, Message, Status, Text,
-        UserHome,
+        CheckPassword, Count, DomainDetails, Domains, Last, Lines, MeshStatus, Message, Status,
+        Text, UserHome,
     };
     Ok(match command {
         CtlCommand::Account(c) => match c {
@@ -162,6 +164,77 @@ pub(crate) fn plan(command: &CtlCommand, input: &mut dyn BufRead) -> Result<Call
                  { stanza { sendStanza(stanza: $stanza) { id message } } }",
                 json!({ "stanza": document(stanza, input)? }),
                 ["stanza", "sendStanza"],
+                Message,
+            ),
+        },
+        CtlCommand::Offline(c) => match c {
+            OfflineCommand::Count { user } => Call::new(
+                "query($user: String!) { offline { countMessages(user: $user) } }",
+                json!({ "user": user }),
+                ["offline", "countMessages"],
+                Count,
+            ),
+            OfflineCommand::Delete { user } => Call::new(
+                "mutation($user: String!) { offline { deleteMessages(user: $user) \
+                 { message count } } }",
+                json!({ "user": user }),
+                ["offline", "deleteMessages"],
+                Message,
+            ),
+        },
+        CtlCommand::Vcard(c) => match c {
+            VcardCommand::Get { user } => Call::new(
+                "query($user: String!) { vcard { getVcard(user: $user) } }",
+                json!({ "user": user }),
+                ["vcard", "getVcard"],
+                Text,
+            ),
+            VcardCommand::Set { user, vcard } => Call::new(
+                "mutation($user: String!, $vcard: String!) \
+                 { vcard { setVcard(user: $user, vcard: $vcard) { message count } } }",
+                json!({ "user": user, "vcard": document(vcard, input)? }),
+                ["vcard", "setVcard"],
+                Message,
+            ),
+        },
+        CtlCommand::Last(c) => match c {
+            LastCommand::Get { user } => Call::new(
+                "query($user: String!) { last { getLast(user: $user) \
+                 { user online timestamp seconds status } } }",
+                json!({ "user": user }),
+                ["last", "getLast"],
+                Last,
+            ),
+            LastCommand::Set {
+                user,
+                timestamp,
+                status,
+            } => Call::new(
+                "mutation($user: String!, $timestamp: Int, $status: String) \
+                 { last { setLast(user: $user, timestamp: $timestamp, status: $status) \
+                 { message count } } }",
+                json!({ "user": user, "timestamp": timestamp, "status": status }),
+                ["last", "setLast"],
+                Message,
+            ),
+        },
+        CtlCommand::Private(c) => match c {
+            PrivateCommand::Get {
+                user,
+                element,
+                namespace,
+            } => Call::new(
+                "query($user: String!, $element: String!, $namespace: String!) \
+                 { private { getPrivate(user: $user, element: $element, namespace: $namespace) } }",
+                json!({ "user": user, "element": element, "namespace": namespace }),
+                ["private", "getPrivate"],
+                Text,
+            ),
+            PrivateCommand::Set { user, xml } => Call::new(
+                "mutation($user: String!, $xml: String!) \
+                 { private { setPrivate(user: $user, xml: $xml) { message count } } }",
+                json!({ "user": user, "xml": document(xml, input)? }),
+                ["private", "setPrivate"],
                 Message,
             ),
         },
@@ -386,6 +459,7 @@ fn as_text(output: Output, value: &Value) -> String {
             .unwrap_or_else(|| plain(value)),
         Output::DomainDetails => domain_details(value),
         Output::MeshStatus => mesh_status(value),
+        Output::Last => last_line(value),
         Output::UserHome => format!(
             "{}: {} (version {}, as of {})",
             plain(value.get("jid").unwrap_or(&Value::Null)),
@@ -566,6 +640,27 @@ fn status_lines(value: &Value) -> String {
 }
 
 /// A JSON value as plain text: strings without quotes, null as `-`.
+/// `last get` as one line: `U: online`, `U: last seen T (N s ago): STATUS`, or
+/// `U: no activity recorded`.
+fn last_line(value: &Value) -> String {
+    let field = |k: &str| value.get(k).unwrap_or(&Value::Null);
+    let user = plain(field("user"));
+    if field("online") == &Value::Bool(true) {
+        return format!("{user}: online");
+    }
+    match field("timestamp") {
+        Value::String(at) => {
+            let mut line = format!("{user}: last seen {at} ({} s ago)", plain(field("seconds")));
+            if let Value::String(status) = field("status") {
+                line.push_str(": ");
+                line.push_str(status);
+            }
+            line
+        }
+        _ => format!("{user}: no activity recorded"),
+    }
+}
+
 fn plain(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),

@@ -65,6 +65,104 @@ pub enum CtlCommand {
     /// The global routing table: this node's view of its Raft group, users' homes.
     #[command(subcommand)]
     Mesh(MeshCommand),
+    /// Offline messages (XEP-0160): count, delete.
+    #[command(subcommand)]
+    Offline(OfflineCommand),
+    /// vCards (XEP-0054): get, set.
+    #[command(subcommand)]
+    Vcard(VcardCommand),
+    /// Last activity (XEP-0012): get, set.
+    #[command(subcommand)]
+    Last(LastCommand),
+    /// Private XML storage (XEP-0049): get, set.
+    #[command(subcommand)]
+    Private(PrivateCommand),
+}
+
+/// `tern ctl offline ...`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum OfflineCommand {
+    /// Print how many offline messages are stored for an account.
+    Count {
+        /// The account's bare JID.
+        #[arg(long)]
+        user: String,
+    },
+    /// Delete every offline message stored for an account.
+    Delete {
+        /// The account's bare JID.
+        #[arg(long)]
+        user: String,
+    },
+}
+
+/// `tern ctl vcard ...`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum VcardCommand {
+    /// Print an account's vCard as XML (`-` when none is stored).
+    Get {
+        /// The account's bare JID.
+        #[arg(long)]
+        user: String,
+    },
+    /// Replace an account's vCard.
+    Set {
+        /// The account's bare JID.
+        #[arg(long)]
+        user: String,
+        /// The `<vCard xmlns='vcard-temp'>` document; `-` reads it from standard input.
+        #[arg(long)]
+        vcard: String,
+    },
+}
+
+/// `tern ctl last ...`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum LastCommand {
+    /// Print when an account was last available, and the status it left.
+    Get {
+        /// The account's bare JID.
+        #[arg(long)]
+        user: String,
+    },
+    /// Record an account's last activity.
+    Set {
+        /// The account's bare JID.
+        #[arg(long)]
+        user: String,
+        /// Seconds since the Unix epoch (default: now).
+        #[arg(long)]
+        timestamp: Option<u64>,
+        /// The status text.
+        #[arg(long)]
+        status: Option<String>,
+    },
+}
+
+/// `tern ctl private ...`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum PrivateCommand {
+    /// Print an account's private XML stored under one element name and namespace.
+    Get {
+        /// The account's bare JID.
+        #[arg(long)]
+        user: String,
+        /// The element's name (`storage`).
+        #[arg(long)]
+        element: String,
+        /// The element's namespace (`storage:bookmarks`).
+        #[arg(long)]
+        namespace: String,
+    },
+    /// Store one element of private XML for an account.
+    Set {
+        /// The account's bare JID.
+        #[arg(long)]
+        user: String,
+        /// The element, as XML; `-` reads it from standard input.
+        #[arg(long)]
+        xml: String,
+    },
 }
 
 /// `tern ctl account ...`.

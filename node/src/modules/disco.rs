@@ -25,6 +25,17 @@ fn server_features(node: &Node) -> Vec<&'static str> {
     if node.config.modules.offline.enabled {
         features.push(super::offline::FEATURE);
     }
+    let m = &node.config.modules;
+    for (on, feature) in [
+        (m.private.enabled, super::private::NS),
+        (m.vcard.enabled, super::vcard::NS),
+        (m.last.enabled, super::last::NS),
+        (m.time.enabled, ns::TIME),
+    ] {
+        if on {
+            features.push(feature);
+        }
+    }
     features
 }
 

@@ -5,16 +5,22 @@
 //! - [`disco`]: XEP-0030 service discovery for the server and for accounts.
 //! - [`register`]: XEP-0077 in-band registration.
 //! - [`offline`]: XEP-0160 offline message storage and delivery.
+//! - [`private`]: XEP-0049 private XML storage.
+//! - [`vcard`]: XEP-0054 vCard-temp and XEP-0153 avatar hashes in presence.
+//! - [`last`]: XEP-0012 last activity and XEP-0202 entity time.
 //! - IQs handled inline here: XEP-0199 ping, XEP-0092 version, RFC 3921 legacy session.
 //!
 //! Dispatch: an IQ the server must answer goes to the handler registered for its payload
 //! namespace; anything else gets `<service-unavailable/>` (RFC 6120 §8.4), never silence.
 
 pub mod disco;
+pub mod last;
 pub mod offline;
 pub mod presence;
+pub mod private;
 pub mod register;
 pub mod roster;
+pub mod vcard;
 
 use std::sync::Arc;
 
@@ -84,6 +90,8 @@ async fn server_iq(node: &Arc<Node>, iq: &Element, domain: &str) -> Element {
         (ns::PING, "ping", true) => result_for(iq),
         (ns::VERSION, "query", true) => version(node, iq),
         (ns::SESSION, "session", false) => result_for(iq),
+        (ns::TIME, "time", true) => last::entity_time(node, iq),
+        (last::NS, "query", true) => last::server(node, iq),
         (ns::REGISTER, "query", _) => register::post_auth(node, iq, domain).await,
         _ => StanzaError::new(StanzaCondition::ServiceUnavailable).reply_to(iq),
     }
@@ -102,7 +110,7 @@ fn version(node: &Node, iq: &Element) -> Element {
 
 /// An IQ get/set to a local account's bare JID from someone else: answered by the server on
 /// the account's behalf (RFC 6121 §8.5.2.1.3 / §8.5.2.2.3).
-pub async fn handle_account_iq(node: &Arc<Node>, stanza: Stanza, _account: BareJid) {
+pub async fn handle_account_iq(node: &Arc<Node>, stanza: Stanza, account: BareJid) {
     if !(stanza.is_type("get") || stanza.is_type("set")) {
         return;
     }
@@ -117,6 +125,12 @@ pub async fn handle_account_iq(node: &Arc<Node>, stanza: Stanza, _account: BareJ
             disco::account_items(&iq, q)
         }
         Some(q) if q.is("ping", ns::PING) && iq.attr("type") == Some("get") => result_for(&iq),
+        Some(q) if q.is("vCard", vcard::NS) => {
+            vcard::handle_iq(node, &account, &iq, q, false).await
+        }
+        Some(q) if q.is("query", last::NS) && iq.attr("type") == Some("get") => {
+            last::account(node, &account, &iq).await
+        }
         _ => StanzaError::new(StanzaCondition::ServiceUnavailable).reply_to(&iq),
     };
     send(node, reply).await;
@@ -146,6 +160,20 @@ pub async fn handle_own_iq(node: &Arc<Node>, session: &Arc<Session>, stanza: Sta
         }
         Some(q) if q.is("query", ns::REGISTER) => {
             register::post_auth(node, &iq, session.jid.domain().as_str()).await
+        }
+        Some(q) if q.is("query", private::NS) => {
+            let owner = session.jid.to_bare();
+            private::handle_iq(node, &owner, &iq, q).await
+        }
+        Some(q) if q.is("vCard", vcard::NS) => {
+            let owner = session.jid.to_bare();
+            vcard::handle_iq(node, &owner, &iq, q, true).await
+        }
+        Some(q) if q.is("query", last::NS) && iq.attr("type") == Some("get") => {
+            let owner = session.jid.to_bare();
+            let mut asked = iq.clone();
+            asked.set_attr("from", session.jid.to_string());
+            last::account(node, &owner, &asked).await
         }
         Some(_) => StanzaError::new(StanzaCondition::ServiceUnavailable).reply_to(&iq),
         None => StanzaError::new(StanzaCondition::BadRequest).reply_to(&iq),

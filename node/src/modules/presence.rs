@@ -18,7 +18,7 @@ use jid::{BareJid, Jid};
 use tern_xmpp_proto::stanza::Stanza;
 use tern_xmpp_proto::{Element, StanzaCondition, ns};
 
-use super::offline;
+use super::{last, offline, vcard};
 use crate::node::Node;
 use crate::router::is_subscription;
 use crate::sm::Session;
@@ -78,6 +78,14 @@ async fn roster_of(node: &Node, user: &BareJid) -> Roster {
 
 async fn broadcast_available(node: &Arc<Node>, session: &Arc<Session>, stanza: Stanza) {
     let user = session.jid.to_bare();
+    // XEP-0153: the account's avatar hash, when the client did not announce it.
+    let stanza = match stanza.element(ns::CLIENT) {
+        Ok(element) => match vcard::with_avatar_hash(node, &user, &element).await {
+            Some(updated) => Stanza::from_element(&updated, ns::CLIENT).unwrap_or(stanza),
+            None => stanza,
+        },
+        Err(_) => stanza,
+    };
     let priority = priority_of(&stanza);
     let (initial, takes_offline) = session.update_presence(|p| {
         let initial = p.available.is_none();
@@ -121,13 +129,15 @@ async fn broadcast_available(node: &Arc<Node>, session: &Arc<Session>, stanza: S
     }
 }
 
-/// The presence of a local contact's available sessions, delivered to `session` (a probe
-/// answered locally; a remote contact would get a `probe` stanza over S2S or the mesh).
+/// The presence of a contact's available sessions, delivered to `session`: read here when the
+/// contact lives here, asked with a `probe` stanza over the mesh (or S2S) otherwise.
 async fn probe_contact(node: &Arc<Node>, session: &Arc<Session>, contact: &str) {
     let Ok(contact_jid) = BareJid::new(contact) else {
         return;
     };
-    if !node.serves(contact_jid.domain().as_str()) {
+    // A contact of another server, or one homed in another datacenter of the mesh: its home
+    // answers a probe with the presence of its sessions.
+    if !node.serves(contact_jid.domain().as_str()) || node.remote_home(&contact_jid).is_some() {
         let probe = Element::new("presence", ns::CLIENT)
             .with_attr("type", "probe")
             .with_attr("from", session.jid.to_bare().to_string())
@@ -192,10 +202,21 @@ async fn broadcast_unavailable(node: &Arc<Node>, session: &Session, stanza: &Sta
             }
         }
         let own = stanza.with_addresses(Some(&from), Some(&user.to_string()));
+        let mut others_available = false;
         for other in node.sm.resources(&user) {
             if other.conn_id == session.conn_id || other.is_available() {
                 node.deliver(&other, &own);
             }
+            others_available |= other.conn_id != session.conn_id && other.is_available();
+        }
+        if !others_available {
+            // XEP-0012: the account's last available resource went away.
+            let status = stanza
+                .element(ns::CLIENT)
+                .ok()
+                .and_then(|e| e.get_child("status", ns::CLIENT).map(Element::text))
+                .unwrap_or_default();
+            last::record(node, &user, status).await;
         }
     }
     for target in directed {

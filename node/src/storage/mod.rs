@@ -25,8 +25,9 @@
 //! | `jid_roster` | `user_key(bare JID)` | version byte + postcard [`Roster`] |
 //! | `domain_usercount` | domain | `u64` number of accounts, kept in the same transaction as `jid_user` |
 //! | `offline_msg` | `(user_key(bare JID), sequence)` | version byte + postcard [`OfflineMessage`] |
+//! | `account_item` | `(user_key(bare JID), "<kind>\0<key>")` | the module's bytes (vCard, private XML, last activity, privacy lists, …) |
 //!
-//! `offline_msg` keys are tuples: a user's messages are one contiguous range ordered by their
+//! `offline_msg` and `account_item` keys are tuples: a user's messages are one contiguous range ordered by their
 //! sequence number, and a domain's are the range of the domain's `user_key` prefixes.
 
 mod codec;
@@ -42,8 +43,8 @@ use jid::BareJid;
 pub use self::error::{Error, Result};
 pub use self::redb::RedbStorage;
 pub use self::types::{
-    AccountData, DomainRemoval, OfflineMessage, OfflineStored, Roster, RosterItem, ScramRecord,
-    Subscription, UserRecord,
+    AccountData, AccountItem, DomainRemoval, OfflineMessage, OfflineStored, Roster, RosterItem,
+    ScramRecord, Subscription, UserRecord,
 };
 
 /// A storage backend shared by every module of a node.
@@ -110,6 +111,23 @@ pub trait Storage: Send + Sync + 'static {
 
     /// The number of offline messages of `user`.
     async fn count_offline(&self, user: &BareJid) -> Result<u64>;
+
+    /// The item `key` of `kind` stored for `user` (a module's per-account data: `vcard`,
+    /// `private`, `last`, `privacy`, …), or `None`.
+    async fn get_item(&self, user: &BareJid, kind: &str, key: &str) -> Result<Option<Vec<u8>>>;
+
+    /// Stores (`Some`) or deletes (`None`) the item `key` of `kind` for `user`;
+    /// [`Error::UserNotFound`] if `user` has no account, so no item outlives its account.
+    async fn put_item(
+        &self,
+        user: &BareJid,
+        kind: &str,
+        key: &str,
+        value: Option<Vec<u8>>,
+    ) -> Result<()>;
+
+    /// Every item of `kind` stored for `user`, as (key, value), sorted by key.
+    async fn list_items(&self, user: &BareJid, kind: &str) -> Result<Vec<(String, Vec<u8>)>>;
 
     /// Everything stored for `user` (one read transaction), or `None` without an account.
     async fn export_user(&self, user: &BareJid) -> Result<Option<AccountData>>;

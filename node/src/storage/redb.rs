@@ -19,7 +19,9 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTran
 
 use super::codec;
 use super::error::{Error, Result};
-use super::types::{AccountData, DomainRemoval, OfflineMessage, OfflineStored, Roster, UserRecord};
+use super::types::{
+    AccountData, AccountItem, DomainRemoval, OfflineMessage, OfflineStored, Roster, UserRecord,
+};
 use super::{Storage, domain_range, jid_from_key, user_key};
 
 /// Accounts: `user_key` -> versioned [`UserRecord`].
@@ -34,10 +36,19 @@ const DOMAIN_USERCOUNT: TableDefinition<'_, &str, u64> = TableDefinition::new("d
 /// of the user's range give the count.
 const OFFLINE_MSG: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::new("offline_msg");
 
+/// Per-account items of modules: (`user_key`, `"<kind>\0<key>"`) -> the module's bytes.
+const ACCOUNT_ITEM: TableDefinition<'_, (&str, &str), &[u8]> = TableDefinition::new("account_item");
+
+/// The item key of `key` within `kind`.
+fn item_key(kind: &str, key: &str) -> String {
+    format!("{kind}\0{key}")
+}
+
 /// Table names as they appear in errors.
 const JID_USER_NAME: &str = "jid_user";
 const JID_ROSTER_NAME: &str = "jid_roster";
 const OFFLINE_MSG_NAME: &str = "offline_msg";
+const ACCOUNT_ITEM_NAME: &str = "account_item";
 
 /// Maps a redb error to [`Error::Backend`] naming the operation.
 trait OrBackend<T> {
@@ -83,6 +94,7 @@ impl RedbStorage {
             txn.open_table(JID_ROSTER).or_backend("open_table")?;
             txn.open_table(DOMAIN_USERCOUNT).or_backend("open_table")?;
             txn.open_table(OFFLINE_MSG).or_backend("open_table")?;
+            txn.open_table(ACCOUNT_ITEM).or_backend("open_table")?;
             Ok(())
         })?;
         tracing::debug!(path = %path.display(), "redb storage opened");
@@ -165,6 +177,20 @@ fn offline_bounds(
         None => first,
     };
     Ok(Some((first, last)))
+}
+
+/// The range of every item of the account stored under `user`.
+fn user_items(user: &str) -> std::ops::Range<(&str, &str)> {
+    (user, "")..(user, "\u{10ffff}")
+}
+
+/// An item key back into (kind, key).
+fn split_item_key(user: &str, item: &str) -> Result<(String, String)> {
+    let (kind, key) = item.split_once('\0').ok_or_else(|| Error::BadKey {
+        table: ACCOUNT_ITEM_NAME,
+        key: format!("{}/{}", user.escape_debug(), item.escape_debug()),
+    })?;
+    Ok((kind.to_owned(), key.to_owned()))
 }
 
 /// The roster stored under `key` in `table`, or the empty roster.
@@ -258,6 +284,10 @@ impl Storage for RedbStorage {
                     |_, _| false,
                 )
                 .or_backend("remove")?;
+            let mut items = txn.open_table(ACCOUNT_ITEM).or_backend("open_table")?;
+            items
+                .retain_in::<(&str, &str), _>(user_items(&key), |_, _| false)
+                .or_backend("remove")?;
             let mut counts = txn.open_table(DOMAIN_USERCOUNT).or_backend("open_table")?;
             let count = counts
                 .get(domain.as_str())
@@ -299,6 +329,13 @@ impl Storage for RedbStorage {
             offline
                 .retain_in::<(&str, u64), _>((start.as_str(), 0)..(end.as_str(), 0), |_, _| {
                     removal.offline += 1;
+                    false
+                })
+                .or_backend("remove")?;
+            let mut items = txn.open_table(ACCOUNT_ITEM).or_backend("open_table")?;
+            items
+                .retain_in::<(&str, &str), _>((start.as_str(), "")..(end.as_str(), ""), |_, _| {
+                    removal.items += 1;
                     false
                 })
                 .or_backend("remove")?;
@@ -465,6 +502,75 @@ impl Storage for RedbStorage {
         .await
     }
 
+    async fn get_item(&self, user: &BareJid, kind: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        let user = user_key(user);
+        let key = item_key(kind, key);
+        self.blocking(move |db| {
+            let txn = db.begin_read().or_backend("begin_read")?;
+            let table = txn.open_table(ACCOUNT_ITEM).or_backend("open_table")?;
+            Ok(table
+                .get((user.as_str(), key.as_str()))
+                .or_backend("get")?
+                .map(|v| v.value().to_vec()))
+        })
+        .await
+    }
+
+    async fn put_item(
+        &self,
+        user: &BareJid,
+        kind: &str,
+        key: &str,
+        value: Option<Vec<u8>>,
+    ) -> Result<()> {
+        let jid = user.to_string();
+        let user = user_key(user);
+        let key = item_key(kind, key);
+        self.blocking_write(move |txn| {
+            if !user_exists(txn, &user)? {
+                return Err(Error::UserNotFound { jid });
+            }
+            let mut table = txn.open_table(ACCOUNT_ITEM).or_backend("open_table")?;
+            match value {
+                Some(value) => {
+                    table
+                        .insert((user.as_str(), key.as_str()), value.as_slice())
+                        .or_backend("insert")?;
+                }
+                None => {
+                    table
+                        .remove((user.as_str(), key.as_str()))
+                        .or_backend("remove")?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_items(&self, user: &BareJid, kind: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let user = user_key(user);
+        let start = item_key(kind, "");
+        let end = format!("{kind}\u{1}");
+        self.blocking(move |db| {
+            let txn = db.begin_read().or_backend("begin_read")?;
+            let table = txn.open_table(ACCOUNT_ITEM).or_backend("open_table")?;
+            let mut out = Vec::new();
+            for entry in table
+                .range::<(&str, &str)>(
+                    (user.as_str(), start.as_str())..(user.as_str(), end.as_str()),
+                )
+                .or_backend("range")?
+            {
+                let (k, value) = entry.or_backend("range")?;
+                let (_, key) = split_item_key(&user, k.value().1)?;
+                out.push((key, value.value().to_vec()));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn export_user(&self, user: &BareJid) -> Result<Option<AccountData>> {
         let key = user_key(user);
         self.blocking(move |db| {
@@ -486,10 +592,25 @@ impl Storage for RedbStorage {
                 let name = format!("{}#{}", key.escape_debug(), seq.value().1);
                 offline.push(codec::decode(OFFLINE_MSG_NAME, &name, bytes.value())?);
             }
+            let table = txn.open_table(ACCOUNT_ITEM).or_backend("open_table")?;
+            let mut items = Vec::new();
+            for entry in table
+                .range::<(&str, &str)>(user_items(&key))
+                .or_backend("range")?
+            {
+                let (k, value) = entry.or_backend("range")?;
+                let (kind, item) = split_item_key(&key, k.value().1)?;
+                items.push(AccountItem {
+                    kind,
+                    key: item,
+                    value: value.value().to_vec(),
+                });
+            }
             Ok(Some(AccountData {
                 record,
                 roster,
                 offline,
+                items,
             }))
         })
         .await
@@ -510,6 +631,7 @@ impl Storage for RedbStorage {
             .iter()
             .map(|message| codec::encode(OFFLINE_MSG_NAME, message))
             .collect::<Result<Vec<_>>>()?;
+        let items = data.items;
         self.blocking_write(move |txn| {
             let mut users = txn.open_table(JID_USER).or_backend("open_table")?;
             let existed = users
@@ -540,6 +662,16 @@ impl Storage for RedbStorage {
             for (seq, message) in (0u64..).zip(&offline) {
                 table
                     .insert((key.as_str(), seq), message.as_slice())
+                    .or_backend("insert")?;
+            }
+            let mut table = txn.open_table(ACCOUNT_ITEM).or_backend("open_table")?;
+            table
+                .retain_in::<(&str, &str), _>(user_items(&key), |_, _| false)
+                .or_backend("remove")?;
+            for item in &items {
+                let k = item_key(&item.kind, &item.key);
+                table
+                    .insert((key.as_str(), k.as_str()), item.value.as_slice())
                     .or_backend("insert")?;
             }
             Ok(())
@@ -699,19 +831,27 @@ mod tests {
         for body in ["one", "two", "three"] {
             a.store_offline(&alice, msg(body), 10).await.unwrap();
         }
+        a.put_item(&alice, "vcard", "", Some(b"<vCard/>".to_vec()))
+            .await
+            .unwrap();
         assert_eq!(
             a.export_user(&jid("nobody@example.com")).await.unwrap(),
             None
         );
         let data = a.export_user(&alice).await.unwrap().expect("exported");
         assert_eq!(data.offline.len(), 3);
+        assert_eq!(data.items.len(), 1);
         // Exporting takes nothing away.
         assert_eq!(a.count_offline(&alice).await.unwrap(), 3);
 
         // The destination had an older copy: it is replaced, not merged.
         b.create_user(&alice, record(9)).await.unwrap();
         b.store_offline(&alice, msg("stale"), 10).await.unwrap();
+        b.put_item(&alice, "private", "stale", Some(vec![1]))
+            .await
+            .unwrap();
         b.import_user(&alice, data.clone()).await.unwrap();
+        assert_eq!(b.get_item(&alice, "private", "stale").await.unwrap(), None);
         assert_eq!(b.export_user(&alice).await.unwrap(), Some(data.clone()));
         assert_eq!(b.count_users("example.com").await.unwrap(), 1);
         let taken = b.take_offline(&alice).await.unwrap();
@@ -724,6 +864,76 @@ mod tests {
         assert_eq!(c.count_users("example.com").await.unwrap(), 1);
         assert!(c.get_user(&alice).await.unwrap().is_some());
         assert_eq!(c.get_roster(&alice).await.unwrap().items.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn account_items_are_kept_per_kind_and_go_with_their_account() {
+        let dir = TempDir::new("items");
+        let store = RedbStorage::open(&dir.db_path()).unwrap();
+        let alice = jid("alice@a.example");
+        let bob = jid("bob@a.example");
+        let carol = jid("carol@b.example");
+        assert!(matches!(
+            store.put_item(&alice, "vcard", "", Some(vec![1])).await,
+            Err(Error::UserNotFound { .. })
+        ));
+        for user in [&alice, &bob, &carol] {
+            store.create_user(user, record(1)).await.unwrap();
+        }
+        store
+            .put_item(&alice, "private", "b", Some(b"two".to_vec()))
+            .await
+            .unwrap();
+        store
+            .put_item(&alice, "private", "a", Some(b"one".to_vec()))
+            .await
+            .unwrap();
+        store
+            .put_item(&alice, "privatex", "z", Some(b"other kind".to_vec()))
+            .await
+            .unwrap();
+        store
+            .put_item(&bob, "private", "a", Some(b"bob's".to_vec()))
+            .await
+            .unwrap();
+        store
+            .put_item(&carol, "vcard", "", Some(b"carol".to_vec()))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.list_items(&alice, "private").await.unwrap(),
+            vec![("a".into(), b"one".to_vec()), ("b".into(), b"two".to_vec())]
+        );
+        assert_eq!(
+            store.get_item(&bob, "private", "a").await.unwrap(),
+            Some(b"bob's".to_vec())
+        );
+        store.put_item(&alice, "private", "a", None).await.unwrap();
+        assert_eq!(store.get_item(&alice, "private", "a").await.unwrap(), None);
+        // Removing an account takes its items, and only its.
+        assert!(store.remove_user(&alice).await.unwrap());
+        assert!(
+            store
+                .list_items(&alice, "private")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            store
+                .list_items(&alice, "privatex")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(store.list_items(&bob, "private").await.unwrap().len(), 1);
+        // Removing a domain counts them.
+        let removal = store.remove_domain("a.example").await.unwrap();
+        assert_eq!(removal.items, 1);
+        assert_eq!(
+            store.get_item(&carol, "vcard", "").await.unwrap(),
+            Some(b"carol".to_vec())
+        );
     }
 
     #[tokio::test]
@@ -871,6 +1081,7 @@ mod tests {
                 accounts: 2,
                 rosters: 1,
                 offline: 3,
+                items: 0,
             }
         );
         assert_eq!(

@@ -203,6 +203,8 @@ pub struct DomainRemoval {
     pub rosters: u64,
     /// Offline messages (XEP-0160) deleted.
     pub offline: u64,
+    /// Other per-account items deleted (vCards, private XML, last activity, privacy lists).
+    pub items: u64,
 }
 
 /// One message kept for an offline user (XEP-0160): the stanza as it will be delivered.
@@ -233,4 +235,17 @@ pub struct AccountData {
     pub roster: Roster,
     /// Offline messages, oldest first.
     pub offline: Vec<OfflineMessage>,
+    /// Every other per-account item, as (kind, key, value).
+    pub items: Vec<AccountItem>,
+}
+
+/// One per-account item of a module ([`Storage::put_item`](super::Storage::put_item)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountItem {
+    /// The module's kind (`vcard`, `private`, …).
+    pub kind: String,
+    /// The key within the kind.
+    pub key: String,
+    /// The module's bytes.
+    pub value: Vec<u8>,
 }

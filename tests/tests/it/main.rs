@@ -4,6 +4,7 @@ mod admin;
 mod bad_input;
 mod c2s;
 mod config;
+mod data;
 mod dev_mesh;
 mod edge;
 mod grt;

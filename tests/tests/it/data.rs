@@ -1,0 +1,160 @@
+//! `tern ctl offline / vcard / last / private` against a running node, and what clients see of
+//! the same data.
+
+use tern_tests::client::RawClient;
+use tern_tests::server::{TestServer, output_text};
+
+fn ctl_ok(server: &TestServer, args: &[&str]) -> String {
+    let out = server.ctl(args);
+    assert!(
+        out.status.success(),
+        "tern ctl {args:?}: {}",
+        output_text(&out)
+    );
+    output_text(&out)
+}
+
+#[tokio::test]
+async fn per_account_data_through_tern_ctl() {
+    let server = TestServer::start("data-ctl", "");
+    server.register("alice", "localhost", "pw");
+    server.register("bob", "localhost", "pw");
+
+    // vCard set by the operator, read by a client.
+    assert_eq!(
+        ctl_ok(&server, &["vcard", "get", "--user", "alice@localhost"]).trim(),
+        "-"
+    );
+    ctl_ok(
+        &server,
+        &[
+            "vcard",
+            "set",
+            "--user",
+            "alice@localhost",
+            "--vcard",
+            "<vCard xmlns='vcard-temp'><FN>Alice Liddell</FN></vCard>",
+        ],
+    );
+    let printed = ctl_ok(&server, &["vcard", "get", "--user", "alice@localhost"]);
+    assert!(printed.contains("<FN>Alice Liddell</FN>"), "{printed}");
+    let mut bob = RawClient::login(server.starttls_port, "localhost", "bob", "pw", "r").await;
+    bob.send("<iq type='get' id='v1' to='alice@localhost'><vCard xmlns='vcard-temp'/></iq>")
+        .await;
+    let got = bob.read_until("</iq>").await;
+    assert!(
+        got.contains("Alice Liddell") && got.contains("type='result'"),
+        "{got}"
+    );
+    let refused = server.ctl(&[
+        "vcard",
+        "set",
+        "--user",
+        "alice@localhost",
+        "--vcard",
+        "<notavcard/>",
+    ]);
+    assert!(!refused.status.success());
+    assert!(
+        output_text(&refused).contains("vCard"),
+        "{}",
+        output_text(&refused)
+    );
+
+    // Private XML set by a client, read by the operator.
+    bob.send(
+        "<iq type='set' id='p1'><query xmlns='jabber:iq:private'>\
+         <prefs xmlns='urn:example:prefs'><color>teal</color></prefs></query></iq>",
+    )
+    .await;
+    let got = bob.read_until("id='p1'").await;
+    assert!(!got.contains("type='error'"), "{got}");
+    let printed = ctl_ok(
+        &server,
+        &[
+            "private",
+            "get",
+            "--user",
+            "bob@localhost",
+            "--element",
+            "prefs",
+            "--namespace",
+            "urn:example:prefs",
+        ],
+    );
+    assert!(printed.contains("<color>teal</color>"), "{printed}");
+
+    // Last activity.
+    assert!(
+        ctl_ok(&server, &["last", "get", "--user", "alice@localhost"])
+            .contains("alice@localhost: no activity recorded")
+    );
+    ctl_ok(
+        &server,
+        &[
+            "last",
+            "set",
+            "--user",
+            "alice@localhost",
+            "--timestamp",
+            "1000",
+            "--status",
+            "on holiday",
+        ],
+    );
+    let printed = ctl_ok(&server, &["last", "get", "--user", "alice@localhost"]);
+    assert!(
+        printed.contains("last seen 1970-01-01T00:16:40Z") && printed.contains(": on holiday"),
+        "{printed}"
+    );
+
+    // Offline messages counted and deleted.
+    for n in 0..3 {
+        bob.send(&format!(
+            "<message to='alice@localhost' type='chat'><body>{n}</body></message>"
+        ))
+        .await;
+    }
+    bob.send("<iq type='get' id='s' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    bob.read_until("id='s'").await;
+    assert_eq!(
+        ctl_ok(&server, &["offline", "count", "--user", "alice@localhost"]).trim(),
+        "3"
+    );
+    assert!(
+        ctl_ok(&server, &["offline", "delete", "--user", "alice@localhost"])
+            .contains("deleted 3 offline messages")
+    );
+    assert_eq!(
+        ctl_ok(&server, &["offline", "count", "--user", "alice@localhost"]).trim(),
+        "0"
+    );
+    let unknown = server.ctl(&["offline", "count", "--user", "nobody@localhost"]);
+    assert!(!unknown.status.success());
+    assert!(output_text(&unknown).contains("does not exist"));
+
+    // Removing the account removes all of it.
+    ctl_ok(&server, &["account", "remove", "--user", "alice@localhost"]);
+    ctl_ok(
+        &server,
+        &[
+            "account",
+            "register",
+            "--username",
+            "alice",
+            "--domain",
+            "localhost",
+            "--password",
+            "pw2",
+        ],
+    );
+    assert_eq!(
+        ctl_ok(&server, &["vcard", "get", "--user", "alice@localhost"]).trim(),
+        "-"
+    );
+    assert!(
+        ctl_ok(&server, &["last", "get", "--user", "alice@localhost"])
+            .contains("no activity recorded")
+    );
+}
