@@ -139,7 +139,9 @@ impl Node {
             if !self.deliver(&session, &stanza) {
                 self.bounce(&stanza, StanzaCondition::RecipientUnavailable)
                     .await;
+                return;
             }
+            modules::carbons::received(self, &to.to_bare(), &stanza, &[session.conn_id]);
             return;
         }
         let bare = to.to_bare();
@@ -218,15 +220,18 @@ impl Node {
             })
             .collect();
         let top = candidates.iter().map(|(_, p)| *p).max();
-        let mut delivered = false;
+        let mut delivered = Vec::new();
         for (session, priority) in &candidates {
-            if stanza.is_type("headline") || Some(*priority) == top {
-                delivered |= self.deliver(session, &stanza);
+            if (stanza.is_type("headline") || Some(*priority) == top)
+                && self.deliver(session, &stanza)
+            {
+                delivered.push(session.conn_id);
             }
         }
-        if !delivered {
-            self.undeliverable_message(stanza, to).await;
+        if delivered.is_empty() {
+            return self.undeliverable_message(stanza, to).await;
         }
+        modules::carbons::received(self, to, &stanza, &delivered);
     }
 
     /// A message to the existing local account `to` that no session can take now (RFC 6121

@@ -69,6 +69,8 @@ pub struct Session {
     queue_signal: Notify,
     /// Set when the connection task is gone: nothing will read the queue any more.
     receiver_gone: AtomicBool,
+    /// XEP-0280: whether the client enabled message carbons.
+    carbons: AtomicBool,
     /// Presence state, behind a short-held lock (never across an await).
     pub presence: Mutex<PresenceState>,
     close: Mutex<Option<StreamError>>,
@@ -119,6 +121,7 @@ impl Session {
             queue_capacity: queue.max(1),
             queue_signal: Notify::new(),
             receiver_gone: AtomicBool::new(false),
+            carbons: AtomicBool::new(false),
             presence: Mutex::new(PresenceState::default()),
             close: Mutex::new(None),
             close_signal: Notify::new(),
@@ -178,6 +181,16 @@ impl Session {
             }
             self.close_signal.notified().await;
         }
+    }
+
+    /// Whether the client enabled message carbons (XEP-0280).
+    pub fn carbons(&self) -> bool {
+        self.carbons.load(Ordering::Relaxed)
+    }
+
+    /// Enables or disables message carbons for this session.
+    pub fn set_carbons(&self, on: bool) {
+        self.carbons.store(on, Ordering::Relaxed);
     }
 
     /// A copy of the presence state.

@@ -131,8 +131,9 @@ def mesh(tmp_path_factory):
 async def connect(mesh):
     made: list[Client] = []
 
-    def factory(account: Account, dc: int, resource: str) -> Client:
-        client = Client(mesh.dcs[dc - 1], f"{account.jid}/{resource}", account.password)
+    def factory(account: Account, dc: int, resource: str, **kwargs) -> Client:
+        client = Client(mesh.dcs[dc - 1], f"{account.jid}/{resource}", account.password,
+                        **kwargs)
         made.append(client)
         return client
 
@@ -212,3 +213,29 @@ async def test_offline_messages_reach_a_user_logging_in_elsewhere(mesh, connect)
     e = await connect(erin, 2, "phone").online()
     bodies = [(await e.next_message())["body"] for _ in range(3)]
     assert bodies == [f"while away {n}" for n in range(3)]
+
+
+async def test_carbons_across_datacenters(mesh, connect):
+    gina, hal = mesh.account(1), mesh.account(3)
+    desk = connect(gina, 1, "desk", plugins=("xep_0280",))
+    phone = connect(gina, 2, "phone", plugins=("xep_0280",))
+    await desk.online()
+    await phone.online()
+    h = await connect(hal, 3, "h").online()
+    await desk.plugin["xep_0280"].enable()
+    await phone.plugin["xep_0280"].enable()
+    received: asyncio.Queue = asyncio.Queue()
+    sent: asyncio.Queue = asyncio.Queue()
+    phone.add_event_handler("carbon_received", received.put_nowait)
+    desk.add_event_handler("carbon_sent", sent.put_nowait)
+
+    # hal (dc3) writes to gina's desk (dc1, her home): her phone at dc2 gets the copy.
+    h.send_message(mto=f"{gina.jid}/desk", mbody="to the desk", mtype="chat")
+    assert (await desk.next_message())["body"] == "to the desk"
+    carbon = await asyncio.wait_for(received.get(), 5)
+    assert carbon["carbon_received"]["body"] == "to the desk"
+    # The phone (an edge session at dc2) answers: the desk at dc1 sees what it sent.
+    phone.send_message(mto=f"{hal.jid}/h", mbody="from the phone", mtype="chat")
+    assert (await h.next_message())["body"] == "from the phone"
+    carbon = await asyncio.wait_for(sent.get(), 5)
+    assert carbon["carbon_sent"]["body"] == "from the phone"

@@ -31,6 +31,7 @@ fn server_features(node: &Node) -> Vec<&'static str> {
         (m.vcard.enabled, super::vcard::NS),
         (m.last.enabled, super::last::NS),
         (m.time.enabled, ns::TIME),
+        (m.carbons.enabled, super::carbons::NS),
     ] {
         if on {
             features.push(feature);

@@ -8,11 +8,13 @@
 //! - [`private`]: XEP-0049 private XML storage.
 //! - [`vcard`]: XEP-0054 vCard-temp and XEP-0153 avatar hashes in presence.
 //! - [`last`]: XEP-0012 last activity and XEP-0202 entity time.
+//! - [`carbons`]: XEP-0280 message carbons.
 //! - IQs handled inline here: XEP-0199 ping, XEP-0092 version, RFC 3921 legacy session.
 //!
 //! Dispatch: an IQ the server must answer goes to the handler registered for its payload
 //! namespace; anything else gets `<service-unavailable/>` (RFC 6120 §8.4), never silence.
 
+pub mod carbons;
 pub mod disco;
 pub mod last;
 pub mod offline;
@@ -161,6 +163,7 @@ pub async fn handle_own_iq(node: &Arc<Node>, session: &Arc<Session>, stanza: Sta
         Some(q) if q.is("query", ns::REGISTER) => {
             register::post_auth(node, &iq, session.jid.domain().as_str()).await
         }
+        Some(q) if q.ns() == carbons::NS => carbons::handle_iq(node, session, &iq, q),
         Some(q) if q.is("query", private::NS) => {
             let owner = session.jid.to_bare();
             private::handle_iq(node, &owner, &iq, q).await
