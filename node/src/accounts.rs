@@ -235,6 +235,7 @@ pub async fn remove(node: &Arc<Node>, jid: &BareJid) -> Result<(), AccountError>
         .remove_user(jid)
         .await
         .map_err(AccountError::Storage)?;
+    node.privacy.forget(jid);
     if !removed {
         return Err(AccountError::NotFound(jid.to_string()));
     }

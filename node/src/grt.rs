@@ -482,6 +482,7 @@ pub async fn remove_domain_data(
     domain: &str,
 ) -> Result<crate::storage::DomainRemoval, crate::storage::Error> {
     let removal = node.storage.remove_domain(domain).await?;
+    node.privacy.forget_domain(domain);
     if removal != crate::storage::DomainRemoval::default() {
         tracing::info!(
             %domain,

@@ -42,6 +42,8 @@ pub struct Node {
     pub edges: crate::edge::Edges,
     /// Accounts being moved to another datacenter, and the stanzas held for them.
     pub moves: crate::rehome::Moves,
+    /// Privacy lists and blocklists of the accounts that have any (XEP-0016, XEP-0191).
+    pub privacy: crate::modules::privacy::Privacy,
     /// Counters for `/metrics`.
     pub metrics: Metrics,
     /// When the node started.
@@ -83,6 +85,7 @@ impl Node {
             sm: SessionManager::default(),
             edges: crate::edge::Edges::default(),
             moves: crate::rehome::Moves::default(),
+            privacy: crate::modules::privacy::Privacy::default(),
             metrics: Metrics::default(),
             started: Instant::now(),
             admin_token,

@@ -267,6 +267,7 @@ impl Node {
         {
             tracing::warn!(%jid, error = %e, "this node's routing table is slow to show a move");
         }
+        self.privacy.forget(jid);
         if let Err(e) = self.storage.remove_user(jid).await {
             // The new home has the account; a stale copy here is never read again.
             tracing::warn!(%jid, error = %e, "moved account's old copy not deleted");
@@ -286,7 +287,9 @@ impl Node {
         self.storage
             .import_user(jid, data)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        crate::modules::privacy::reload(self, jid).await;
+        Ok(())
     }
 }
 

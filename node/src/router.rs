@@ -94,6 +94,12 @@ impl Node {
         let Some(stanza) = self.moves.hold(&to, stanza) else {
             return;
         };
+        // XEP-0016 / XEP-0191: what the account's lists deny is answered there and stops.
+        if self.privacy.any()
+            && !modules::privacy::inbound_allowed(self, &to.to_bare(), &stanza).await
+        {
+            return;
+        }
         match to.try_into_full() {
             Ok(full) => self.route_to_full(stanza, full).await,
             Err(bare) => self.route_to_bare(stanza, bare).await,

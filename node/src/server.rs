@@ -85,6 +85,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         token,
     ));
     crate::grt::declare(&node, opened.topology.as_ref()).await?;
+    let with_lists = crate::modules::privacy::load(&node)
+        .await
+        .context("cannot load the privacy lists")?;
+    if with_lists > 0 {
+        tracing::info!(accounts = with_lists, "privacy lists loaded");
+    }
     let limit = Arc::new(Semaphore::new(config.limits.max_connections));
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn({

@@ -25,6 +25,13 @@ pub async fn handle_client_stanza(node: &Arc<Node>, session: &Arc<Session>, stan
             Err(_) => return reply_error(node, session, &stanza, StanzaCondition::JidMalformed),
         },
     };
+    // XEP-0016 / XEP-0191: stanzas to a contact the account's lists deny are refused here.
+    if node.privacy.any()
+        && let Some(to) = &to
+        && !modules::privacy::outbound_allowed(node, session, to, &stanza).await
+    {
+        return;
+    }
     match stanza.kind {
         StanzaKind::Presence => modules::presence::outbound(node, session, stanza, to).await,
         StanzaKind::Iq => {

@@ -71,6 +71,10 @@ pub struct Session {
     receiver_gone: AtomicBool,
     /// XEP-0280: whether the client enabled message carbons.
     carbons: AtomicBool,
+    /// XEP-0191: whether the client asked for the blocklist (it then gets blocklist pushes).
+    blocklist_requested: AtomicBool,
+    /// XEP-0016: the session's active privacy list.
+    privacy_list: Mutex<Option<Box<str>>>,
     /// Presence state, behind a short-held lock (never across an await).
     pub presence: Mutex<PresenceState>,
     close: Mutex<Option<StreamError>>,
@@ -122,6 +126,8 @@ impl Session {
             queue_signal: Notify::new(),
             receiver_gone: AtomicBool::new(false),
             carbons: AtomicBool::new(false),
+            blocklist_requested: AtomicBool::new(false),
+            privacy_list: Mutex::new(None),
             presence: Mutex::new(PresenceState::default()),
             close: Mutex::new(None),
             close_signal: Notify::new(),
@@ -191,6 +197,26 @@ impl Session {
     /// Enables or disables message carbons for this session.
     pub fn set_carbons(&self, on: bool) {
         self.carbons.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether the client asked for its blocklist (XEP-0191).
+    pub fn blocklist_requested(&self) -> bool {
+        self.blocklist_requested.load(Ordering::Relaxed)
+    }
+
+    /// Records that the client asked for its blocklist.
+    pub fn set_blocklist_requested(&self) {
+        self.blocklist_requested.store(true, Ordering::Relaxed);
+    }
+
+    /// The session's active privacy list (XEP-0016), if it chose one.
+    pub fn privacy_list(&self) -> Option<String> {
+        lock(&self.privacy_list).as_deref().map(str::to_owned)
+    }
+
+    /// Chooses (or, with `None`, declines) the session's active privacy list.
+    pub fn set_privacy_list(&self, name: Option<String>) {
+        *lock(&self.privacy_list) = name.map(String::into_boxed_str);
     }
 
     /// A copy of the presence state.

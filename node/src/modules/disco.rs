@@ -32,6 +32,8 @@ fn server_features(node: &Node) -> Vec<&'static str> {
         (m.last.enabled, super::last::NS),
         (m.time.enabled, ns::TIME),
         (m.carbons.enabled, super::carbons::NS),
+        (m.blocking.enabled, super::privacy::NS_BLOCKING),
+        (m.blocking.enabled, super::privacy::NS_PRIVACY),
     ] {
         if on {
             features.push(feature);

@@ -9,6 +9,7 @@
 //! - [`vcard`]: XEP-0054 vCard-temp and XEP-0153 avatar hashes in presence.
 //! - [`last`]: XEP-0012 last activity and XEP-0202 entity time.
 //! - [`carbons`]: XEP-0280 message carbons.
+//! - [`privacy`]: XEP-0016 privacy lists and XEP-0191 blocking command.
 //! - IQs handled inline here: XEP-0199 ping, XEP-0092 version, RFC 3921 legacy session.
 //!
 //! Dispatch: an IQ the server must answer goes to the handler registered for its payload
@@ -19,6 +20,7 @@ pub mod disco;
 pub mod last;
 pub mod offline;
 pub mod presence;
+pub mod privacy;
 pub mod private;
 pub mod register;
 pub mod roster;
@@ -164,6 +166,12 @@ pub async fn handle_own_iq(node: &Arc<Node>, session: &Arc<Session>, stanza: Sta
             register::post_auth(node, &iq, session.jid.domain().as_str()).await
         }
         Some(q) if q.ns() == carbons::NS => carbons::handle_iq(node, session, &iq, q),
+        Some(q) if q.ns() == privacy::NS_BLOCKING => {
+            privacy::handle_blocking(node, session, &iq, q).await
+        }
+        Some(q) if q.is("query", privacy::NS_PRIVACY) => {
+            privacy::handle_privacy(node, session, &iq, q).await
+        }
         Some(q) if q.is("query", private::NS) => {
             let owner = session.jid.to_bare();
             private::handle_iq(node, &owner, &iq, q).await

@@ -18,7 +18,7 @@ use jid::{BareJid, Jid};
 use tern_xmpp_proto::stanza::Stanza;
 use tern_xmpp_proto::{Element, StanzaCondition, ns};
 
-use super::{last, offline, vcard};
+use super::{last, offline, privacy, vcard};
 use crate::node::Node;
 use crate::router::is_subscription;
 use crate::sm::Session;
@@ -99,7 +99,9 @@ async fn broadcast_available(node: &Arc<Node>, session: &Arc<Session>, stanza: S
     let roster = roster_of(node, &user).await;
     let from = session.jid.to_string();
     for item in roster.items.values() {
-        if item.subscription.has_from() {
+        if item.subscription.has_from()
+            && privacy::presence_out_allowed(node, session, &item.jid).await
+        {
             node.route(stanza.with_addresses(Some(&from), Some(&item.jid)))
                 .await;
         }
@@ -195,7 +197,9 @@ async fn broadcast_unavailable(node: &Arc<Node>, session: &Session, stanza: &Sta
     let mut sent_to = std::collections::HashSet::new();
     if was_available {
         for item in roster.items.values() {
-            if item.subscription.has_from() {
+            if item.subscription.has_from()
+                && privacy::presence_out_allowed(node, session, &item.jid).await
+            {
                 sent_to.insert(item.jid.clone());
                 node.route(stanza.with_addresses(Some(&from), Some(&item.jid)))
                     .await;

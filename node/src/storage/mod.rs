@@ -129,6 +129,10 @@ pub trait Storage: Send + Sync + 'static {
     /// Every item of `kind` stored for `user`, as (key, value), sorted by key.
     async fn list_items(&self, user: &BareJid, kind: &str) -> Result<Vec<(String, Vec<u8>)>>;
 
+    /// The accounts that have at least one item of `kind` (a scan of every item: for loading
+    /// a module's state at start).
+    async fn item_owners(&self, kind: &str) -> Result<Vec<BareJid>>;
+
     /// Everything stored for `user` (one read transaction), or `None` without an account.
     async fn export_user(&self, user: &BareJid) -> Result<Option<AccountData>>;
 

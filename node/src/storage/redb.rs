@@ -571,6 +571,30 @@ impl Storage for RedbStorage {
         .await
     }
 
+    async fn item_owners(&self, kind: &str) -> Result<Vec<BareJid>> {
+        let prefix = item_key(kind, "");
+        self.blocking(move |db| {
+            let txn = db.begin_read().or_backend("begin_read")?;
+            let table = txn.open_table(ACCOUNT_ITEM).or_backend("open_table")?;
+            let mut owners: Vec<BareJid> = Vec::new();
+            for entry in table.iter().or_backend("iter")? {
+                let (k, _) = entry.or_backend("iter")?;
+                let (user, item) = k.value();
+                if item.starts_with(prefix.as_str()) {
+                    let jid = jid_from_key(user).ok_or_else(|| Error::BadKey {
+                        table: ACCOUNT_ITEM_NAME,
+                        key: user.escape_debug().to_string(),
+                    })?;
+                    if owners.last() != Some(&jid) {
+                        owners.push(jid);
+                    }
+                }
+            }
+            Ok(owners)
+        })
+        .await
+    }
+
     async fn export_user(&self, user: &BareJid) -> Result<Option<AccountData>> {
         let key = user_key(user);
         self.blocking(move |db| {
@@ -927,6 +951,15 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(store.list_items(&bob, "private").await.unwrap().len(), 1);
+        assert_eq!(
+            store.item_owners("vcard").await.unwrap(),
+            vec![carol.clone()]
+        );
+        assert_eq!(
+            store.item_owners("private").await.unwrap(),
+            vec![bob.clone()]
+        );
+        assert!(store.item_owners("privacy").await.unwrap().is_empty());
         // Removing a domain counts them.
         let removal = store.remove_domain("a.example").await.unwrap();
         assert_eq!(removal.items, 1);
