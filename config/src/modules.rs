@@ -1,7 +1,8 @@
 //! `[modules.*]`: settings of the optional XMPP modules: in-band registration (XEP-0077),
 //! server pings (XEP-0199), software version (XEP-0092), offline messages (XEP-0160), private
 //! XML storage (XEP-0049), vCards (XEP-0054), last activity (XEP-0012), entity time
-//! (XEP-0202), message carbons (XEP-0280) and blocking (XEP-0191 / XEP-0016).
+//! (XEP-0202), message carbons (XEP-0280), blocking (XEP-0191 / XEP-0016) and client state
+//! indication (XEP-0352).
 
 use std::time::Duration;
 
@@ -30,6 +31,8 @@ pub struct Modules {
     pub carbons: Toggle,
     /// `[modules.blocking]`: XEP-0191 blocking command and XEP-0016 privacy lists.
     pub blocking: Toggle,
+    /// `[modules.csi]`: XEP-0352 client state indication.
+    pub csi: Toggle,
 }
 
 /// A module that is only on or off.
@@ -130,6 +133,7 @@ pub(crate) fn read(mut section: Section<'_>, d: &mut Diagnostics) -> Modules {
     let time = read_toggle(section.section(d, "time"), d);
     let carbons = read_toggle(section.section(d, "carbons"), d);
     let blocking = read_toggle(section.section(d, "blocking"), d);
+    let csi = read_toggle(section.section(d, "csi"), d);
     section.finish(d);
     Modules {
         register,
@@ -142,6 +146,7 @@ pub(crate) fn read(mut section: Section<'_>, d: &mut Diagnostics) -> Modules {
         time,
         carbons,
         blocking,
+        csi,
     }
 }
 

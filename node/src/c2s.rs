@@ -385,6 +385,11 @@ impl Connection {
                 }
                 (None, _) => {}
             },
+            Event::ClientState { active } => {
+                if let Some(session) = &self.session {
+                    session.set_active(active);
+                }
+            }
             Event::Closed { error } => {
                 if let Some(e) = error {
                     tracing::debug!(error = %e, "stream closed with an error");
@@ -460,11 +465,13 @@ impl Connection {
         // Stanzas queued for this client but never written: route them again, now that the
         // session is gone (a message falls back to the account's other resources or is
         // answered with an error, an IQ is answered with an error), rather than lose them.
-        let left = self
+        let mut left = self
             .session_rx
             .take()
             .map(Outbox::close_and_drain)
             .unwrap_or_default();
+        // What an inactive client had waiting (XEP-0352) is newer than anything queued.
+        left.extend(session.take_held());
         if let Some(home) = self.home.take() {
             // The home keeps the session: it routes what is left and tells the contacts.
             return self.node.close_edge_session(&home, &session, left);

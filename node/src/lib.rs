@@ -26,6 +26,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod c2s;
+pub mod csi;
 pub mod ctl;
 pub mod dev_mesh;
 pub mod edge;

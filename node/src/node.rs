@@ -149,6 +149,7 @@ impl Node {
             ping_timeout: c.modules.ping.timeout,
             decoy_secret: self.decoy_secret.clone(),
             scram_iterations: c.auth.scram_iterations,
+            csi: c.modules.csi.enabled,
         }
     }
 

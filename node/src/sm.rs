@@ -25,6 +25,7 @@ use jid::{BareJid, FullJid};
 use tern_xmpp_proto::{StreamCondition, StreamError};
 use tokio::sync::Notify;
 
+use crate::csi;
 use crate::metrics::Transport;
 
 /// What the router hands to a session's connection task.
@@ -75,6 +76,10 @@ pub struct Session {
     blocklist_requested: AtomicBool,
     /// XEP-0016: the session's active privacy list.
     privacy_list: Mutex<Option<Box<str>>>,
+    /// XEP-0352: whether the client said it is inactive.
+    inactive: AtomicBool,
+    /// What is held back while it is inactive, in order (at most one presence per sender).
+    held: Mutex<Vec<Bytes>>,
     /// Presence state, behind a short-held lock (never across an await).
     pub presence: Mutex<PresenceState>,
     close: Mutex<Option<StreamError>>,
@@ -128,6 +133,8 @@ impl Session {
             carbons: AtomicBool::new(false),
             blocklist_requested: AtomicBool::new(false),
             privacy_list: Mutex::new(None),
+            inactive: AtomicBool::new(false),
+            held: Mutex::new(Vec::new()),
             presence: Mutex::new(PresenceState::default()),
             close: Mutex::new(None),
             close_signal: Notify::new(),
@@ -140,10 +147,79 @@ impl Session {
 
     /// Queues stanza bytes for the client. `false` when the session is gone or its queue is
     /// full (it is then being closed); the caller treats the stanza as undelivered.
+    ///
+    /// While the client is inactive (XEP-0352), presence and messages without a body (chat
+    /// states) are held back — only the latest presence of each sender — and go out, in order,
+    /// before the next urgent stanza or when the client becomes active.
     pub fn deliver(&self, bytes: Bytes) -> bool {
         if self.receiver_gone.load(Ordering::Acquire) {
             return false;
         }
+        if self.inactive.load(Ordering::Acquire) {
+            match csi::classify(&bytes) {
+                csi::Class::Hold(sender) => {
+                    let mut held = lock(&self.held);
+                    if let Some(sender) = sender {
+                        held.retain(|h| {
+                            csi::presence_sender(h).as_deref() != Some(sender.as_str())
+                        });
+                    }
+                    held.push(bytes);
+                    if held.len() < csi::MAX_HELD {
+                        return true;
+                    }
+                    let all = std::mem::take(&mut *held);
+                    drop(held);
+                    return self.enqueue(all);
+                }
+                csi::Class::Urgent => {
+                    let mut all = std::mem::take(&mut *lock(&self.held));
+                    all.push(bytes);
+                    return self.enqueue(all);
+                }
+            }
+        }
+        self.enqueue_one(bytes)
+    }
+
+    /// XEP-0352: the client is active (everything held goes out) or inactive.
+    pub fn set_active(&self, active: bool) {
+        self.inactive.store(!active, Ordering::Release);
+        if active {
+            let all = std::mem::take(&mut *lock(&self.held));
+            if !all.is_empty() {
+                self.enqueue(all);
+            }
+        }
+    }
+
+    /// Whether the client said it is inactive.
+    pub fn is_inactive(&self) -> bool {
+        self.inactive.load(Ordering::Acquire)
+    }
+
+    /// What is held back for the inactive client (given back when the session ends).
+    pub fn take_held(&self) -> Vec<Bytes> {
+        std::mem::take(&mut *lock(&self.held))
+    }
+
+    fn enqueue(&self, stanzas: Vec<Bytes>) -> bool {
+        let mut queue = lock(&self.queue);
+        if queue.len() + stanzas.len() > self.queue_capacity {
+            drop(queue);
+            self.close(
+                StreamError::new(StreamCondition::ResourceConstraint)
+                    .with_text("the client does not read fast enough"),
+            );
+            return false;
+        }
+        queue.extend(stanzas);
+        drop(queue);
+        self.queue_signal.notify_one();
+        true
+    }
+
+    fn enqueue_one(&self, bytes: Bytes) -> bool {
         let mut queue = lock(&self.queue);
         if queue.len() >= self.queue_capacity {
             drop(queue);
@@ -443,6 +519,46 @@ mod tests {
             .expect("woken")
             .expect("task");
         assert!(matches!(got, Some(Outbound::Stanza(b)) if b.as_ref() == b"<x/>"));
+    }
+
+    #[tokio::test]
+    async fn an_inactive_client_gets_presence_and_chat_states_with_the_next_message() {
+        let (s, mut rx) = session("u@localhost/r", 1, 16);
+        s.set_active(false);
+        for xml in [
+            "<presence from='a@x/1'><show>away</show></presence>",
+            "<message from='a@x/1'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>",
+            "<presence from='b@x/1'/>",
+            "<presence from='a@x/1'><show>xa</show></presence>",
+        ] {
+            assert!(s.deliver(Bytes::from_static(xml.as_bytes())));
+        }
+        assert!(rx.try_recv().is_none(), "all held");
+        assert!(s.deliver(Bytes::from_static(
+            b"<message from='a@x/1'><body>hi</body></message>"
+        )));
+        let mut got = Vec::new();
+        while let Some(Outbound::Stanza(b)) = rx.try_recv() {
+            got.push(String::from_utf8(b.to_vec()).unwrap());
+        }
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert!(got[0].contains("composing"), "{got:?}");
+        assert!(got[1].contains("b@x/1"), "{got:?}");
+        assert!(
+            got[2].contains("<show>xa</show>"),
+            "only a's latest presence: {got:?}"
+        );
+        assert!(got[3].contains("<body>hi</body>"), "{got:?}");
+        // Held again, then flushed by becoming active.
+        assert!(s.deliver(Bytes::from_static(b"<presence from='c@x/1'/>")));
+        assert!(rx.try_recv().is_none());
+        s.set_active(true);
+        assert!(
+            matches!(rx.try_recv(), Some(Outbound::Stanza(b)) if b.starts_with(b"<presence from='c@x/1'"))
+        );
+        // Active: delivered at once.
+        assert!(s.deliver(Bytes::from_static(b"<presence from='d@x/1'/>")));
+        assert!(rx.try_recv().is_some());
     }
 
     #[test]

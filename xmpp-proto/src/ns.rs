@@ -42,5 +42,7 @@ pub const REGISTER: &str = "jabber:iq:register";
 pub const REGISTER_FEATURE: &str = "http://jabber.org/features/iq-register";
 /// XEP-0203: delayed delivery.
 pub const DELAY: &str = "urn:xmpp:delay";
+/// XEP-0352 client state indication.
+pub const CSI: &str = "urn:xmpp:csi:0";
 /// XEP-0202 entity time.
 pub const TIME: &str = "urn:xmpp:time";

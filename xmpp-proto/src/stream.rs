@@ -86,6 +86,9 @@ pub struct StreamConfig {
     pub decoy_secret: Vec<u8>,
     /// The PBKDF2 iteration count new accounts get (announced for unknown users too).
     pub scram_iterations: u32,
+    /// Whether XEP-0352 client state indication is offered (`<csi/>` among the features after
+    /// authentication; `<active/>` and `<inactive/>` become [`Event::ClientState`]).
+    pub csi: bool,
 }
 
 impl Default for StreamConfig {
@@ -109,6 +112,7 @@ impl Default for StreamConfig {
             ping_timeout: Duration::from_secs(30),
             decoy_secret: Vec::new(),
             scram_iterations: crate::sasl::DEFAULT_ITERATIONS,
+            csi: true,
         }
     }
 }
@@ -157,6 +161,12 @@ pub enum Event {
     RegistrationIq(Element),
     /// A stanza from the bound client, `from` already stamped.
     Stanza(Stanza),
+    /// XEP-0352: the client said it is `active` (or inactive): hold back what is not urgent
+    /// while it is inactive.
+    ClientState {
+        /// `true` for `<active/>`.
+        active: bool,
+    },
     /// The stream is over: write what is queued, then close the transport.
     Closed {
         /// The stream error sent, if the close was not clean.
@@ -639,6 +649,9 @@ impl ServerStream {
                     ns::SESSION,
                     ns::ROSTER_VER
                 ));
+                if self.config.csi {
+                    f.push_str(&format!("<csi xmlns='{}'/>", ns::CSI));
+                }
             }
         }
         f.push_str("</stream:features>");
@@ -831,9 +844,26 @@ impl ServerStream {
         }
     }
 
+    /// An XEP-0352 `<active/>` or `<inactive/>` (anything else that starts so is refused).
+    fn handle_client_state(&mut self, frame: &[u8]) {
+        match Element::parse(frame, ns::CLIENT) {
+            Ok(element) if element.ns() == ns::CSI => {
+                self.events.push_back(Event::ClientState {
+                    active: element.name() == "active",
+                });
+            }
+            _ => self.close(Some(StreamError::new(
+                StreamCondition::UnsupportedStanzaType,
+            ))),
+        }
+    }
+
     fn handle_stanza(&mut self, frame: Bytes) {
         // The framer hands out only well-formed elements (see `framing`), so the bytes can be
         // forwarded as they are.
+        if self.config.csi && (frame.starts_with(b"<active") || frame.starts_with(b"<inactive")) {
+            return self.handle_client_state(&frame);
+        }
         let stanza = match Stanza::from_frame(frame) {
             Ok(s) => s,
             Err(crate::stanza::StanzaError::NotAStanza(_)) => {
