@@ -182,6 +182,31 @@ fn negotiates_tls_sasl_and_bind_then_stamps_from() {
 }
 
 #[test]
+fn client_state_nonzas_become_events() {
+    let mut h = Harness::new(config());
+    h.login("phone", usize::MAX);
+    assert!(h.take_written().contains("<csi xmlns='urn:xmpp:csi:0'/>"));
+    h.send("<inactive xmlns='urn:xmpp:csi:0'/>", usize::MAX);
+    h.send("<active xmlns='urn:xmpp:csi:0'/>", usize::MAX);
+    let states: Vec<bool> = h
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ClientState { active } => Some(*active),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(states, [false, true]);
+    assert_eq!(h.closed_with(), None);
+    // Another namespace is not a client state: unsupported, as any unknown element.
+    h.send("<active xmlns='urn:example:other'/>", usize::MAX);
+    assert_eq!(
+        h.closed_with(),
+        Some(Some(StreamCondition::UnsupportedStanzaType))
+    );
+}
+
+#[test]
 fn same_result_at_every_split() {
     let mut script = login_script("r");
     script.push(
