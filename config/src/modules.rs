@@ -33,6 +33,27 @@ pub struct Modules {
     pub blocking: Toggle,
     /// `[modules.csi]`: XEP-0352 client state indication.
     pub csi: Toggle,
+    /// `[modules.mam]`: XEP-0313 message archive management.
+    pub mam: Mam,
+}
+
+/// `[modules.mam]`: XEP-0313 message archives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mam {
+    /// Whether 1:1 messages are archived and can be queried. Default `true`.
+    pub enabled: bool,
+    /// Archived messages older than this are deleted; `None` (written `"0s"`, the default)
+    /// keeps them forever.
+    pub retention: Option<Duration>,
+}
+
+impl Default for Mam {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            retention: None,
+        }
+    }
 }
 
 /// A module that is only on or off.
@@ -134,6 +155,7 @@ pub(crate) fn read(mut section: Section<'_>, d: &mut Diagnostics) -> Modules {
     let carbons = read_toggle(section.section(d, "carbons"), d);
     let blocking = read_toggle(section.section(d, "blocking"), d);
     let csi = read_toggle(section.section(d, "csi"), d);
+    let mam = read_mam(section.section(d, "mam"), d);
     section.finish(d);
     Modules {
         register,
@@ -147,7 +169,22 @@ pub(crate) fn read(mut section: Section<'_>, d: &mut Diagnostics) -> Modules {
         carbons,
         blocking,
         csi,
+        mam,
     }
+}
+
+fn read_mam(mut section: Section<'_>, d: &mut Diagnostics) -> Mam {
+    let defaults = Mam::default();
+    let mam = Mam {
+        enabled: section.boolean(d, "enabled").unwrap_or(defaults.enabled),
+        retention: match section.duration(d, "retention") {
+            Some(r) if r.is_zero() => None,
+            Some(r) => Some(r),
+            None => defaults.retention,
+        },
+    };
+    section.finish(d);
+    mam
 }
 
 fn read_toggle(mut section: Section<'_>, d: &mut Diagnostics) -> Toggle {
@@ -263,6 +300,12 @@ mod tests {
         assert_eq!(c.modules.vcard.max_size, 65_536);
         assert!(c.modules.last.enabled && c.modules.time.enabled);
         assert!(c.modules.carbons.enabled && c.modules.blocking.enabled);
+        assert!(c.modules.mam.enabled && c.modules.mam.retention.is_none());
+        let c = config("[modules.mam]\nretention = \"30d\"\n");
+        assert_eq!(
+            c.modules.mam.retention,
+            Some(Duration::from_secs(30 * 86_400))
+        );
         let c = config(
             "[modules.vcard]\nmax_size = \"1MiB\"\n\n[modules.carbons]\nenabled = false\n\n\
              [modules.private]\nenabled = false\n",
@@ -331,13 +374,13 @@ mod tests {
     fn rejects_unknown_module_and_module_keys() {
         assert_eq!(
             errors(
-                "[modules.mam]\nenabled = true\n\n[modules.register]\nenable = true\n\n\
+                "[modules.pubsub]\nenabled = true\n\n[modules.register]\nenable = true\n\n\
                  [modules.version]\nshow_os = \"no\"\n"
             ),
             [
                 "tern.toml: modules.register.enable: unknown key (did you mean \"enabled\"?)",
                 "tern.toml: modules.version.show_os: expected a boolean, found a string",
-                "tern.toml: modules.mam: unknown key",
+                "tern.toml: modules.pubsub: unknown key",
             ]
         );
     }

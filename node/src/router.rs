@@ -100,6 +100,12 @@ impl Node {
         {
             return;
         }
+        // XEP-0313: a message is archived (and given its stanza id) as it enters its home.
+        let stanza = if stanza.kind == StanzaKind::Message {
+            modules::mam::archive_incoming(self, &to.to_bare(), stanza).await
+        } else {
+            stanza
+        };
         match to.try_into_full() {
             Ok(full) => self.route_to_full(stanza, full).await,
             Err(bare) => self.route_to_bare(stanza, bare).await,

@@ -93,6 +93,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
     let limit = Arc::new(Semaphore::new(config.limits.max_connections));
     let mut tasks = tokio::task::JoinSet::new();
+    if let Some(pruner) = crate::modules::mam::prune_periodically(&node) {
+        let mut shutdown = node.shutdown.subscribe();
+        tasks.spawn(async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+            pruner.abort();
+        });
+    }
     tasks.spawn({
         let follower = crate::grt::follow_changes(&node);
         async move {

@@ -55,6 +55,7 @@ pub async fn handle_client_stanza(node: &Arc<Node>, session: &Arc<Session>, stan
                 let addressed = stanza.with_addresses(None, Some(&own));
                 return node.route(addressed).await;
             }
+            let stanza = modules::mam::archive_outgoing(node, session, stanza).await;
             modules::carbons::sent(node, session, &stanza);
             node.route(stanza).await;
         }

@@ -34,6 +34,7 @@ fn server_features(node: &Node) -> Vec<&'static str> {
         (m.carbons.enabled, super::carbons::NS),
         (m.blocking.enabled, super::privacy::NS_BLOCKING),
         (m.blocking.enabled, super::privacy::NS_PRIVACY),
+        (m.mam.enabled, super::mam::NS),
     ] {
         if on {
             features.push(feature);
@@ -79,14 +80,18 @@ pub fn server_items(iq: &Element, query: &Element) -> Element {
 }
 
 /// disco#info of an account (its bare JID), answered by the server.
-pub fn account_info(iq: &Element, query: &Element) -> Element {
+pub fn account_info(node: &Node, iq: &Element, query: &Element) -> Element {
     if let Some(e) = unknown_node(iq, query) {
         return e;
     }
     let identity = Element::new("identity", ns::DISCO_INFO)
         .with_attr("category", "account")
         .with_attr("type", "registered");
-    result_for(iq).with_child(info(identity, &[ns::DISCO_INFO, ns::DISCO_ITEMS], None))
+    let mut features = vec![ns::DISCO_INFO, ns::DISCO_ITEMS];
+    if node.config.modules.mam.enabled {
+        features.extend([super::mam::NS, super::mam::NS_SID]);
+    }
+    result_for(iq).with_child(info(identity, &features, None))
 }
 
 /// disco#items of an account.
@@ -101,15 +106,16 @@ pub fn account_items(iq: &Element, query: &Element) -> Element {
 mod tests {
     use super::*;
 
-    #[test]
-    fn account_info_has_registered_identity() {
+    #[tokio::test]
+    async fn account_info_has_registered_identity() {
+        let (node, _dir) = crate::admin::tests::test_node("disco-account").await;
         let iq = Element::parse(
             b"<iq type='get' id='d1' from='a@x/r' to='b@x'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
             ns::CLIENT,
         )
         .unwrap();
         let query = iq.get_child("query", ns::DISCO_INFO).unwrap();
-        let reply = account_info(&iq, query);
+        let reply = account_info(&node, &iq, query);
         assert_eq!(reply.attr("type"), Some("result"));
         assert_eq!(reply.attr("to"), Some("a@x/r"));
         assert_eq!(reply.attr("from"), Some("b@x"));
@@ -117,6 +123,8 @@ mod tests {
         let identity = q.get_child("identity", ns::DISCO_INFO).unwrap();
         assert_eq!(identity.attr("category"), Some("account"));
         assert_eq!(identity.attr("type"), Some("registered"));
+        let features: Vec<&str> = q.children().filter_map(|f| f.attr("var")).collect();
+        assert!(features.contains(&"urn:xmpp:mam:2"), "{features:?}");
     }
 
     #[test]

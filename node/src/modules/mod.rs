@@ -9,6 +9,7 @@
 //! - [`vcard`]: XEP-0054 vCard-temp and XEP-0153 avatar hashes in presence.
 //! - [`last`]: XEP-0012 last activity and XEP-0202 entity time.
 //! - [`carbons`]: XEP-0280 message carbons.
+//! - [`mam`]: XEP-0313 message archive management (1:1) and XEP-0359 stanza ids.
 //! - [`privacy`]: XEP-0016 privacy lists and XEP-0191 blocking command.
 //! - IQs handled inline here: XEP-0199 ping, XEP-0092 version, RFC 3921 legacy session.
 //!
@@ -18,6 +19,7 @@
 pub mod carbons;
 pub mod disco;
 pub mod last;
+pub mod mam;
 pub mod offline;
 pub mod presence;
 pub mod privacy;
@@ -123,7 +125,7 @@ pub async fn handle_account_iq(node: &Arc<Node>, stanza: Stanza, account: BareJi
     };
     let reply = match payload(&iq) {
         Some(q) if q.is("query", ns::DISCO_INFO) && iq.attr("type") == Some("get") => {
-            disco::account_info(&iq, q)
+            disco::account_info(node, &iq, q)
         }
         Some(q) if q.is("query", ns::DISCO_ITEMS) && iq.attr("type") == Some("get") => {
             disco::account_items(&iq, q)
@@ -157,7 +159,7 @@ pub async fn handle_own_iq(node: &Arc<Node>, session: &Arc<Session>, stanza: Sta
         Some(q) if q.is("session", ns::SESSION) => result_for(&iq),
         Some(q) if q.is("ping", ns::PING) => result_for(&iq),
         Some(q) if q.is("query", ns::DISCO_INFO) && iq.attr("type") == Some("get") => {
-            disco::account_info(&iq, q)
+            disco::account_info(node, &iq, q)
         }
         Some(q) if q.is("query", ns::DISCO_ITEMS) && iq.attr("type") == Some("get") => {
             disco::account_items(&iq, q)
@@ -166,6 +168,7 @@ pub async fn handle_own_iq(node: &Arc<Node>, session: &Arc<Session>, stanza: Sta
             register::post_auth(node, &iq, session.jid.domain().as_str()).await
         }
         Some(q) if q.ns() == carbons::NS => carbons::handle_iq(node, session, &iq, q),
+        Some(q) if q.ns() == mam::NS => mam::handle_iq(node, session, &iq, q).await,
         Some(q) if q.ns() == privacy::NS_BLOCKING => {
             privacy::handle_blocking(node, session, &iq, q).await
         }

@@ -27,6 +27,9 @@ pub enum Error {
         /// The JID that was given.
         jid: String,
     },
+    /// The storage's archive writer has stopped (the node is shutting down).
+    #[error("the archive writer has stopped")]
+    Closed,
     /// A stored value is empty, so it has no format version byte.
     #[error("empty value in table {table} under key {key:?}")]
     EmptyValue {

@@ -25,6 +25,7 @@
 //! | `jid_roster` | `user_key(bare JID)` | version byte + postcard [`Roster`] |
 //! | `domain_usercount` | domain | `u64` number of accounts, kept in the same transaction as `jid_user` |
 //! | `offline_msg` | `(user_key(bare JID), sequence)` | version byte + postcard [`OfflineMessage`] |
+//! | `archive` | `(user_key(bare JID), id)` | version byte + postcard [`ArchivedMessage`] (XEP-0313) |
 //! | `account_item` | `(user_key(bare JID), "<kind>\0<key>")` | the module's bytes (vCard, private XML, last activity, privacy lists, …) |
 //!
 //! `offline_msg` and `account_item` keys are tuples: a user's messages are one contiguous range ordered by their
@@ -43,8 +44,8 @@ use jid::BareJid;
 pub use self::error::{Error, Result};
 pub use self::redb::RedbStorage;
 pub use self::types::{
-    AccountData, AccountItem, DomainRemoval, OfflineMessage, OfflineStored, Roster, RosterItem,
-    ScramRecord, Subscription, UserRecord,
+    AccountData, AccountItem, ArchivePage, ArchiveQuery, ArchivedMessage, DomainRemoval,
+    OfflineMessage, OfflineStored, Roster, RosterItem, ScramRecord, Subscription, UserRecord,
 };
 
 /// A storage backend shared by every module of a node.
@@ -132,6 +133,18 @@ pub trait Storage: Send + Sync + 'static {
     /// The accounts that have at least one item of `kind` (a scan of every item: for loading
     /// a module's state at start).
     async fn item_owners(&self, kind: &str) -> Result<Vec<BareJid>>;
+
+    /// Appends `message` to `user`'s archive under `id` (unique, growing). Never waits for the
+    /// disk: appends are committed in batches by the backend; a query sees every append made
+    /// before it.
+    async fn archive_append(&self, user: &BareJid, id: u64, message: ArchivedMessage)
+    -> Result<()>;
+
+    /// A page of `user`'s archive.
+    async fn archive_query(&self, user: &BareJid, query: ArchiveQuery) -> Result<ArchivePage>;
+
+    /// Deletes archived messages with ids below `before`, of every account; returns how many.
+    async fn archive_prune(&self, before: u64) -> Result<u64>;
 
     /// Everything stored for `user` (one read transaction), or `None` without an account.
     async fn export_user(&self, user: &BareJid) -> Result<Option<AccountData>>;

@@ -20,7 +20,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTran
 use super::codec;
 use super::error::{Error, Result};
 use super::types::{
-    AccountData, AccountItem, DomainRemoval, OfflineMessage, OfflineStored, Roster, UserRecord,
+    AccountData, AccountItem, ArchivePage, ArchiveQuery, ArchivedMessage, DomainRemoval,
+    OfflineMessage, OfflineStored, Roster, UserRecord,
 };
 use super::{Storage, domain_range, jid_from_key, user_key};
 
@@ -35,6 +36,10 @@ const DOMAIN_USERCOUNT: TableDefinition<'_, &str, u64> = TableDefinition::new("d
 /// numbers are contiguous (messages are only ever taken all at once), so the first and last key
 /// of the user's range give the count.
 const OFFLINE_MSG: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::new("offline_msg");
+
+/// Message archives (XEP-0313): (`user_key`, id) -> versioned [`ArchivedMessage`].
+const ARCHIVE: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::new("archive");
+const ARCHIVE_NAME: &str = "archive";
 
 /// Per-account items of modules: (`user_key`, `"<kind>\0<key>"`) -> the module's bytes.
 const ACCOUNT_ITEM: TableDefinition<'_, (&str, &str), &[u8]> = TableDefinition::new("account_item");
@@ -70,6 +75,92 @@ pub struct RedbStorage {
     db: Arc<Database>,
     /// Held by every write from before its transaction starts until after it ends.
     write_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Archive appends, committed in batches by a writer thread.
+    archive: Arc<ArchiveWriter>,
+}
+
+/// The archive's writer thread: takes everything appended since its last commit into one
+/// transaction. `appended` and `committed` count appends, so a query can wait for those made
+/// before it.
+/// One archive append: the account's key, the id, the encoded message.
+type Append = (String, u64, Vec<u8>);
+
+struct ArchiveWriter {
+    queue: std::sync::Mutex<Option<std::sync::mpsc::Sender<Append>>>,
+    appended: std::sync::atomic::AtomicU64,
+    committed: std::sync::atomic::AtomicU64,
+}
+
+impl ArchiveWriter {
+    /// The thread holds the database only while it writes a batch, so dropping the storage
+    /// closes the file at once (a reopen in the same process must not find it open).
+    fn start(db: &Arc<Database>) -> Arc<Self> {
+        let db = Arc::downgrade(db);
+        let (tx, rx) = std::sync::mpsc::channel::<Append>();
+        let writer = Arc::new(Self {
+            queue: std::sync::Mutex::new(Some(tx)),
+            appended: std::sync::atomic::AtomicU64::new(0),
+            committed: std::sync::atomic::AtomicU64::new(0),
+        });
+        let weak = Arc::downgrade(&writer);
+        std::thread::Builder::new()
+            .name("tern-archive".to_owned())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    batch.extend(rx.try_iter());
+                    let n = batch.len() as u64;
+                    let Some(db) = db.upgrade() else {
+                        break;
+                    };
+                    let result = write(&db, |txn| {
+                        let mut table = txn.open_table(ARCHIVE).or_backend("open_table")?;
+                        for (user, id, value) in &batch {
+                            table
+                                .insert((user.as_str(), *id), value.as_slice())
+                                .or_backend("insert")?;
+                        }
+                        Ok(())
+                    });
+                    drop(db);
+                    if let Err(e) = result {
+                        tracing::error!(error = %e, messages = n, "archive batch not written");
+                    }
+                    let Some(writer) = weak.upgrade() else {
+                        break;
+                    };
+                    writer
+                        .committed
+                        .fetch_add(n, std::sync::atomic::Ordering::AcqRel);
+                }
+            })
+            .expect("a thread for the archive writer");
+        writer
+    }
+
+    fn append(&self, user: String, id: u64, value: Vec<u8>) -> Result<()> {
+        let queue = self
+            .queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(tx) = queue.as_ref() else {
+            return Err(Error::Closed);
+        };
+        self.appended
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        tx.send((user, id, value)).map_err(|_| Error::Closed)
+    }
+
+    /// Waits (at most 2 s) until every append made before the call is committed.
+    async fn settle(&self) {
+        let target = self.appended.load(std::sync::atomic::Ordering::Acquire);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while self.committed.load(std::sync::atomic::Ordering::Acquire) < target
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
 }
 
 impl std::fmt::Debug for RedbStorage {
@@ -95,11 +186,14 @@ impl RedbStorage {
             txn.open_table(DOMAIN_USERCOUNT).or_backend("open_table")?;
             txn.open_table(OFFLINE_MSG).or_backend("open_table")?;
             txn.open_table(ACCOUNT_ITEM).or_backend("open_table")?;
+            txn.open_table(ARCHIVE).or_backend("open_table")?;
             Ok(())
         })?;
         tracing::debug!(path = %path.display(), "redb storage opened");
+        let db = Arc::new(db);
         Ok(Self {
-            db: Arc::new(db),
+            archive: ArchiveWriter::start(&db),
+            db,
             write_lock: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
@@ -288,6 +382,13 @@ impl Storage for RedbStorage {
             items
                 .retain_in::<(&str, &str), _>(user_items(&key), |_, _| false)
                 .or_backend("remove")?;
+            let mut archive = txn.open_table(ARCHIVE).or_backend("open_table")?;
+            archive
+                .retain_in::<(&str, u64), _>(
+                    (key.as_str(), 0)..=(key.as_str(), u64::MAX),
+                    |_, _| false,
+                )
+                .or_backend("remove")?;
             let mut counts = txn.open_table(DOMAIN_USERCOUNT).or_backend("open_table")?;
             let count = counts
                 .get(domain.as_str())
@@ -336,6 +437,13 @@ impl Storage for RedbStorage {
             items
                 .retain_in::<(&str, &str), _>((start.as_str(), "")..(end.as_str(), ""), |_, _| {
                     removal.items += 1;
+                    false
+                })
+                .or_backend("remove")?;
+            let mut archive = txn.open_table(ARCHIVE).or_backend("open_table")?;
+            archive
+                .retain_in::<(&str, u64), _>((start.as_str(), 0)..(end.as_str(), 0), |_, _| {
+                    removal.archived += 1;
                     false
                 })
                 .or_backend("remove")?;
@@ -571,6 +679,85 @@ impl Storage for RedbStorage {
         .await
     }
 
+    async fn archive_append(
+        &self,
+        user: &BareJid,
+        id: u64,
+        message: ArchivedMessage,
+    ) -> Result<()> {
+        let value = codec::encode(ARCHIVE_NAME, &message)?;
+        self.archive.append(user_key(user), id, value)
+    }
+
+    async fn archive_query(&self, user: &BareJid, query: ArchiveQuery) -> Result<ArchivePage> {
+        self.archive.settle().await;
+        let key = user_key(user);
+        self.blocking(move |db| {
+            let txn = db.begin_read().or_backend("begin_read")?;
+            let table = txn.open_table(ARCHIVE).or_backend("open_table")?;
+            if query.from > query.to {
+                return Ok(ArchivePage {
+                    complete: true,
+                    ..ArchivePage::default()
+                });
+            }
+            let range = table
+                .range::<(&str, u64)>((key.as_str(), query.from)..=(key.as_str(), query.to))
+                .or_backend("range")?;
+            let mut page = ArchivePage {
+                complete: true,
+                ..ArchivePage::default()
+            };
+            let mut keep = |id: u64, bytes: &[u8]| -> Result<bool> {
+                if query.ids.as_ref().is_some_and(|ids| !ids.contains(&id)) {
+                    return Ok(false);
+                }
+                let name = format!("{}#{id}", key.escape_debug());
+                let message: ArchivedMessage = codec::decode(ARCHIVE_NAME, &name, bytes)?;
+                if query.with.as_ref().is_some_and(|w| *w != message.with) {
+                    return Ok(false);
+                }
+                page.count += 1;
+                if page.messages.len() < query.max {
+                    page.messages.push((id, message));
+                } else {
+                    page.complete = false;
+                }
+                Ok(true)
+            };
+            if query.from_end {
+                for entry in range.rev() {
+                    let (k, v) = entry.or_backend("range")?;
+                    keep(k.value().1, v.value())?;
+                }
+                page.messages.reverse();
+            } else {
+                for entry in range {
+                    let (k, v) = entry.or_backend("range")?;
+                    keep(k.value().1, v.value())?;
+                }
+            }
+            Ok(page)
+        })
+        .await
+    }
+
+    async fn archive_prune(&self, before: u64) -> Result<u64> {
+        self.blocking_write(move |txn| {
+            let mut table = txn.open_table(ARCHIVE).or_backend("open_table")?;
+            let mut pruned = 0;
+            table
+                .retain(|(_, id), _| {
+                    let old = id < before;
+                    pruned += u64::from(old);
+                    !old
+                })
+                .or_backend("remove")?;
+            Ok(pruned)
+        })
+        .await
+    }
+
     async fn item_owners(&self, kind: &str) -> Result<Vec<BareJid>> {
         let prefix = item_key(kind, "");
         self.blocking(move |db| {
@@ -630,11 +817,23 @@ impl Storage for RedbStorage {
                     value: value.value().to_vec(),
                 });
             }
+            let table = txn.open_table(ARCHIVE).or_backend("open_table")?;
+            let mut archive = Vec::new();
+            for entry in table
+                .range::<(&str, u64)>((key.as_str(), 0)..=(key.as_str(), u64::MAX))
+                .or_backend("range")?
+            {
+                let (k, value) = entry.or_backend("range")?;
+                let id = k.value().1;
+                let name = format!("{}#{id}", key.escape_debug());
+                archive.push((id, codec::decode(ARCHIVE_NAME, &name, value.value())?));
+            }
             Ok(Some(AccountData {
                 record,
                 roster,
                 offline,
                 items,
+                archive,
             }))
         })
         .await
@@ -656,6 +855,11 @@ impl Storage for RedbStorage {
             .map(|message| codec::encode(OFFLINE_MSG_NAME, message))
             .collect::<Result<Vec<_>>>()?;
         let items = data.items;
+        let archive = data
+            .archive
+            .iter()
+            .map(|(id, message)| Ok((*id, codec::encode(ARCHIVE_NAME, message)?)))
+            .collect::<Result<Vec<_>>>()?;
         self.blocking_write(move |txn| {
             let mut users = txn.open_table(JID_USER).or_backend("open_table")?;
             let existed = users
@@ -696,6 +900,18 @@ impl Storage for RedbStorage {
                 let k = item_key(&item.kind, &item.key);
                 table
                     .insert((key.as_str(), k.as_str()), item.value.as_slice())
+                    .or_backend("insert")?;
+            }
+            let mut table = txn.open_table(ARCHIVE).or_backend("open_table")?;
+            table
+                .retain_in::<(&str, u64), _>(
+                    (key.as_str(), 0)..=(key.as_str(), u64::MAX),
+                    |_, _| false,
+                )
+                .or_backend("remove")?;
+            for (id, message) in &archive {
+                table
+                    .insert((key.as_str(), *id), message.as_slice())
                     .or_backend("insert")?;
             }
             Ok(())
@@ -970,6 +1186,96 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn archive_pages_both_ways_and_filters() {
+        use crate::storage::{ArchiveQuery, ArchivedMessage};
+        let dir = TempDir::new("archive");
+        let store = RedbStorage::open(&dir.db_path()).unwrap();
+        let alice = jid("alice@a.example");
+        store.create_user(&alice, record(1)).await.unwrap();
+        for id in 1..=10u64 {
+            let with = if id % 2 == 0 {
+                "bob@a.example"
+            } else {
+                "carol@a.example"
+            };
+            let message = ArchivedMessage {
+                with: with.into(),
+                incoming: true,
+                stanza: format!("<message><body>{id}</body></message>").into_bytes(),
+            };
+            store.archive_append(&alice, id, message).await.unwrap();
+        }
+        let all = ArchiveQuery {
+            to: u64::MAX,
+            max: 4,
+            ..ArchiveQuery::default()
+        };
+        let ids = |page: &crate::storage::ArchivePage| -> Vec<u64> {
+            page.messages.iter().map(|(id, _)| *id).collect()
+        };
+        // Appends are visible to the next query.
+        let first = store.archive_query(&alice, all.clone()).await.unwrap();
+        assert_eq!(ids(&first), [1, 2, 3, 4]);
+        assert!(!first.complete);
+        assert_eq!(first.count, 10);
+        let last = store
+            .archive_query(
+                &alice,
+                ArchiveQuery {
+                    from_end: true,
+                    ..all.clone()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(ids(&last), [7, 8, 9, 10], "the newest page, oldest first");
+        let tail = store
+            .archive_query(
+                &alice,
+                ArchiveQuery {
+                    from: 9,
+                    ..all.clone()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(ids(&tail), [9, 10]);
+        assert!(tail.complete);
+        let bob = store
+            .archive_query(
+                &alice,
+                ArchiveQuery {
+                    with: Some("bob@a.example".into()),
+                    max: 100,
+                    ..all.clone()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(ids(&bob), [2, 4, 6, 8, 10]);
+        let picked = store
+            .archive_query(
+                &alice,
+                ArchiveQuery {
+                    ids: Some(vec![3, 5]),
+                    ..all.clone()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(ids(&picked), [3, 5]);
+        // The archive moves with the account and goes with it.
+        let data = store.export_user(&alice).await.unwrap().unwrap();
+        assert_eq!(data.archive.len(), 10);
+        assert_eq!(store.archive_prune(6).await.unwrap(), 5);
+        let left = store.archive_query(&alice, all.clone()).await.unwrap();
+        assert_eq!(left.count, 5);
+        assert!(store.remove_user(&alice).await.unwrap());
+        store.create_user(&alice, record(1)).await.unwrap();
+        assert_eq!(store.archive_query(&alice, all).await.unwrap().count, 0);
+    }
+
+    #[tokio::test]
     async fn remove_user_deletes_offline_messages() {
         let dir = TempDir::new("offline-remove");
         let store = RedbStorage::open(&dir.db_path()).unwrap();
@@ -1115,6 +1421,7 @@ mod tests {
                 rosters: 1,
                 offline: 3,
                 items: 0,
+                archived: 0,
             }
         );
         assert_eq!(

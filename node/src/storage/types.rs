@@ -205,6 +205,8 @@ pub struct DomainRemoval {
     pub offline: u64,
     /// Other per-account items deleted (vCards, private XML, last activity, privacy lists).
     pub items: u64,
+    /// Archived messages (XEP-0313) deleted.
+    pub archived: u64,
 }
 
 /// One message kept for an offline user (XEP-0160): the stanza as it will be delivered.
@@ -237,6 +239,8 @@ pub struct AccountData {
     pub offline: Vec<OfflineMessage>,
     /// Every other per-account item, as (kind, key, value).
     pub items: Vec<AccountItem>,
+    /// The message archive, as (id, message), oldest first.
+    pub archive: Vec<(u64, ArchivedMessage)>,
 }
 
 /// One per-account item of a module ([`Storage::put_item`](super::Storage::put_item)).
@@ -248,4 +252,44 @@ pub struct AccountItem {
     pub key: String,
     /// The module's bytes.
     pub value: Vec<u8>,
+}
+
+/// One archived message (XEP-0313), as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchivedMessage {
+    /// The bare JID of the other party.
+    pub with: String,
+    /// Whether the account received it (`false`: sent it).
+    pub incoming: bool,
+    /// The message as delivered (with its XEP-0359 stanza id).
+    pub stanza: Vec<u8>,
+}
+
+/// A query of an account's archive ([`Storage::archive_query`](super::Storage::archive_query)).
+/// Archive ids grow with time (microseconds since the Unix epoch, made unique per node).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ArchiveQuery {
+    /// Only messages with this bare JID.
+    pub with: Option<String>,
+    /// Ids in `from..=to` (time bounds and `after-id`/`before-id` turned into ids).
+    pub from: u64,
+    /// Upper bound, inclusive.
+    pub to: u64,
+    /// Only these ids (XEP-0313 `ids`), if given.
+    pub ids: Option<Vec<u64>>,
+    /// Most messages returned.
+    pub max: usize,
+    /// From the newest end (RSM `<before/>`): the page is the last `max` matches.
+    pub from_end: bool,
+}
+
+/// A page of an archive query, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ArchivePage {
+    /// (id, message), oldest first.
+    pub messages: Vec<(u64, ArchivedMessage)>,
+    /// Whether no match was left out beyond the page, in the direction of the query.
+    pub complete: bool,
+    /// How many messages matched in all.
+    pub count: u64,
 }
