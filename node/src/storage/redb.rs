@@ -1187,7 +1187,7 @@ mod tests {
 
     #[tokio::test]
     async fn archive_pages_both_ways_and_filters() {
-        use crate::storage::{ArchiveQuery, ArchivedMessage};
+        use crate::storage::{ArchivePage, ArchiveQuery, ArchivedMessage};
         let dir = TempDir::new("archive");
         let store = RedbStorage::open(&dir.db_path()).unwrap();
         let alice = jid("alice@a.example");
@@ -1210,7 +1210,7 @@ mod tests {
             max: 4,
             ..ArchiveQuery::default()
         };
-        let ids = |page: &crate::storage::ArchivePage| -> Vec<u64> {
+        let ids = |page: &ArchivePage| -> Vec<u64> {
             page.messages.iter().map(|(id, _)| *id).collect()
         };
         // Appends are visible to the next query.
