@@ -1210,9 +1210,8 @@ mod tests {
             max: 4,
             ..ArchiveQuery::default()
         };
-        let ids = |page: &ArchivePage| -> Vec<u64> {
-            page.messages.iter().map(|(id, _)| *id).collect()
-        };
+        let ids =
+            |page: &ArchivePage| -> Vec<u64> { page.messages.iter().map(|(id, _)| *id).collect() };
         // Appends are visible to the next query.
         let first = store.archive_query(&alice, all.clone()).await.unwrap();
         assert_eq!(ids(&first), [1, 2, 3, 4]);
