@@ -236,6 +236,7 @@ pub async fn remove(node: &Arc<Node>, jid: &BareJid) -> Result<(), AccountError>
         .await
         .map_err(AccountError::Storage)?;
     node.privacy.forget(jid);
+    node.mam_prefs.forget(jid);
     if !removed {
         return Err(AccountError::NotFound(jid.to_string()));
     }

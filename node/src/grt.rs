@@ -483,6 +483,7 @@ pub async fn remove_domain_data(
 ) -> Result<crate::storage::DomainRemoval, crate::storage::Error> {
     let removal = node.storage.remove_domain(domain).await?;
     node.privacy.forget_domain(domain);
+    node.mam_prefs.forget_domain(domain);
     if removal != crate::storage::DomainRemoval::default() {
         tracing::info!(
             %domain,

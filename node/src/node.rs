@@ -44,6 +44,8 @@ pub struct Node {
     pub moves: crate::rehome::Moves,
     /// Privacy lists and blocklists of the accounts that have any (XEP-0016, XEP-0191).
     pub privacy: crate::modules::privacy::Privacy,
+    /// Archive preferences of the accounts that changed them (XEP-0313).
+    pub mam_prefs: crate::modules::mam::ArchivePrefs,
     /// Counters for `/metrics`.
     pub metrics: Metrics,
     /// When the node started.
@@ -86,6 +88,7 @@ impl Node {
             edges: crate::edge::Edges::default(),
             moves: crate::rehome::Moves::default(),
             privacy: crate::modules::privacy::Privacy::default(),
+            mam_prefs: crate::modules::mam::ArchivePrefs::default(),
             metrics: Metrics::default(),
             started: Instant::now(),
             admin_token,

@@ -268,6 +268,7 @@ impl Node {
             tracing::warn!(%jid, error = %e, "this node's routing table is slow to show a move");
         }
         self.privacy.forget(jid);
+        self.mam_prefs.forget(jid);
         if let Err(e) = self.storage.remove_user(jid).await {
             // The new home has the account; a stale copy here is never read again.
             tracing::warn!(%jid, error = %e, "moved account's old copy not deleted");
@@ -289,6 +290,7 @@ impl Node {
             .await
             .map_err(|e| e.to_string())?;
         crate::modules::privacy::reload(self, jid).await;
+        crate::modules::mam::reload(self, jid).await;
         Ok(())
     }
 }

@@ -91,6 +91,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     if with_lists > 0 {
         tracing::info!(accounts = with_lists, "privacy lists loaded");
     }
+    crate::modules::mam::load(&node)
+        .await
+        .context("cannot load the archive preferences")?;
     let limit = Arc::new(Semaphore::new(config.limits.max_connections));
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(pruner) = crate::modules::mam::prune_periodically(&node) {

@@ -402,6 +402,13 @@ impl SessionManager {
             .unwrap_or_default()
     }
 
+    /// Whether any session of the account satisfies `check` (nothing is copied).
+    pub fn any_resource(&self, bare: &BareJid, check: impl Fn(&Session) -> bool) -> bool {
+        self.by_bare
+            .get(bare)
+            .is_some_and(|list| list.iter().any(|s| check(s)))
+    }
+
     /// Whether the account has any session.
     pub fn is_online(&self, bare: &BareJid) -> bool {
         self.by_bare.contains_key(bare)

@@ -59,6 +59,13 @@ fn eligible(message: &Element) -> bool {
 
 /// The other carbon-enabled sessions of `user`, leaving out the connections in `except`.
 fn receivers(node: &Node, user: &BareJid, except: &[u64]) -> Vec<Arc<Session>> {
+    // Asked for every message: nothing is copied unless some session enabled carbons.
+    if !node
+        .sm
+        .any_resource(user, |s| s.carbons() && !except.contains(&s.conn_id))
+    {
+        return Vec::new();
+    }
     node.sm
         .resources(user)
         .into_iter()

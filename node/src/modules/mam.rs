@@ -80,16 +80,75 @@ impl Default for Prefs {
     }
 }
 
-async fn prefs(node: &Node, user: &BareJid) -> Prefs {
-    match node.storage.get_item(user, KIND, "prefs").await {
-        Ok(Some(bytes)) => postcard::from_bytes(&bytes).unwrap_or_default(),
-        _ => Prefs::default(),
+/// The preferences of the accounts that changed them from the default, in memory (loaded at
+/// start), so archiving a message reads no storage.
+#[derive(Debug, Default)]
+pub struct ArchivePrefs {
+    map: dashmap::DashMap<BareJid, Arc<Prefs>>,
+    count: AtomicU64,
+}
+
+impl ArchivePrefs {
+    fn get(&self, user: &BareJid) -> Option<Arc<Prefs>> {
+        if self.count.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        self.map.get(user).map(|p| p.clone())
     }
+
+    fn put(&self, user: &BareJid, prefs: Prefs) {
+        if prefs == Prefs::default() {
+            self.map.remove(user);
+        } else {
+            self.map.insert(user.clone(), Arc::new(prefs));
+        }
+        self.count.store(self.map.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Forgets `user` (removed, or moved away).
+    pub fn forget(&self, user: &BareJid) {
+        self.map.remove(user);
+        self.count.store(self.map.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Forgets every account of `domain`.
+    pub fn forget_domain(&self, domain: &str) {
+        self.map.retain(|user, _| user.domain().as_str() != domain);
+        self.count.store(self.map.len() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Loads the preferences of every account that has some (at start).
+pub async fn load(node: &Node) -> crate::storage::Result<usize> {
+    let owners = node.storage.item_owners(KIND).await?;
+    for owner in &owners {
+        reload(node, owner).await;
+    }
+    Ok(owners.len())
+}
+
+/// Reads `user`'s preferences into memory (after an account moved here).
+pub async fn reload(node: &Node, user: &BareJid) {
+    if let Ok(Some(bytes)) = node.storage.get_item(user, KIND, "prefs").await
+        && let Ok(prefs) = postcard::from_bytes::<Prefs>(&bytes)
+    {
+        node.mam_prefs.put(user, prefs);
+    }
+}
+
+async fn prefs(node: &Node, user: &BareJid) -> Prefs {
+    node.mam_prefs
+        .get(user)
+        .map(|p| (*p).clone())
+        .unwrap_or_default()
 }
 
 /// Whether `user` archives its messages with `peer`.
 async fn keeps(node: &Node, user: &BareJid, peer: &str) -> bool {
-    let prefs = prefs(node, user).await;
+    let Some(prefs) = node.mam_prefs.get(user) else {
+        // The default: always.
+        return true;
+    };
     if prefs.never.iter().any(|j| j == peer) {
         return false;
     }
@@ -122,7 +181,7 @@ fn may_archive(stanza: &Stanza) -> bool {
         && !stanza.is_type("groupchat")
         && !stanza.is_type("headline")
         && !stanza.is_type("error")
-        && stanza.raw().windows(5).any(|w| w == b"<body")
+        && contains(stanza.raw(), "<body")
 }
 
 fn bare_of(jid: Option<&str>) -> Option<String> {
@@ -130,11 +189,56 @@ fn bare_of(jid: Option<&str>) -> Option<String> {
         .map(|j| j.to_bare().to_string())
 }
 
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+/// Whether the message needs a closer look than its envelope: a stanza id, or a hint.
+fn needs_parsing(stanza: &Stanza) -> bool {
+    contains(stanza.raw(), NS_SID) || contains(stanza.raw(), NS_HINTS)
+}
+
+/// `raw` (a whole `<message>…</message>`) with `child` inserted before its end tag.
+fn insert_before_end(raw: &[u8], child: &str) -> Option<bytes::Bytes> {
+    let end = raw.len().checked_sub(b"</message>".len())?;
+    if &raw[end..] != b"</message>" {
+        return None;
+    }
+    let mut out = Vec::with_capacity(raw.len() + child.len());
+    out.extend_from_slice(&raw[..end]);
+    out.extend_from_slice(child.as_bytes());
+    out.extend_from_slice(&raw[end..]);
+    Some(bytes::Bytes::from(out))
+}
+
 /// A message entering `user`'s home for delivery: archived (unless it already carries the
 /// account's stanza id, i.e. was archived before), and given its stanza id.
 pub async fn archive_incoming(node: &Arc<Node>, user: &BareJid, stanza: Stanza) -> Stanza {
     if !node.config.modules.mam.enabled || !may_archive(&stanza) {
         return stanza;
+    }
+    if !needs_parsing(&stanza) {
+        // The common case, read from the envelope and the bytes: nothing is parsed.
+        let Some(peer) = bare_of(stanza.from()) else {
+            return stanza;
+        };
+        if !keeps(node, user, &peer).await {
+            return stanza;
+        }
+        let id = next_id();
+        let tag = format!(
+            "<stanza-id xmlns='{NS_SID}' id='{id}' by='{}'/>",
+            tern_xmpp_proto::element::escape(user.as_str())
+        );
+        let Some(tagged) =
+            insert_before_end(stanza.raw(), &tag).and_then(|bytes| Stanza::from_frame(bytes).ok())
+        else {
+            return stanza;
+        };
+        store_raw(node, user, id, peer, true, tagged.raw().to_vec()).await;
+        return tagged;
     }
     let Ok(mut message) = stanza.element(ns::CLIENT) else {
         return stanza;
@@ -211,10 +315,29 @@ async fn store(
     incoming: bool,
     message: &Element,
 ) {
+    store_raw(
+        node,
+        user,
+        id,
+        with,
+        incoming,
+        message.to_xml(ns::CLIENT).into_bytes(),
+    )
+    .await;
+}
+
+async fn store_raw(
+    node: &Node,
+    user: &BareJid,
+    id: u64,
+    with: String,
+    incoming: bool,
+    stanza: Vec<u8>,
+) {
     let archived = ArchivedMessage {
         with,
         incoming,
-        stanza: message.to_xml(ns::CLIENT).into_bytes(),
+        stanza,
     };
     if let Err(e) = node.storage.archive_append(user, id, archived).await {
         tracing::warn!(%user, error = %e, "message not archived");
@@ -489,7 +612,10 @@ async fn set_prefs(node: &Node, user: &BareJid, iq: &Element, request: &Element)
         .put_item(user, KIND, "prefs", Some(bytes))
         .await
     {
-        Ok(()) => result_for(iq).with_child(prefs_element(&prefs)),
+        Ok(()) => {
+            node.mam_prefs.put(user, prefs.clone());
+            result_for(iq).with_child(prefs_element(&prefs))
+        }
         Err(e) => {
             tracing::error!(%user, error = %e, "archive preferences not stored");
             StanzaError::new(StanzaCondition::InternalServerError).reply_to(iq)
@@ -536,6 +662,20 @@ mod tests {
         )
         .expect("xml");
         assert_eq!(parse_query(&bad).err(), Some(StanzaCondition::ItemNotFound));
+    }
+
+    #[test]
+    fn the_stanza_id_goes_before_the_end_tag() {
+        let tagged = insert_before_end(
+            b"<message to='a@x'><body>hi</body></message>",
+            "<stanza-id xmlns='urn:xmpp:sid:0' id='1' by='a@x'/>",
+        )
+        .expect("inserted");
+        assert_eq!(
+            &tagged[..],
+            b"<message to='a@x'><body>hi</body><stanza-id xmlns='urn:xmpp:sid:0' id='1' by='a@x'/></message>"
+        );
+        assert!(insert_before_end(b"<message/>", "<x/>").is_none());
     }
 
     #[test]

@@ -82,6 +82,9 @@ pub struct RedbStorage {
 /// The archive's writer thread: takes everything appended since its last commit into one
 /// transaction. `appended` and `committed` count appends, so a query can wait for those made
 /// before it.
+/// How often the archive writer makes its commits durable (an fsync).
+const ARCHIVE_DURABLE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// One archive append: the account's key, the id, the encoded message.
 type Append = (String, u64, Vec<u8>);
 
@@ -106,23 +109,58 @@ impl ArchiveWriter {
         std::thread::Builder::new()
             .name("tern-archive".to_owned())
             .spawn(move || {
-                while let Ok(first) = rx.recv() {
+                // Batches commit without an fsync; one durable commit a second (or when idle)
+                // makes everything before it persistent.
+                let mut last_durable = std::time::Instant::now();
+                let mut pending_durability = false;
+                loop {
+                    let first = match rx.recv_timeout(ARCHIVE_DURABLE_EVERY) {
+                        Ok(first) => first,
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                            if pending_durability && let Some(db) = db.upgrade() {
+                                let result = write(&db, |_| Ok(()));
+                                if let Err(e) = result {
+                                    tracing::error!(error = %e, "archive not made durable");
+                                }
+                                pending_durability = false;
+                                last_durable = std::time::Instant::now();
+                            }
+                            continue;
+                        }
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                    };
                     let mut batch = vec![first];
                     batch.extend(rx.try_iter());
                     let n = batch.len() as u64;
                     let Some(db) = db.upgrade() else {
                         break;
                     };
-                    let result = write(&db, |txn| {
-                        let mut table = txn.open_table(ARCHIVE).or_backend("open_table")?;
-                        for (user, id, value) in &batch {
-                            table
-                                .insert((user.as_str(), *id), value.as_slice())
-                                .or_backend("insert")?;
-                        }
-                        Ok(())
-                    });
+                    let durable = last_durable.elapsed() >= ARCHIVE_DURABLE_EVERY;
+                    let result = db
+                        .begin_write()
+                        .or_backend("begin_write")
+                        .and_then(|mut txn| {
+                            if !durable {
+                                txn.set_durability(redb::Durability::None)
+                                    .or_backend("set_durability")?;
+                            }
+                            finish(txn, |txn| {
+                                let mut table = txn.open_table(ARCHIVE).or_backend("open_table")?;
+                                for (user, id, value) in &batch {
+                                    table
+                                        .insert((user.as_str(), *id), value.as_slice())
+                                        .or_backend("insert")?;
+                                }
+                                Ok(())
+                            })
+                        });
                     drop(db);
+                    if durable {
+                        last_durable = std::time::Instant::now();
+                        pending_durability = false;
+                    } else {
+                        pending_durability = true;
+                    }
                     if let Err(e) = result {
                         tracing::error!(error = %e, messages = n, "archive batch not written");
                     }
