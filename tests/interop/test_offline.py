@@ -49,3 +49,18 @@ async def test_offline_messages_arrive_in_order_at_initial_presence(server, clie
     b2 = clients(bob, resource="desk")
     await b2.online()
     await b2.no_message(within=1.0)
+
+
+async def test_a_hundred_stored_messages_arrive_in_order(server, clients):
+    alice, bob = server.new_account("alice"), server.new_account("bob")
+    a = clients(alice, resource="a")
+    await a.online()
+    bodies = [f"stored {n:03d}" for n in range(100)]
+    for body in bodies:
+        send(a, bob.jid, body)
+    await a.sync()
+    b = clients(bob, resource="phone")
+    await b.online()
+    got = [(await b.next_message())["body"] for _ in bodies]
+    assert got == bodies
+    await b.no_message(within=0.5)

@@ -24,7 +24,20 @@ pub const FEATURE: &str = "msgoffline";
 
 /// Whether RFC 6121 lets `stanza` (a message) be stored for later delivery.
 pub fn storable(stanza: &Stanza) -> bool {
-    !matches!(stanza.type_(), Some("headline" | "error" | "groupchat"))
+    !matches!(stanza.type_(), Some("headline" | "error" | "groupchat")) && !no_store(stanza)
+}
+
+/// Whether the sender asked that the message not be stored (XEP-0334 `<no-store/>`); it is
+/// then answered as undeliverable instead.
+fn no_store(stanza: &Stanza) -> bool {
+    let raw = stanza.raw();
+    let hinted = raw
+        .windows(b"urn:xmpp:hints".len())
+        .any(|w| w == b"urn:xmpp:hints");
+    hinted
+        && stanza
+            .element(tern_xmpp_proto::ns::CLIENT)
+            .is_ok_and(|e| e.has_child("no-store", "urn:xmpp:hints"))
 }
 
 /// Stores `stanza` (a storable message to the existing account `user`) for later delivery.
@@ -120,6 +133,14 @@ mod tests {
             ("<message type='headline' to='a@b'/>", false),
             ("<message type='error' to='a@b'/>", false),
             ("<message type='groupchat' to='a@b'/>", false),
+            (
+                "<message type='chat' to='a@b'><body>x</body><no-store xmlns='urn:xmpp:hints'/></message>",
+                false,
+            ),
+            (
+                "<message type='chat' to='a@b'><body>x</body><no-copy xmlns='urn:xmpp:hints'/></message>",
+                true,
+            ),
         ] {
             assert_eq!(storable(&message(xml)), expected, "{xml}");
         }
