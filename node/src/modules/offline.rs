@@ -36,7 +36,7 @@ fn no_store(stanza: &Stanza) -> bool {
         .any(|w| w == b"urn:xmpp:hints");
     hinted
         && stanza
-            .element(tern_xmpp_proto::ns::CLIENT)
+            .element(ns::CLIENT)
             .is_ok_and(|e| e.has_child("no-store", "urn:xmpp:hints"))
 }
 

@@ -30,6 +30,9 @@ pub enum Error {
     /// The storage's archive writer has stopped (the node is shutting down).
     #[error("the archive writer has stopped")]
     Closed,
+    /// The archive writer's thread could not be started.
+    #[error("cannot start the archive writer thread")]
+    ArchiveThread(#[source] std::io::Error),
     /// A stored value is empty, so it has no format version byte.
     #[error("empty value in table {table} under key {key:?}")]
     EmptyValue {

@@ -97,7 +97,7 @@ struct ArchiveWriter {
 impl ArchiveWriter {
     /// The thread holds the database only while it writes a batch, so dropping the storage
     /// closes the file at once (a reopen in the same process must not find it open).
-    fn start(db: &Arc<Database>) -> Arc<Self> {
+    fn start(db: &Arc<Database>) -> Result<Arc<Self>> {
         let db = Arc::downgrade(db);
         let (tx, rx) = std::sync::mpsc::channel::<Append>();
         let writer = Arc::new(Self {
@@ -172,8 +172,8 @@ impl ArchiveWriter {
                         .fetch_add(n, std::sync::atomic::Ordering::AcqRel);
                 }
             })
-            .expect("a thread for the archive writer");
-        writer
+            .map_err(Error::ArchiveThread)?;
+        Ok(writer)
     }
 
     fn append(&self, user: String, id: u64, value: Vec<u8>) -> Result<()> {
@@ -230,7 +230,7 @@ impl RedbStorage {
         tracing::debug!(path = %path.display(), "redb storage opened");
         let db = Arc::new(db);
         Ok(Self {
-            archive: ArchiveWriter::start(&db),
+            archive: ArchiveWriter::start(&db)?,
             db,
             write_lock: Arc::new(tokio::sync::Mutex::new(())),
         })

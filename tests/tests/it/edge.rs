@@ -8,9 +8,32 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use tern_tests::client::RawClient;
-use tern_tests::server::output_text;
+use tern_tests::server::{TestServer, output_text};
 
-use crate::mesh::{available, eventually, login, register, three_dcs, three_dcs_with, wait_home};
+use crate::mesh::{
+    available, eventually, login, one_at_a_time, register, three_dcs, three_dcs_with, wait_home,
+};
+
+/// Registers each `(datacenter index, user)` there and waits until every datacenter knows
+/// every home.
+fn homes(servers: &[TestServer], users: &[(usize, &str)]) {
+    for (dc, user) in users {
+        register(&servers[*dc], user);
+    }
+    for server in servers {
+        for (_, user) in users {
+            wait_home(server, user);
+        }
+    }
+}
+
+/// Stops every datacenter and removes their files.
+fn finish(root: std::path::PathBuf, mut servers: Vec<TestServer>) {
+    for server in &mut servers {
+        server.stop();
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
 
 /// The bodies of every `<message>` in `text` that has one, as numbers.
 fn numbered_bodies(text: &str) -> Vec<u32> {
@@ -22,6 +45,7 @@ fn numbered_bodies(text: &str) -> Vec<u32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_connects_to_any_datacenter() {
+    let _one = one_at_a_time().await;
     // A dead peer is noticed after the bridge's idle timeout, then declared down after
     // `down_after`: both short here.
     let (root, mut servers) = three_dcs_with(
@@ -203,10 +227,7 @@ async fn a_user_connects_to_any_datacenter() {
     let at_dc3 = output_text(&servers[2].ctl(&["account", "list", "--domain", "localhost"]));
     assert!(!at_dc3.contains("carol"), "{at_dc3}");
 
-    for server in &mut servers {
-        server.stop();
-    }
-    let _ = std::fs::remove_dir_all(&root);
+    finish(root, servers);
 }
 
 /// alice (homed in dc1) is connected to dc2 while carol (dc3) sends her a numbered stream of
@@ -215,15 +236,10 @@ async fn a_user_connects_to_any_datacenter() {
 /// live or from offline storage), none twice — the move MongooseIM's suite accepts losing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_moving_between_datacenters_loses_nothing_in_flight() {
+    let _one = one_at_a_time().await;
     const TOTAL: u32 = 300;
-    let (root, mut servers) = three_dcs("mesh-move", "5s");
-    register(&servers[0], "alice");
-    register(&servers[2], "carol");
-    for server in &servers {
-        for user in ["alice", "carol"] {
-            wait_home(server, user);
-        }
-    }
+    let (root, servers) = three_dcs("mesh-move", "5s");
+    homes(&servers, &[(0, "alice"), (2, "carol")]);
     let mut old = available(&servers[1], "alice", "roam").await;
     let mut carol = login(&servers[2], "carol", "desk").await;
 
@@ -278,10 +294,7 @@ async fn a_user_moving_between_datacenters_loses_nothing_in_flight() {
     let bounced = carol.read_for(Duration::from_millis(300)).await;
     assert!(!bounced.contains("type='error'"), "{bounced}");
 
-    for server in &mut servers {
-        server.stop();
-    }
-    let _ = std::fs::remove_dir_all(&root);
+    finish(root, servers);
 }
 
 /// `example.test` is served by dc1 and dc2 only (the topology says so): dc3 refuses its clients
@@ -289,7 +302,8 @@ async fn a_user_moving_between_datacenters_loses_nothing_in_flight() {
 /// be created from dc3 at a datacenter that serves it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_domain_served_by_some_datacenters_only() {
-    let (root, mut servers) = three_dcs("mesh-serving", "2s");
+    let _one = one_at_a_time().await;
+    let (root, servers) = three_dcs("mesh-serving", "2s");
     let listed = output_text(&servers[2].ctl(&["domain", "list"]));
     assert!(
         listed.contains("example.test enabled static") && listed.contains("serving=dc1,dc2"),
@@ -387,10 +401,7 @@ async fn a_domain_served_by_some_datacenters_only() {
         "{got}"
     );
 
-    for server in &mut servers {
-        server.stop();
-    }
-    let _ = std::fs::remove_dir_all(&root);
+    finish(root, servers);
 }
 
 /// alice's home moves from dc1 to dc3 (`tern ctl mesh rehome`, run against dc2) while bob keeps
@@ -398,15 +409,10 @@ async fn a_domain_served_by_some_datacenters_only() {
 /// — stored before, held during, or sent after the move — reaches her at dc3 exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_account_moves_home_with_its_data_and_messages_in_flight() {
+    let _one = one_at_a_time().await;
     const STREAM: u32 = 150;
-    let (root, mut servers) = three_dcs("mesh-rehome", "5s");
-    register(&servers[0], "alice");
-    register(&servers[1], "bob");
-    for server in &servers {
-        for user in ["alice", "bob"] {
-            wait_home(server, user);
-        }
-    }
+    let (root, servers) = three_dcs("mesh-rehome", "5s");
+    homes(&servers, &[(0, "alice"), (1, "bob")]);
     // alice subscribes to bob's presence; then she goes offline.
     {
         let mut alice = login(&servers[0], "alice", "desk").await;
@@ -499,8 +505,5 @@ async fn an_account_moves_home_with_its_data_and_messages_in_flight() {
     let errors = bob.read_for(Duration::from_millis(300)).await;
     assert!(!errors.contains("type='error'"), "{errors}");
 
-    for server in &mut servers {
-        server.stop();
-    }
-    let _ = std::fs::remove_dir_all(&root);
+    finish(root, servers);
 }

@@ -11,6 +11,13 @@ use std::time::{Duration, Instant};
 use tern_tests::client::RawClient;
 use tern_tests::server::{TestServer, free_ports, output_text, temp_dir, tern_bin};
 
+/// Three-datacenter tests run one at a time: each starts three servers and their bridges, and
+/// several at once on a small machine both slow each other down and race for free ports.
+pub(crate) async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static MESHES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    MESHES.lock().await
+}
+
 /// Polls `check` until it returns `Some` (at most 30 s).
 pub(crate) fn eventually<T>(what: &str, check: impl FnMut() -> Option<T>) -> T {
     tern_tests::server::eventually(what, Duration::from_secs(30), check)
@@ -155,6 +162,7 @@ pub(crate) fn three_dcs_with(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_datacenters_chat_across_the_mesh() {
+    let _one = one_at_a_time().await;
     let (root, mut servers) = three_dcs("mesh3", "1s");
     // Each user registered (and homed) where it logs in.
     register(&servers[0], "alice");
@@ -291,6 +299,7 @@ async fn three_datacenters_chat_across_the_mesh() {
 /// each one comes back to the sender as one error: exactly fifty errors, in order, none twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_datacenter_gets_what_was_sent_meanwhile_exactly_once() {
+    let _one = one_at_a_time().await;
     let (root, mut servers) = three_dcs_with(
         "mesh-kill",
         "60s",
@@ -353,6 +362,7 @@ fn connects_to_dc2(dc1: &TestServer) -> Option<u32> {
 /// reconnects, re-sends what was not acknowledged, and every message arrives once, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_messages_survive_two_link_cuts_in_order() {
+    let _one = one_at_a_time().await;
     let dc2_listen = free_udp_port();
     let relay = tern_wanem::Relay::start(
         "127.0.0.1:0".parse().expect("addr"),
