@@ -196,6 +196,19 @@ async fn broadcast_unavailable(node: &Arc<Node>, session: &Session, stanza: &Sta
     let roster = roster_of(node, &user).await;
     let mut sent_to = std::collections::HashSet::new();
     if was_available {
+        // XEP-0012: recorded before anyone hears of it, so a contact that asks right after the
+        // `unavailable` finds it.
+        let others_available = node
+            .sm
+            .any_resource(&user, |o| o.conn_id != session.conn_id && o.is_available());
+        if !others_available {
+            let status = stanza
+                .element(ns::CLIENT)
+                .ok()
+                .and_then(|e| e.get_child("status", ns::CLIENT).map(Element::text))
+                .unwrap_or_default();
+            last::record(node, &user, status).await;
+        }
         for item in roster.items.values() {
             if item.subscription.has_from()
                 && privacy::presence_out_allowed(node, session, &item.jid).await
@@ -206,21 +219,10 @@ async fn broadcast_unavailable(node: &Arc<Node>, session: &Session, stanza: &Sta
             }
         }
         let own = stanza.with_addresses(Some(&from), Some(&user.to_string()));
-        let mut others_available = false;
         for other in node.sm.resources(&user) {
             if other.conn_id == session.conn_id || other.is_available() {
                 node.deliver(&other, &own);
             }
-            others_available |= other.conn_id != session.conn_id && other.is_available();
-        }
-        if !others_available {
-            // XEP-0012: the account's last available resource went away.
-            let status = stanza
-                .element(ns::CLIENT)
-                .ok()
-                .and_then(|e| e.get_child("status", ns::CLIENT).map(Element::text))
-                .unwrap_or_default();
-            last::record(node, &user, status).await;
         }
     }
     for target in directed {
