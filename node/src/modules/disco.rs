@@ -89,7 +89,7 @@ pub fn account_info(node: &Node, iq: &Element, query: &Element) -> Element {
         .with_attr("type", "registered");
     let mut features = vec![ns::DISCO_INFO, ns::DISCO_ITEMS];
     if node.config.modules.mam.enabled {
-        features.extend([super::mam::NS, super::mam::NS_SID]);
+        features.extend([super::mam::NS, super::mam::NS_V1, super::mam::NS_SID]);
     }
     result_for(iq).with_child(info(identity, &features, None))
 }

@@ -27,6 +27,9 @@ use crate::storage::{ArchiveQuery, ArchivedMessage};
 
 /// The protocol's namespace.
 pub const NS: &str = "urn:xmpp:mam:2";
+/// The previous version's namespace, still used by some clients: the same protocol here (its
+/// `<fin/>` also comes in the IQ result).
+pub const NS_V1: &str = "urn:xmpp:mam:1";
 /// XEP-0359 unique and stable stanza ids.
 pub const NS_SID: &str = "urn:xmpp:sid:0";
 const NS_RSM: &str = "http://jabber.org/protocol/rsm";
@@ -373,13 +376,13 @@ fn field(var: &str, kind: Option<&str>) -> Element {
         .with_attr_opt("type", kind.map(str::to_owned))
 }
 
-/// The query form (XEP-0313 §4.1.1).
-fn form() -> Element {
+/// The query form (XEP-0313 §4.1.1) of version `ns`.
+fn form(ns: &'static str) -> Element {
     Element::new("x", NS_DATA)
         .with_attr("type", "form")
         .with_child(
             field("FORM_TYPE", Some("hidden"))
-                .with_child(Element::new("value", NS_DATA).with_text(NS)),
+                .with_child(Element::new("value", NS_DATA).with_text(ns)),
         )
         .with_child(field("with", Some("jid-single")))
         .with_child(field("start", Some("text-single")))
@@ -423,6 +426,7 @@ fn values(form: Option<&Element>) -> Vec<(String, Vec<String>)> {
 
 /// Turns a query into storage terms; `Err` answers the client.
 fn parse_query(query: &Element) -> Result<(ArchiveQuery, bool), StanzaCondition> {
+    let ns = query.ns();
     let mut q = ArchiveQuery {
         from: 0,
         to: u64::MAX,
@@ -438,7 +442,7 @@ fn parse_query(query: &Element) -> Result<(ArchiveQuery, bool), StanzaCondition>
         let first = vals.first().map(String::as_str).unwrap_or_default();
         match var.as_str() {
             "FORM_TYPE" => {
-                if first != NS {
+                if first != ns {
                     return Err(StanzaCondition::BadRequest);
                 }
             }
@@ -482,7 +486,7 @@ fn parse_query(query: &Element) -> Result<(ArchiveQuery, bool), StanzaCondition>
             }
         }
     }
-    let flip = query.has_child("flip-page", NS);
+    let flip = query.has_child("flip-page", ns);
     Ok((q, flip))
 }
 
@@ -498,10 +502,13 @@ pub async fn handle_iq(
     }
     let user = session.jid.to_bare();
     let get = iq.attr("type") == Some("get");
+    let ns = if query.ns() == NS_V1 { NS_V1 } else { NS };
     match (query.name(), get) {
-        ("query", true) => result_for(iq).with_child(Element::new("query", NS).with_child(form())),
-        ("query", false) => run_query(node, session, &user, iq, query).await,
-        ("prefs", true) => result_for(iq).with_child(prefs_element(&prefs(node, &user).await)),
+        ("query", true) => {
+            result_for(iq).with_child(Element::new("query", ns).with_child(form(ns)))
+        }
+        ("query", false) => run_query(node, session, &user, iq, query, ns).await,
+        ("prefs", true) => result_for(iq).with_child(prefs_element(&prefs(node, &user).await, ns)),
         ("prefs", false) => set_prefs(node, &user, iq, query).await,
         _ => StanzaError::new(StanzaCondition::BadRequest).reply_to(iq),
     }
@@ -513,6 +520,7 @@ async fn run_query(
     user: &BareJid,
     iq: &Element,
     query: &Element,
+    ns: &'static str,
 ) -> Element {
     let (q, flip) = match parse_query(query) {
         Ok(parsed) => parsed,
@@ -541,7 +549,7 @@ async fn run_query(
             .with_attr("to", session.jid.to_string())
             .with_attr("from", user.to_string())
             .with_child(
-                Element::new("result", NS)
+                Element::new("result", ns)
                     .with_attr_opt("queryid", query_id.clone())
                     .with_attr("id", id.to_string())
                     .with_child(forwarded),
@@ -556,22 +564,22 @@ async fn run_query(
         set.append_child(Element::new("last", NS_RSM).with_text(last.to_string()));
     }
     set.append_child(Element::new("count", NS_RSM).with_text(page.count.to_string()));
-    let mut fin = Element::new("fin", NS).with_child(set);
+    let mut fin = Element::new("fin", ns).with_child(set);
     if page.complete {
         fin.set_attr("complete", "true");
     }
     result_for(iq).with_child(fin)
 }
 
-fn prefs_element(prefs: &Prefs) -> Element {
+fn prefs_element(prefs: &Prefs, ns: &str) -> Element {
     let list = |name: &str, jids: &[String]| {
-        let mut e = Element::new(name, NS);
+        let mut e = Element::new(name, ns);
         for jid in jids {
-            e.append_child(Element::new("jid", NS).with_text(jid.clone()));
+            e.append_child(Element::new("jid", ns).with_text(jid.clone()));
         }
         e
     };
-    Element::new("prefs", NS)
+    Element::new("prefs", ns)
         .with_attr("default", prefs.default.clone())
         .with_child(list("always", &prefs.always))
         .with_child(list("never", &prefs.never))
@@ -584,10 +592,10 @@ async fn set_prefs(node: &Node, user: &BareJid, iq: &Element, request: &Element)
     }
     let jids = |name: &str| -> Result<Vec<String>, StanzaCondition> {
         request
-            .get_child(name, NS)
+            .get_child(name, request.ns())
             .map(|list| {
                 list.children()
-                    .filter(|j| j.is("jid", NS))
+                    .filter(|j| j.is("jid", request.ns()))
                     .map(|j| {
                         Jid::new(j.text().trim())
                             .map(|jid| jid.to_bare().to_string())
@@ -614,7 +622,7 @@ async fn set_prefs(node: &Node, user: &BareJid, iq: &Element, request: &Element)
     {
         Ok(()) => {
             node.mam_prefs.put(user, prefs.clone());
-            result_for(iq).with_child(prefs_element(&prefs))
+            result_for(iq).with_child(prefs_element(&prefs, request.ns()))
         }
         Err(e) => {
             tracing::error!(%user, error = %e, "archive preferences not stored");

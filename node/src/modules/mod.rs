@@ -168,7 +168,9 @@ pub async fn handle_own_iq(node: &Arc<Node>, session: &Arc<Session>, stanza: Sta
             register::post_auth(node, &iq, session.jid.domain().as_str()).await
         }
         Some(q) if q.ns() == carbons::NS => carbons::handle_iq(node, session, &iq, q),
-        Some(q) if q.ns() == mam::NS => mam::handle_iq(node, session, &iq, q).await,
+        Some(q) if q.ns() == mam::NS || q.ns() == mam::NS_V1 => {
+            mam::handle_iq(node, session, &iq, q).await
+        }
         Some(q) if q.ns() == privacy::NS_BLOCKING => {
             privacy::handle_blocking(node, session, &iq, q).await
         }

@@ -158,3 +158,45 @@ async fn per_account_data_through_tern_ctl() {
             .contains("no activity recorded")
     );
 }
+
+/// `urn:xmpp:mam:1`, which older clients still speak, answers like `urn:xmpp:mam:2`, in its
+/// own namespace.
+#[tokio::test]
+async fn the_previous_archive_namespace_is_answered_too() {
+    let server = TestServer::start("mam1", "");
+    server.register("alice", "localhost", "pw");
+    server.register("bob", "localhost", "pw");
+    let mut alice = RawClient::login(server.starttls_port, "localhost", "alice", "pw", "a").await;
+    let mut bob = RawClient::login(server.starttls_port, "localhost", "bob", "pw", "b").await;
+    for n in 1..=3 {
+        bob.send(&format!(
+            "<message to='alice@localhost/a' type='chat'><body>m{n}</body></message>"
+        ))
+        .await;
+        alice.read_until(&format!("<body>m{n}</body>")).await;
+    }
+    alice
+        .send(
+            "<iq type='set' id='q1'><query xmlns='urn:xmpp:mam:1' queryid='old'>\
+             <set xmlns='http://jabber.org/protocol/rsm'><max>2</max></set></query></iq>",
+        )
+        .await;
+    let got = alice.read_until("id='q1'").await;
+    let got = got + &alice.read_until("</iq>").await;
+    assert_eq!(
+        got.matches("<result xmlns='urn:xmpp:mam:1' queryid='old'")
+            .count(),
+        2,
+        "{got}"
+    );
+    assert!(
+        got.contains("<body>m1</body>") && got.contains("<body>m2</body>"),
+        "{got}"
+    );
+    assert!(!got.contains("<body>m3</body>"), "{got}");
+    assert!(
+        got.contains("<fin xmlns='urn:xmpp:mam:1'>"),
+        "not complete: {got}"
+    );
+    assert!(got.contains("<count>3</count>"), "{got}");
+}
