@@ -67,7 +67,9 @@ pub use general::{General, MAX_DOMAIN_BYTES};
 pub use limits::{Limits, MAX_STANZA_SIZE, MIN_STANZA_SIZE};
 pub use listener::{C2sListener, Listen, TlsMode};
 pub use mesh::Mesh;
-pub use modules::{Mam, Modules, Offline, Ping, Register, Stored, Toggle, Version};
+pub use modules::{
+    Mam, Modules, Offline, Ping, Register, Stored, StreamManagement, Toggle, Version,
+};
 pub use raw::RawConfig;
 pub use storage::{DEFAULT_DATABASE_FILE, Storage, StorageBackend};
 pub use tls::Tls;

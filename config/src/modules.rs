@@ -35,6 +35,31 @@ pub struct Modules {
     pub csi: Toggle,
     /// `[modules.mam]`: XEP-0313 message archive management.
     pub mam: Mam,
+    /// `[modules.stream_management]`: XEP-0198 acknowledgements and resumption.
+    pub stream_management: StreamManagement,
+}
+
+/// `[modules.stream_management]`: XEP-0198.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamManagement {
+    /// Whether clients may enable stream management. Default `true`.
+    pub enabled: bool,
+    /// How long a session whose connection was lost waits to be resumed; `None` (written
+    /// `"0s"`) offers no resumption. Default 5m; clients may ask for less.
+    pub resume_timeout: Option<Duration>,
+    /// Most stanzas kept for a client that does not acknowledge them; past it the stream is
+    /// closed with `<policy-violation/>`. 10..=100000, default 1000.
+    pub max_unacked: usize,
+}
+
+impl Default for StreamManagement {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            resume_timeout: Some(Duration::from_secs(300)),
+            max_unacked: 1000,
+        }
+    }
 }
 
 /// `[modules.mam]`: XEP-0313 message archives.
@@ -156,6 +181,7 @@ pub(crate) fn read(mut section: Section<'_>, d: &mut Diagnostics) -> Modules {
     let blocking = read_toggle(section.section(d, "blocking"), d);
     let csi = read_toggle(section.section(d, "csi"), d);
     let mam = read_mam(section.section(d, "mam"), d);
+    let stream_management = read_stream_management(section.section(d, "stream_management"), d);
     section.finish(d);
     Modules {
         register,
@@ -170,7 +196,25 @@ pub(crate) fn read(mut section: Section<'_>, d: &mut Diagnostics) -> Modules {
         blocking,
         csi,
         mam,
+        stream_management,
     }
+}
+
+fn read_stream_management(mut section: Section<'_>, d: &mut Diagnostics) -> StreamManagement {
+    let defaults = StreamManagement::default();
+    let sm = StreamManagement {
+        enabled: section.boolean(d, "enabled").unwrap_or(defaults.enabled),
+        resume_timeout: match section.duration(d, "resume_timeout") {
+            Some(t) if t.is_zero() => None,
+            Some(t) => Some(t),
+            None => defaults.resume_timeout,
+        },
+        max_unacked: section
+            .integer_in(d, "max_unacked", 10, Some(100_000))
+            .unwrap_or(defaults.max_unacked),
+    };
+    section.finish(d);
+    sm
 }
 
 fn read_mam(mut section: Section<'_>, d: &mut Diagnostics) -> Mam {
@@ -290,6 +334,26 @@ mod tests {
                 },
                 ..Modules::default()
             }
+        );
+    }
+
+    #[test]
+    fn stream_management_settings() {
+        let c = config("");
+        assert_eq!(c.modules.stream_management, StreamManagement::default());
+        let c = config("[modules.stream_management]\nresume_timeout = \"0s\"\nmax_unacked = 50\n");
+        assert_eq!(c.modules.stream_management.resume_timeout, None);
+        assert_eq!(c.modules.stream_management.max_unacked, 50);
+        let e = errors("[modules.stream_management]\nmax_unacked = 5\nresume = true\n");
+        assert!(
+            e.iter()
+                .any(|e| e.contains("modules.stream_management.max_unacked")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|e| e.contains("modules.stream_management.resume")),
+            "{e:?}"
         );
     }
 

@@ -15,7 +15,9 @@ use std::time::Duration;
 use bytes::BytesMut;
 use jid::{BareJid, FullJid};
 use tern_config::{C2sListener, TlsMode};
-use tern_xmpp_proto::stream::{Command, Entropy, Event, ServerStream, StreamConfig, TlsPolicy};
+use tern_xmpp_proto::stream::{
+    Command, Entropy, Event, ServerStream, SmSnapshot, StreamConfig, TlsPolicy,
+};
 use tern_xmpp_proto::{StanzaCondition, StreamCondition, StreamError};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -26,6 +28,7 @@ use tracing::Instrument;
 
 use crate::metrics::Transport;
 use crate::node::Node;
+use crate::resume::{Detached, Resumable, Resumed};
 use crate::session;
 use crate::sm::{Outbound, Outbox, Session};
 
@@ -137,6 +140,8 @@ impl C2sServer {
                         session: None,
                         session_rx: None,
                         home: None,
+                        resumable: None,
+                        lost: false,
                     };
                     if let Err(e) = connection.run(tcp, config).await {
                         tracing::debug!(error = %e, "connection ended with an error");
@@ -241,6 +246,11 @@ struct Connection {
     session_rx: Option<Outbox>,
     /// For an edge session ([`crate::edge`]): the datacenter the account lives in.
     home: Option<Box<str>>,
+    /// XEP-0198: the session's entry when its client may resume it.
+    resumable: Option<Arc<Resumable>>,
+    /// Whether the connection was lost (not closed by either side on purpose): a resumable
+    /// session then waits for its client.
+    lost: bool,
 }
 
 impl Connection {
@@ -261,7 +271,11 @@ impl Connection {
             }
         };
         let result = self.drive(&mut stream, &mut io).await;
-        Box::pin(self.end_session()).await;
+        if result.is_err() {
+            self.lost = true;
+        }
+        let sm = stream.take_sm();
+        Box::pin(self.end_session(sm)).await;
         let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
         result
     }
@@ -292,6 +306,7 @@ impl Connection {
                 read = std::future::poll_fn(|cx| poll_read_into(cx, io, stream)) => {
                     if read? == 0 {
                         // The peer went away without closing the stream.
+                        self.lost = true;
                         return Ok(());
                     }
                 }
@@ -312,6 +327,10 @@ impl Connection {
                     stream.handle_timeout(tokio::time::Instant::now().into_std());
                 }
                 reason = closed(session.as_deref()) => {
+                    if self.resumable.as_ref().is_some_and(|r| r.taken_over()) {
+                        // A resuming stream takes the session: this connection lets go of it.
+                        self.lost = true;
+                    }
                     stream.handle_command(tokio::time::Instant::now().into_std(), Command::Close(Some(reason)));
                 }
                 _ = shutdown.changed() => {
@@ -390,14 +409,115 @@ impl Connection {
                     session.set_active(active);
                 }
             }
+            Event::SmEnable { resume, max } => {
+                let command = self.enable_sm(resume, max);
+                stream.handle_command(now(), command);
+            }
+            Event::SmResume { previd, h } => {
+                let account = match (stream.domain(), self.authenticated_user(stream)) {
+                    (Some(domain), Some(user)) => BareJid::new(&format!("{user}@{domain}")).ok(),
+                    _ => None,
+                };
+                let command = self.resume(account, &previd, h).await;
+                stream.handle_command(now(), command);
+            }
             Event::Closed { error } => {
                 if let Some(e) = error {
+                    if e.condition == StreamCondition::ConnectionTimeout && self.session.is_some() {
+                        // No answer to the idle check: as good as a broken connection.
+                        self.lost = true;
+                    }
                     tracing::debug!(error = %e, "stream closed with an error");
                 }
                 return Ok(true);
             }
         }
         Ok(false)
+    }
+
+    /// XEP-0198 `<enable/>`: resumption is granted when asked for and configured, for the
+    /// shorter of the client's wish and the configured time.
+    fn enable_sm(&mut self, resume: bool, max: Option<u32>) -> Command {
+        let configured = self.node.config.modules.stream_management.resume_timeout;
+        let (Some(session), true, Some(configured)) = (&self.session, resume, configured) else {
+            return Command::SmEnabled {
+                id: None,
+                max: None,
+            };
+        };
+        let timeout = match max {
+            Some(max) if max > 0 => configured.min(Duration::from_secs(u64::from(max))),
+            _ => configured,
+        };
+        let id = crate::resume::new_id(&self.node);
+        self.resumable = Some(self.node.resumptions.insert(&id, session.clone(), timeout));
+        Command::SmEnabled {
+            id: Some(id),
+            max: Some(u32::try_from(timeout.as_secs()).unwrap_or(u32::MAX)),
+        }
+    }
+
+    /// XEP-0198 `<resume/>` on an authenticated stream.
+    async fn resume(&mut self, account: Option<BareJid>, previd: &str, h: u32) -> Command {
+        let Some(account) = account else {
+            return Command::ResumeFailed { h: None };
+        };
+        match self.node.resume(previd, &account, h).await {
+            Ok(Resumed::Here {
+                entry,
+                detached,
+                resend,
+            }) => {
+                let inbound = detached.sm.inbound;
+                let jid = entry.session.jid.to_string();
+                tracing::Span::current().record("jid", tracing::field::display(&jid));
+                tracing::debug!(resent = resend.len(), "session resumed");
+                self.session = Some(entry.session.clone());
+                self.session_rx = Some(detached.outbox);
+                self.home = detached.home;
+                self.resumable = Some(entry);
+                Command::Resumed {
+                    jid,
+                    previd: previd.to_owned(),
+                    inbound,
+                    acked: h,
+                    resend,
+                }
+            }
+            Ok(Resumed::Elsewhere {
+                jid,
+                inbound,
+                resend,
+                timeout,
+            }) => {
+                let Ok(full) = FullJid::new(&jid) else {
+                    return Command::ResumeFailed { h: None };
+                };
+                if let Err(condition) = self.open_session(full, true) {
+                    tracing::info!(condition = condition.as_str(), "resumed session not opened");
+                    return Command::ResumeFailed { h: Some(inbound) };
+                }
+                if let Some(session) = &self.session {
+                    self.resumable = Some(self.node.resumptions.insert(
+                        previd,
+                        session.clone(),
+                        timeout,
+                    ));
+                }
+                tracing::debug!(
+                    resent = resend.len(),
+                    "session resumed from another datacenter"
+                );
+                Command::Resumed {
+                    jid,
+                    previd: previd.to_owned(),
+                    inbound,
+                    acked: h,
+                    resend,
+                }
+            }
+            Err(failed) => Command::ResumeFailed { h: failed.0 },
+        }
     }
 
     fn bind(&mut self, stream: &ServerStream, resource: Option<String>) -> Command {
@@ -420,6 +540,16 @@ impl Connection {
             Ok(full) => full,
             Err(_) => return Command::BindFailed(StanzaCondition::BadRequest),
         };
+        match self.open_session(full.clone(), false) {
+            Ok(()) => Command::Bound(full.to_string()),
+            Err(condition) => Command::BindFailed(condition),
+        }
+    }
+
+    /// Opens the session `full` for this stream: registered here, and at the account's home
+    /// when that is another datacenter. `resumed`: it continues a session of the same JID that
+    /// a stream elsewhere carried (XEP-0198), which it takes over quietly.
+    fn open_session(&mut self, full: FullJid, resumed: bool) -> Result<(), StanzaCondition> {
         let (session, rx) = Session::new(
             full.clone(),
             self.conn_id,
@@ -427,63 +557,94 @@ impl Connection {
             self.peer,
             self.node.config.limits.session_queue,
         );
-        if let Some((home, _)) = self.node.remote_home(&bare) {
+        if let Some((home, _)) = self.node.remote_home(&full.to_bare()) {
             // The account lives in another datacenter: the session is kept there, this node
             // carries its stream.
-            if let Err(condition) = self.node.open_edge_session(&home, &session) {
-                return Command::BindFailed(condition);
-            }
+            self.node.open_edge_session(&home, &session, resumed)?;
             self.home = Some(home.into());
         }
-        if let Some(old) = self.node.sm.register(session.clone()) {
-            old.close(
-                StreamError::new(StreamCondition::Conflict)
-                    .with_text("replaced by a new connection"),
-            );
-        }
+        self.node.register_session(&session, resumed);
         self.node.metrics.sessions_changed(1);
         tracing::Span::current().record("jid", tracing::field::display(&full));
-        tracing::debug!("session bound");
+        tracing::debug!(resumed, "session bound");
         self.session = Some(session);
         self.session_rx = Some(rx);
-        Command::Bound(full.to_string())
+        Ok(())
     }
 
     fn authenticated_user(&self, stream: &ServerStream) -> Option<String> {
         stream.username().map(str::to_owned)
     }
 
-    /// The stream ended: unregister the session and tell the contacts.
-    async fn end_session(&mut self) {
+    /// The stream ended: a resumable session whose connection was lost waits for its client
+    /// (XEP-0198); any other ends now.
+    async fn end_session(&mut self, sm: Option<SmSnapshot>) {
         let Some(session) = self.session.take() else {
             return;
         };
-        // A session replaced by a newer one with the same JID is already out of the map, but
-        // it was counted when bound, so it is uncounted here either way.
-        self.node.sm.unregister(&session);
-        self.node.metrics.sessions_changed(-1);
-        // Stanzas queued for this client but never written: route them again, now that the
-        // session is gone (a message falls back to the account's other resources or is
-        // answered with an error, an IQ is answered with an error), rather than lose them.
-        let mut left = self
-            .session_rx
-            .take()
-            .map(Outbox::close_and_drain)
-            .unwrap_or_default();
-        // What an inactive client had waiting (XEP-0352) is newer than anything queued.
-        left.extend(session.take_held());
-        if let Some(home) = self.home.take() {
-            // The home keeps the session: it routes what is left and tells the contacts.
-            return self.node.close_edge_session(&home, &session, left);
+        let entry = self.resumable.take();
+        if let (Some(entry), Some(sm)) = (&entry, &sm)
+            && sm.resumable
+            && self.lost
+            && !self.node.is_shutting_down()
+            && let Some(outbox) = self.session_rx.take()
+        {
+            let detached = Detached {
+                outbox,
+                home: self.home.take(),
+                sm: sm.clone(),
+            };
+            return crate::resume::detach(&self.node, entry.clone(), detached);
         }
-        for bytes in left {
-            if let Ok(stanza) = tern_xmpp_proto::Stanza::from_frame(bytes)
-                && stanza.kind != tern_xmpp_proto::StanzaKind::Presence
-            {
-                self.node.route(stanza).await;
-            }
+        if let Some(entry) = entry {
+            self.node.resumptions.remove(&entry);
         }
-        crate::modules::presence::session_ended(&self.node, &session).await;
+        let unacked = sm.map(|sm| sm.unacked).unwrap_or_default();
+        finish_session(
+            &self.node,
+            &session,
+            self.session_rx.take(),
+            self.home.take(),
+            unacked,
+        )
+        .await;
+    }
+}
+
+/// Ends a session whose stream is over: unregistered, what its client was never given routed
+/// again, the contacts told.
+///
+/// `unacked` (XEP-0198: written but never acknowledged) goes first, then what was still queued,
+/// then what an inactive client had waiting (XEP-0352), which is newest. Routed again now that
+/// the session is gone, a message falls back to the account's other resources or to offline
+/// storage, an IQ is answered with an error: nothing is lost.
+pub(crate) async fn finish_session(
+    node: &Arc<Node>,
+    session: &Arc<Session>,
+    outbox: Option<Outbox>,
+    home: Option<Box<str>>,
+    unacked: Vec<bytes::Bytes>,
+) {
+    // A session replaced by a newer one with the same JID is already out of the map, but it
+    // was counted when bound, so it is uncounted here either way.
+    node.sm.unregister(session);
+    node.metrics.sessions_changed(-1);
+    let mut left = unacked;
+    left.extend(outbox.map(Outbox::close_and_drain).unwrap_or_default());
+    left.extend(session.take_held());
+    if let Some(home) = home {
+        // The home keeps the session: it routes what is left and tells the contacts.
+        return node.close_edge_session(&home, session, left);
+    }
+    for bytes in left {
+        if let Ok(stanza) = tern_xmpp_proto::Stanza::from_frame(bytes)
+            && stanza.kind != tern_xmpp_proto::StanzaKind::Presence
+        {
+            node.route(stanza).await;
+        }
+    }
+    if !session.is_superseded() {
+        crate::modules::presence::session_ended(node, session).await;
     }
 }
 
@@ -586,6 +747,8 @@ mod tests {
             session: None,
             session_rx: None,
             home: None,
+            resumable: None,
+            lost: false,
         };
         let config = Arc::new(node.stream_config(TlsPolicy::AlreadySecure));
         let task = connection.run(tcp, config);

@@ -62,6 +62,9 @@ struct Opening {
     transport: String,
     /// The client's address.
     peer: SocketAddr,
+    /// Whether the stream resumed (XEP-0198) a session of the same full JID: the new session
+    /// takes the old one's place quietly.
+    resumed: bool,
 }
 
 /// An edge session's end, or the home's order to end it.
@@ -90,6 +93,14 @@ enum Call {
     Rehome { jid: String, dc: String },
     /// Store an account moving there from the caller.
     Import { jid: String, data: Box<AccountData> },
+    /// Hand over session `id` (XEP-0198) of account `jid`, detached there, to a stream of the
+    /// caller (datacenter `from`) whose client handled `h` of its stanzas.
+    Resume {
+        id: String,
+        jid: String,
+        h: u32,
+        from: String,
+    },
 }
 
 /// The answer to a [`Call`].
@@ -111,6 +122,25 @@ enum Reply {
     Done,
     /// The call was refused; the text says why.
     Refused(Refusal),
+    /// The session is handed over: its full JID, what it handled of the client's stanzas, what
+    /// the client did not handle, and the resumption time it was granted.
+    Resumed {
+        jid: String,
+        inbound: u32,
+        resend: Vec<Vec<u8>>,
+        timeout_ms: u64,
+    },
+    /// A resumption refused.
+    ResumeRefused(ResumeRefusal),
+}
+
+/// Why another datacenter did not hand over a session.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum ResumeRefusal {
+    /// It went on to this datacenter.
+    Moved(String),
+    /// Unknown, expired, someone else's, or `h` did not fit (then what it had handled).
+    Failed(Option<u32>),
 }
 
 /// Why a call was refused.
@@ -234,12 +264,14 @@ impl Node {
         &self,
         home: &str,
         session: &Arc<Session>,
+        resumed: bool,
     ) -> Result<(), StanzaCondition> {
         let opening = Opening {
             conn: session.conn_id,
             epoch: self.edges.epoch,
             transport: session.transport.as_str().to_owned(),
             peer: session.peer,
+            resumed,
         };
         self.send_control(
             home,
@@ -434,12 +466,7 @@ impl Node {
             edge_gone: AtomicBool::new(false),
         });
         lock(&self.edges.remote).insert(session.conn_id, remote.clone());
-        if let Some(old) = self.sm.register(session) {
-            old.close(
-                StreamError::new(StreamCondition::Conflict)
-                    .with_text("replaced by a new connection"),
-            );
-        }
+        self.register_session(&session, opening.resumed);
         tracing::debug!(jid = %remote.session.jid, %peer, "remote session registered");
         tokio::spawn(run_remote(self.clone(), remote, outbox));
     }
@@ -703,6 +730,65 @@ impl Node {
         postcard::from_bytes(&reply).map_err(|e| format!("unreadable reply from {dc}: {e}"))
     }
 
+    /// Has datacenter `dc` hand over the detached session `id` of `account` (XEP-0198) to a
+    /// stream here whose client handled `h` of its stanzas.
+    pub async fn resume_remote(
+        &self,
+        dc: &str,
+        id: &str,
+        account: &BareJid,
+        h: u32,
+    ) -> Result<crate::resume::Resumed, ResumeRefusal> {
+        let call = Call::Resume {
+            id: id.to_owned(),
+            jid: account.to_string(),
+            h,
+            from: self.config.cluster.dc.clone(),
+        };
+        match self.call(dc, &call).await {
+            Ok(Reply::Resumed {
+                jid,
+                inbound,
+                resend,
+                timeout_ms,
+            }) => Ok(crate::resume::Resumed::Elsewhere {
+                jid,
+                inbound,
+                resend: resend.into_iter().map(Bytes::from).collect(),
+                timeout: Duration::from_millis(timeout_ms),
+            }),
+            Ok(Reply::ResumeRefused(refusal)) => Err(refusal),
+            Ok(other) => {
+                tracing::info!(%dc, answer = ?other, "unexpected answer to a resumption");
+                Err(ResumeRefusal::Failed(None))
+            }
+            Err(e) => {
+                tracing::info!(%dc, error = %e, "resumption not asked");
+                Err(ResumeRefusal::Failed(None))
+            }
+        }
+    }
+
+    /// Registers a bound session. One with the same full JID is replaced: closed with
+    /// `<conflict/>`, or, when `resumed` (a XEP-0198 resumption of it from another
+    /// datacenter), taken over quietly with its presence and settings.
+    pub fn register_session(&self, session: &Arc<Session>, resumed: bool) {
+        if let Some(old) = self.sm.register(session.clone()) {
+            if resumed {
+                old.supersede(session);
+                old.close(
+                    StreamError::new(StreamCondition::Conflict)
+                        .with_text("the session was resumed by a new connection"),
+                );
+            } else {
+                old.close(
+                    StreamError::new(StreamCondition::Conflict)
+                        .with_text("replaced by a new connection"),
+                );
+            }
+        }
+    }
+
     /// Answers a call from another datacenter.
     pub async fn answer_call(self: &Arc<Self>, request: &[u8]) -> Vec<u8> {
         let reply = match postcard::from_bytes::<Call>(request) {
@@ -736,6 +822,18 @@ impl Node {
                     Err(reason) => Reply::Refused(Refusal::Failed(reason)),
                 },
                 Err(_) => Reply::Refused(Refusal::Failed(format!("invalid JID {jid:?}"))),
+            },
+            Ok(Call::Resume { id, jid, h, from }) => match BareJid::new(&jid) {
+                Ok(jid) => match self.hand_over(&id, &jid, h, &from).await {
+                    Ok((jid, inbound, resend, timeout)) => Reply::Resumed {
+                        jid,
+                        inbound,
+                        resend: resend.into_iter().map(|b| b.to_vec()).collect(),
+                        timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                    },
+                    Err(refusal) => Reply::ResumeRefused(refusal),
+                },
+                Err(_) => Reply::ResumeRefused(ResumeRefusal::Failed(None)),
             },
         };
         encode(&reply).to_vec()
@@ -866,7 +964,9 @@ async fn run_remote(node: Arc<Node>, remote: Arc<Remote>, mut outbox: Outbox) {
             node.route(stanza).await;
         }
     }
-    crate::modules::presence::session_ended(&node, &session).await;
+    if !session.is_superseded() {
+        crate::modules::presence::session_ended(&node, &session).await;
+    }
     tracing::debug!(jid = %session.jid, "remote session ended");
 }
 

@@ -37,6 +37,7 @@ pub mod metrics;
 pub mod modules;
 pub mod node;
 pub mod rehome;
+pub mod resume;
 pub mod router;
 pub mod server;
 pub mod session;

@@ -79,6 +79,9 @@ pub struct Metrics {
     stanzas_bounced: AtomicU64,
     mesh_sent: AtomicU64,
     mesh_received: AtomicU64,
+    sm_resumed: AtomicU64,
+    sm_resume_failed: AtomicU64,
+    sm_detached: AtomicI64,
 }
 
 impl Metrics {
@@ -136,6 +139,21 @@ impl Metrics {
     /// Sessions online now.
     pub fn sessions_online(&self) -> i64 {
         self.sessions_online.load(Ordering::Relaxed)
+    }
+
+    /// A XEP-0198 resumption succeeded (`true`) or was refused.
+    pub fn resumption(&self, ok: bool) {
+        let counter = if ok {
+            &self.sm_resumed
+        } else {
+            &self.sm_resume_failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A session lost its connection and waits to be resumed (+1), or stopped waiting (-1).
+    pub fn detached_changed(&self, delta: i64) {
+        self.sm_detached.fetch_add(delta, Ordering::Relaxed);
     }
 
     /// Time the router took for one stanza.
@@ -289,6 +307,32 @@ impl Metrics {
             out,
             "tern_mesh_stanzas_received_total {}",
             load(&self.mesh_received)
+        );
+        for (name, help, value) in [
+            (
+                "tern_c2s_resumptions_total",
+                "XEP-0198 stream resumptions that succeeded.",
+                load(&self.sm_resumed),
+            ),
+            (
+                "tern_c2s_resumption_failures_total",
+                "XEP-0198 stream resumptions refused (unknown, expired or invalid).",
+                load(&self.sm_resume_failed),
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            let _ = writeln!(out, "{name} {value}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP tern_c2s_sessions_detached Sessions whose connection was lost, waiting to be resumed."
+        );
+        let _ = writeln!(out, "# TYPE tern_c2s_sessions_detached gauge");
+        let _ = writeln!(
+            out,
+            "tern_c2s_sessions_detached {}",
+            self.sm_detached.load(Ordering::Relaxed)
         );
         out
     }

@@ -42,6 +42,8 @@ pub struct Node {
     pub edges: crate::edge::Edges,
     /// Accounts being moved to another datacenter, and the stanzas held for them.
     pub moves: crate::rehome::Moves,
+    /// Sessions that may be resumed (XEP-0198), attached or waiting for their client.
+    pub resumptions: crate::resume::Resumptions,
     /// Privacy lists and blocklists of the accounts that have any (XEP-0016, XEP-0191).
     pub privacy: crate::modules::privacy::Privacy,
     /// Archive preferences of the accounts that changed them (XEP-0313).
@@ -87,6 +89,7 @@ impl Node {
             sm: SessionManager::default(),
             edges: crate::edge::Edges::default(),
             moves: crate::rehome::Moves::default(),
+            resumptions: crate::resume::Resumptions::default(),
             privacy: crate::modules::privacy::Privacy::default(),
             mam_prefs: crate::modules::mam::ArchivePrefs::default(),
             metrics: Metrics::default(),
@@ -153,6 +156,8 @@ impl Node {
             decoy_secret: self.decoy_secret.clone(),
             scram_iterations: c.auth.scram_iterations,
             csi: c.modules.csi.enabled,
+            sm: c.modules.stream_management.enabled,
+            sm_max_unacked: c.modules.stream_management.max_unacked,
         }
     }
 

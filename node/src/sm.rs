@@ -80,6 +80,9 @@ pub struct Session {
     inactive: AtomicBool,
     /// What is held back while it is inactive, in order (at most one presence per sender).
     held: Mutex<Vec<Bytes>>,
+    /// Set when a resumed stream elsewhere took this session over (XEP-0198): it ends without
+    /// telling the contacts, and what it still holds is routed to its successor.
+    superseded: AtomicBool,
     /// Presence state, behind a short-held lock (never across an await).
     pub presence: Mutex<PresenceState>,
     close: Mutex<Option<StreamError>>,
@@ -135,6 +138,7 @@ impl Session {
             privacy_list: Mutex::new(None),
             inactive: AtomicBool::new(false),
             held: Mutex::new(Vec::new()),
+            superseded: AtomicBool::new(false),
             presence: Mutex::new(PresenceState::default()),
             close: Mutex::new(None),
             close_signal: Notify::new(),
@@ -263,6 +267,30 @@ impl Session {
             }
             self.close_signal.notified().await;
         }
+    }
+
+    /// Lets the session be closed again after a close that did not end it (a connection that
+    /// was taken over by a resuming stream, XEP-0198).
+    pub fn reopen(&self) {
+        *lock(&self.close) = None;
+    }
+
+    /// A resumed stream in another datacenter continues this session as `successor` (same full
+    /// JID): it takes over the presence and per-session settings, and this one will end
+    /// quietly.
+    pub fn supersede(&self, successor: &Self) {
+        *lock(&successor.presence) = self.presence();
+        successor.set_carbons(self.carbons());
+        if self.blocklist_requested() {
+            successor.set_blocklist_requested();
+        }
+        successor.set_privacy_list(self.privacy_list());
+        self.superseded.store(true, Ordering::Release);
+    }
+
+    /// Whether a resumed stream took this session over.
+    pub fn is_superseded(&self) -> bool {
+        self.superseded.load(Ordering::Acquire)
     }
 
     /// Whether the client enabled message carbons (XEP-0280).

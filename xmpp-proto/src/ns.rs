@@ -44,5 +44,7 @@ pub const REGISTER_FEATURE: &str = "http://jabber.org/features/iq-register";
 pub const DELAY: &str = "urn:xmpp:delay";
 /// XEP-0352 client state indication.
 pub const CSI: &str = "urn:xmpp:csi:0";
+/// XEP-0198 stream management.
+pub const SM: &str = "urn:xmpp:sm:3";
 /// XEP-0202 entity time.
 pub const TIME: &str = "urn:xmpp:time";

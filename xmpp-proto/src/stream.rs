@@ -27,6 +27,10 @@ use crate::ns;
 use crate::sasl::{Mechanism, SaslFailure, SaslServer, SaslStep, StoredCredentials};
 use crate::stanza::{Stanza, StanzaKind, StartTag};
 
+mod sm;
+pub use sm::SmSnapshot;
+use sm::SmState;
+
 /// How a listener treats TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TlsPolicy {
@@ -89,6 +93,11 @@ pub struct StreamConfig {
     /// Whether XEP-0352 client state indication is offered (`<csi/>` among the features after
     /// authentication; `<active/>` and `<inactive/>` become [`Event::ClientState`]).
     pub csi: bool,
+    /// XEP-0198 stream management: whether `<sm xmlns='urn:xmpp:sm:3'/>` is offered.
+    pub sm: bool,
+    /// Most stanzas kept unacknowledged for a client; past it the stream is closed with
+    /// `<policy-violation/>` (what was kept is still given back, nothing is lost).
+    pub sm_max_unacked: usize,
 }
 
 impl Default for StreamConfig {
@@ -113,6 +122,8 @@ impl Default for StreamConfig {
             decoy_secret: Vec::new(),
             scram_iterations: crate::sasl::DEFAULT_ITERATIONS,
             csi: true,
+            sm: true,
+            sm_max_unacked: 1000,
         }
     }
 }
@@ -167,6 +178,22 @@ pub enum Event {
         /// `true` for `<active/>`.
         active: bool,
     },
+    /// XEP-0198: the bound client enabled stream management (counting has started): answer
+    /// with [`Command::SmEnabled`].
+    SmEnable {
+        /// Whether it asked for resumption.
+        resume: bool,
+        /// The longest resumption time it would like, in seconds.
+        max: Option<u32>,
+    },
+    /// XEP-0198: the authenticated client asks to resume session `previd`, having handled `h`
+    /// of its stanzas: answer with [`Command::Resumed`] or [`Command::ResumeFailed`].
+    SmResume {
+        /// The resumption id it was given.
+        previd: String,
+        /// Stanzas it handled.
+        h: u32,
+    },
     /// The stream is over: write what is queued, then close the transport.
     Closed {
         /// The stream error sent, if the close was not clean.
@@ -192,6 +219,34 @@ pub enum Command {
     Bound(String),
     /// Binding failed with this condition.
     BindFailed(StanzaCondition),
+    /// Stream management is on; `id` (with the resumption time `max` in seconds) when the
+    /// session may be resumed.
+    SmEnabled {
+        /// The resumption id, if resumption is granted.
+        id: Option<String>,
+        /// The resumption time granted, in seconds.
+        max: Option<u32>,
+    },
+    /// The session was resumed: the stream continues it as `jid`, with the counters it had,
+    /// and first writes again what the client did not handle (`resend`, oldest first).
+    Resumed {
+        /// The session's full JID.
+        jid: String,
+        /// The resumption id (it stays valid for the resumed session).
+        previd: String,
+        /// Stanzas of the client the session had handled.
+        inbound: u32,
+        /// Outbound stanzas the client says it handled.
+        acked: u32,
+        /// What it did not handle, oldest first.
+        resend: Vec<Bytes>,
+    },
+    /// The session cannot be resumed (unknown, expired, or someone else's); `h`: what the old
+    /// session had handled, when known.
+    ResumeFailed {
+        /// Stanzas of the client the old session had handled.
+        h: Option<u32>,
+    },
     /// Write a stanza (already serialised) to the client.
     Send(Bytes),
     /// Close the stream, with a stream error or cleanly.
@@ -218,6 +273,10 @@ enum Waiting {
     Credentials,
     /// For a bind result, with the IQ id.
     Bind,
+    /// For the answer to `<enable/>`.
+    SmEnable,
+    /// For the answer to `<resume/>`.
+    SmResume,
 }
 
 /// The server side of one client stream.
@@ -244,6 +303,8 @@ pub struct ServerStream {
     last_input: Instant,
     ping: Option<(Instant, String)>,
     ping_counter: u64,
+    /// XEP-0198 state once enabled (boxed: most streams never enable it, or not yet).
+    sm: Option<Box<SmState>>,
 }
 
 impl std::fmt::Debug for ServerStream {
@@ -285,6 +346,7 @@ impl ServerStream {
             last_input: now,
             ping: None,
             ping_counter: 0,
+            sm: None,
         }
     }
 
@@ -316,6 +378,22 @@ impl ServerStream {
     /// Whether the transport is encrypted.
     pub fn is_secure(&self) -> bool {
         self.secure
+    }
+
+    /// Whether stream management is on and the client asked for resumption.
+    pub fn is_resumable(&self) -> bool {
+        self.sm.as_ref().is_some_and(|sm| sm.resumable)
+    }
+
+    /// Takes the stream management state (when enabled): what the client handled, and what it
+    /// was sent and never acknowledged. Called by the owner once the stream is over.
+    pub fn take_sm(&mut self) -> Option<SmSnapshot> {
+        self.sm.take().map(|sm| SmSnapshot {
+            resumable: sm.resumable,
+            inbound: sm.inbound,
+            acked: sm.acked,
+            unacked: sm.unacked.into(),
+        })
     }
 
     /// Feeds bytes read from the transport.
@@ -381,7 +459,61 @@ impl ServerStream {
                     .with_child(error);
                 self.write(reply.to_xml(ns::CLIENT).as_bytes());
             }
-            Command::Send(bytes) => self.write(&bytes),
+            Command::SmEnabled { id, max } if self.waiting == Waiting::SmEnable => {
+                self.waiting = Waiting::Nothing;
+                let mut xml = format!("<enabled xmlns='{}'", ns::SM);
+                if let Some(id) = &id {
+                    xml.push_str(&format!(" id='{}' resume='true'", escape(id)));
+                    if let Some(max) = max {
+                        xml.push_str(&format!(" max='{max}'"));
+                    }
+                }
+                xml.push_str("/>");
+                self.write(xml.as_bytes());
+                self.sm = Some(Box::new(SmState {
+                    resumable: id.is_some(),
+                    ..SmState::default()
+                }));
+            }
+            Command::Resumed {
+                jid,
+                previd,
+                inbound,
+                acked,
+                resend,
+            } if self.waiting == Waiting::SmResume => {
+                self.waiting = Waiting::Nothing;
+                let xml = format!(
+                    "<resumed xmlns='{}' previd='{}' h='{inbound}'/>",
+                    ns::SM,
+                    escape(&previd)
+                );
+                self.write(xml.as_bytes());
+                self.jid = Some(jid);
+                self.phase = Phase::Established;
+                self.handshake_deadline = None;
+                self.last_input = now;
+                self.sm = Some(Box::new(SmState {
+                    resumable: true,
+                    inbound,
+                    acked,
+                    ..SmState::default()
+                }));
+                for bytes in resend {
+                    self.send_stanza(bytes);
+                }
+            }
+            Command::ResumeFailed { h } if self.waiting == Waiting::SmResume => {
+                self.waiting = Waiting::Nothing;
+                let h = h.map(|h| format!(" h='{h}'")).unwrap_or_default();
+                let xml = format!(
+                    "<failed xmlns='{}'{h}><item-not-found xmlns='{}'/></failed>",
+                    ns::SM,
+                    ns::STANZAS
+                );
+                self.write(xml.as_bytes());
+            }
+            Command::Send(bytes) => self.send_stanza(bytes),
             Command::Close(error) => self.close(error),
             other => {
                 // A command that does not fit the state is a bug in the owner; close safely.
@@ -438,6 +570,14 @@ impl ServerStream {
         } else if let Some(idle) = self.config.idle_ping
             && self.last_input + idle <= now
         {
+            if let Some(sm) = &mut self.sm {
+                // With stream management, an ack request is the ping (any answer will do), and
+                // no stanza has to be counted for it.
+                sm.requested = true;
+                self.write(format!("<r xmlns='{}'/>", ns::SM).as_bytes());
+                self.ping = Some((now + self.config.ping_timeout, String::new()));
+                return;
+            }
             self.ping_counter += 1;
             let id = format!("tern-ping-{}", self.ping_counter);
             let ping = format!(
@@ -476,6 +616,16 @@ impl ServerStream {
 
     /// Moves the bytes to write into `buf`; `false` when there were none.
     pub fn poll_transmit(&mut self, buf: &mut BytesMut) -> bool {
+        if let Some(sm) = &mut self.sm
+            && !sm.requested
+            && !sm.unacked.is_empty()
+            && !self.closed
+        {
+            // One request per batch of stanzas, and one outstanding at a time.
+            sm.requested = true;
+            self.out
+                .extend_from_slice(format!("<r xmlns='{}'/>", ns::SM).as_bytes());
+        }
         if self.out.is_empty() {
             return false;
         }
@@ -503,6 +653,21 @@ impl ServerStream {
 
     fn write(&mut self, bytes: &[u8]) {
         self.out.extend_from_slice(bytes);
+    }
+
+    /// Writes a stanza for the client; with stream management on, it is kept until the client
+    /// acknowledges it.
+    fn send_stanza(&mut self, bytes: Bytes) {
+        self.out.extend_from_slice(&bytes);
+        if let Some(sm) = &mut self.sm {
+            sm.unacked.push_back(bytes);
+            if sm.unacked.len() > self.config.sm_max_unacked {
+                self.close(Some(
+                    StreamError::new(StreamCondition::PolicyViolation)
+                        .with_text("too many unacknowledged stanzas"),
+                ));
+            }
+        }
     }
 
     fn close(&mut self, error: Option<StreamError>) {
@@ -652,6 +817,9 @@ impl ServerStream {
                 if self.config.csi {
                     f.push_str(&format!("<csi xmlns='{}'/>", ns::CSI));
                 }
+                if self.config.sm {
+                    f.push_str(&format!("<sm xmlns='{}'/>", ns::SM));
+                }
             }
         }
         f.push_str("</stream:features>");
@@ -686,6 +854,22 @@ impl ServerStream {
                 self.sasl_failure(now, SaslFailure::Aborted);
             }
             (ns::CLIENT, "iq") if self.phase == Phase::PostAuth => self.handle_bind_iq(&element),
+            (ns::SM, "resume") if self.phase == Phase::PostAuth && self.config.sm => {
+                match (element.attr("previd"), sm::parse_h(element.attr("h"))) {
+                    (Some(previd), Some(h)) => {
+                        self.waiting = Waiting::SmResume;
+                        self.events.push_back(Event::SmResume {
+                            previd: previd.to_owned(),
+                            h,
+                        });
+                    }
+                    _ => self.sm_failed(StanzaCondition::BadRequest),
+                }
+            }
+            (ns::SM, "enable") if self.phase == Phase::PostAuth && self.config.sm => {
+                // Stream management comes after binding (XEP-0198 §3).
+                self.sm_failed(StanzaCondition::UnexpectedRequest);
+            }
             (ns::CLIENT, "iq")
                 if self.phase == Phase::PreAuth
                     && self.secure
@@ -858,11 +1042,74 @@ impl ServerStream {
         }
     }
 
+    /// A XEP-0198 nonza on an established stream; `false` when the frame is not one (it is
+    /// then handled as a stanza, and refused if it is none).
+    fn handle_sm_nonza(&mut self, frame: &[u8]) -> bool {
+        let Ok(element) = Element::parse(frame, ns::CLIENT) else {
+            return false;
+        };
+        if element.ns() != ns::SM {
+            return false;
+        }
+        match (element.name(), &mut self.sm) {
+            ("r", Some(sm)) => {
+                let xml = format!("<a xmlns='{}' h='{}'/>", ns::SM, sm.inbound);
+                self.write(xml.as_bytes());
+            }
+            ("a", Some(sm)) => {
+                let Some(h) = sm::parse_h(element.attr("h")) else {
+                    self.close(Some(
+                        StreamError::new(StreamCondition::InvalidXml)
+                            .with_text("<a/> needs a numeric h"),
+                    ));
+                    return true;
+                };
+                if let Err(e) = sm.acknowledge(h) {
+                    self.close(Some(
+                        StreamError::new(StreamCondition::UndefinedCondition).with_text(format!(
+                            "handled-count-too-high: h={} but only {} stanzas were sent",
+                            e.h, e.sent
+                        )),
+                    ));
+                }
+            }
+            ("enable", None) => {
+                let resume = matches!(element.attr("resume"), Some("true" | "1"));
+                let max = element.attr("max").and_then(|m| m.trim().parse().ok());
+                self.waiting = Waiting::SmEnable;
+                self.events.push_back(Event::SmEnable { resume, max });
+            }
+            ("enable" | "resume", _) => self.sm_failed(StanzaCondition::UnexpectedRequest),
+            // `<r/>` or `<a/>` before stream management was enabled.
+            _ => self.sm_failed(StanzaCondition::UnexpectedRequest),
+        }
+        true
+    }
+
+    /// A XEP-0198 `<failed/>` with a stanza error condition.
+    fn sm_failed(&mut self, condition: StanzaCondition) {
+        let xml = format!(
+            "<failed xmlns='{}'><{} xmlns='{}'/></failed>",
+            ns::SM,
+            condition.as_str(),
+            ns::STANZAS
+        );
+        self.write(xml.as_bytes());
+    }
+
     fn handle_stanza(&mut self, frame: Bytes) {
         // The framer hands out only well-formed elements (see `framing`), so the bytes can be
         // forwarded as they are.
         if self.config.csi && (frame.starts_with(b"<active") || frame.starts_with(b"<inactive")) {
             return self.handle_client_state(&frame);
+        }
+        if self.config.sm
+            && [&b"<r"[..], b"<a", b"<enable", b"<resume"]
+                .iter()
+                .any(|p| frame.starts_with(p))
+            && self.handle_sm_nonza(&frame)
+        {
+            return;
         }
         let stanza = match Stanza::from_frame(frame) {
             Ok(s) => s,
@@ -890,6 +1137,9 @@ impl ServerStream {
         let Some(jid) = self.jid.as_deref() else {
             return;
         };
+        if let Some(sm) = &mut self.sm {
+            sm.inbound = sm.inbound.wrapping_add(1);
+        }
         let stamped = stanza.with_from(jid);
         self.events.push_back(Event::Stanza(stamped));
     }
@@ -902,6 +1152,9 @@ fn command_name(command: &Command) -> &'static str {
         Command::CredentialsUnavailable => "credentials unavailable",
         Command::Bound(_) => "bound",
         Command::BindFailed(_) => "bind failed",
+        Command::SmEnabled { .. } => "sm enabled",
+        Command::Resumed { .. } => "resumed",
+        Command::ResumeFailed { .. } => "resume failed",
         Command::Send(_) => "send",
         Command::Close(_) => "close",
     }

@@ -102,7 +102,7 @@ fn ctl_explains_when_the_server_is_not_running() {
 }
 
 /// GET /metrics with a plain HTTP/1.1 request.
-async fn reqwest_metrics(port: u16) -> String {
+pub(crate) async fn reqwest_metrics(port: u16) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await

@@ -12,3 +12,4 @@ mod mesh;
 mod mesh_pki;
 mod offline;
 mod roster;
+mod stream_management;

@@ -76,6 +76,26 @@ impl Harness {
                         StoredCredentials::derive(self.password, b"salt-one", b"salt-two", 16)
                     })))
                 }
+                Event::SmEnable { resume, max } => Some(Command::SmEnabled {
+                    id: resume.then(|| "sm-1".to_owned()),
+                    max: max.map(|m| m.min(300)),
+                }),
+                // Session "sm-1" had handled 7 of the client's stanzas and sent it 5, of which
+                // the client had acknowledged 3.
+                Event::SmResume { previd, h } if previd == "sm-1" && (3..=5).contains(h) => {
+                    let unacked: Vec<Bytes> = [&b"<message id='u4'/>"[..], b"<message id='u5'/>"]
+                        .into_iter()
+                        .map(Bytes::from_static)
+                        .collect();
+                    Some(Command::Resumed {
+                        jid: "alice@localhost/phone".into(),
+                        previd: previd.clone(),
+                        inbound: 7,
+                        acked: *h,
+                        resend: unacked[(*h as usize - 3)..].to_vec(),
+                    })
+                }
+                Event::SmResume { .. } => Some(Command::ResumeFailed { h: None }),
                 Event::BindRequested { resource } => Some(Command::Bound(format!(
                     "alice@localhost/{}",
                     resource.clone().unwrap_or_else(|| "generated".into())
@@ -552,4 +572,203 @@ fn garbage_after_login_never_panics() {
             );
         }
     }
+}
+
+#[test]
+fn stream_management_counts_both_ways_and_keeps_what_is_unacknowledged() {
+    let mut h = Harness::new(config());
+    h.login("phone", usize::MAX);
+    assert!(h.take_written().contains("<sm xmlns='urn:xmpp:sm:3'/>"));
+    h.send("<iq type='get' id='early' to='localhost'/>", usize::MAX);
+    h.send(
+        "<enable xmlns='urn:xmpp:sm:3' resume='true' max='600'/>",
+        usize::MAX,
+    );
+    assert!(
+        h.take_written()
+            .contains("<enabled xmlns='urn:xmpp:sm:3' id='sm-1' resume='true' max='300'/>")
+    );
+    assert!(h.stream.is_resumable());
+    // Only stanzas after <enable/> count.
+    h.send(
+        "<message to='bob@localhost' id='1'/><presence/><r xmlns='urn:xmpp:sm:3'/>",
+        7,
+    );
+    assert_eq!(h.take_written(), "<a xmlns='urn:xmpp:sm:3' h='2'/>");
+    for id in 1..=3 {
+        h.stream.handle_command(
+            h.now,
+            Command::Send(Bytes::from(format!("<message id='s{id}'/>"))),
+        );
+    }
+    h.pump();
+    let out = h.take_written();
+    assert!(
+        out.ends_with("<message id='s3'/><r xmlns='urn:xmpp:sm:3'/>"),
+        "one ack request after the batch: {out}"
+    );
+    // An ack that leaves stanzas uncovered is followed by a new request, and only one.
+    h.send("<a xmlns='urn:xmpp:sm:3' h='2'/>", usize::MAX);
+    assert_eq!(h.take_written(), "<r xmlns='urn:xmpp:sm:3'/>");
+    h.stream.handle_command(
+        h.now,
+        Command::Send(Bytes::from_static(b"<message id='s4'/>")),
+    );
+    h.pump();
+    assert_eq!(h.take_written(), "<message id='s4'/>");
+    let snapshot = h.stream.take_sm().unwrap();
+    assert!(snapshot.resumable);
+    assert_eq!((snapshot.inbound, snapshot.acked), (2, 2));
+    assert_eq!(
+        snapshot.unacked,
+        [
+            Bytes::from_static(b"<message id='s3'/>"),
+            Bytes::from_static(b"<message id='s4'/>")
+        ]
+    );
+    assert_eq!(h.closed_with(), None);
+}
+
+#[test]
+fn enable_before_bind_and_twice_fails_and_a_too_high_ack_closes() {
+    let mut h = Harness::new(config());
+    let script = login_script("phone");
+    h.send(&script[0], usize::MAX);
+    h.send(&script[1], usize::MAX);
+    h.take_written();
+    h.send(
+        &format!("{HEADER}<enable xmlns='urn:xmpp:sm:3'/>"),
+        usize::MAX,
+    );
+    assert!(h.take_written().contains(
+        "<failed xmlns='urn:xmpp:sm:3'><unexpected-request xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>"
+    ));
+    h.send(&script[2].replace(HEADER, ""), usize::MAX);
+    assert_eq!(h.stream.jid(), Some("alice@localhost/phone"));
+    h.send("<a xmlns='urn:xmpp:sm:3' h='1'/>", usize::MAX);
+    assert!(
+        h.take_written().contains("<unexpected-request"),
+        "not enabled yet"
+    );
+    h.send("<enable xmlns='urn:xmpp:sm:3'/>", usize::MAX);
+    assert!(
+        h.take_written()
+            .contains("<enabled xmlns='urn:xmpp:sm:3'/>"),
+        "no resumption asked"
+    );
+    assert!(!h.stream.is_resumable());
+    h.send("<enable xmlns='urn:xmpp:sm:3'/>", usize::MAX);
+    assert!(h.take_written().contains("<unexpected-request"));
+    h.stream.handle_command(
+        h.now,
+        Command::Send(Bytes::from_static(b"<message id='s1'/>")),
+    );
+    h.send("<a xmlns='urn:xmpp:sm:3' h='2'/>", usize::MAX);
+    assert_eq!(
+        h.closed_with(),
+        Some(Some(StreamCondition::UndefinedCondition))
+    );
+    assert!(h.take_written().contains("handled-count-too-high"));
+}
+
+#[test]
+fn resumption_resends_what_the_client_did_not_handle() {
+    let mut h = Harness::new(config());
+    let script = login_script("ignored");
+    h.send(&script[0], usize::MAX);
+    h.send(&script[1], usize::MAX);
+    h.take_written();
+    h.send(
+        &format!("{HEADER}<resume xmlns='urn:xmpp:sm:3' previd='sm-1' h='4'/>"),
+        usize::MAX,
+    );
+    let out = h.take_written();
+    assert!(
+        out.ends_with(
+            "<resumed xmlns='urn:xmpp:sm:3' previd='sm-1' h='7'/><message id='u5'/><r xmlns='urn:xmpp:sm:3'/>"
+        ),
+        "{out}"
+    );
+    assert_eq!(h.stream.jid(), Some("alice@localhost/phone"));
+    h.send(
+        "<message to='bob@localhost'/><r xmlns='urn:xmpp:sm:3'/>",
+        usize::MAX,
+    );
+    assert!(
+        h.take_written()
+            .contains("<a xmlns='urn:xmpp:sm:3' h='8'/>")
+    );
+    assert_eq!(h.stanzas()[0].from(), Some("alice@localhost/phone"));
+    h.send("<a xmlns='urn:xmpp:sm:3' h='5'/>", usize::MAX);
+    assert!(h.stream.take_sm().unwrap().unacked.is_empty());
+}
+
+#[test]
+fn failed_resumption_leaves_binding_open() {
+    let mut h = Harness::new(config());
+    let script = login_script("desk");
+    h.send(&script[0], usize::MAX);
+    h.send(&script[1], usize::MAX);
+    h.take_written();
+    h.send(
+        &format!("{HEADER}<resume xmlns='urn:xmpp:sm:3' previd='gone' h='0'/>"),
+        usize::MAX,
+    );
+    assert!(h.take_written().contains(
+        "<failed xmlns='urn:xmpp:sm:3'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>"
+    ));
+    h.send(
+        "<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>desk</resource></bind></iq>",
+        usize::MAX,
+    );
+    assert_eq!(h.stream.jid(), Some("alice@localhost/desk"));
+    assert_eq!(h.closed_with(), None);
+}
+
+#[test]
+fn with_stream_management_the_idle_ping_is_an_ack_request() {
+    let mut h = Harness::new(StreamConfig {
+        idle_ping: Some(Duration::from_secs(10)),
+        ping_timeout: Duration::from_secs(5),
+        ..config()
+    });
+    h.login("phone", usize::MAX);
+    h.send("<enable xmlns='urn:xmpp:sm:3'/>", usize::MAX);
+    h.take_written();
+    h.advance(Duration::from_secs(11));
+    assert_eq!(h.take_written(), "<r xmlns='urn:xmpp:sm:3'/>");
+    h.send("<a xmlns='urn:xmpp:sm:3' h='0'/>", usize::MAX);
+    h.advance(Duration::from_secs(6));
+    assert_eq!(h.closed_with(), None, "the answer counts as life");
+    h.advance(Duration::from_secs(6));
+    assert_eq!(h.take_written(), "<r xmlns='urn:xmpp:sm:3'/>");
+    h.advance(Duration::from_secs(6));
+    assert_eq!(
+        h.closed_with(),
+        Some(Some(StreamCondition::ConnectionTimeout))
+    );
+}
+
+#[test]
+fn too_many_unacknowledged_stanzas_close_the_stream() {
+    let mut h = Harness::new(StreamConfig {
+        sm_max_unacked: 3,
+        ..config()
+    });
+    h.login("phone", usize::MAX);
+    h.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>", usize::MAX);
+    for _ in 0..4 {
+        h.stream
+            .handle_command(h.now, Command::Send(Bytes::from_static(b"<message/>")));
+    }
+    h.pump();
+    assert_eq!(
+        h.closed_with(),
+        Some(Some(StreamCondition::PolicyViolation))
+    );
+    assert_eq!(
+        h.stream.take_sm().unwrap().unacked.len(),
+        4,
+        "all given back"
+    );
 }
