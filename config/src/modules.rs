@@ -37,6 +37,30 @@ pub struct Modules {
     pub mam: Mam,
     /// `[modules.stream_management]`: XEP-0198 acknowledgements and resumption.
     pub stream_management: StreamManagement,
+    /// `[modules.pep]`: XEP-0163 personal eventing (and XEP-0223, XEP-0402, XEP-0398).
+    pub pep: Pep,
+}
+
+/// `[modules.pep]`: XEP-0163.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pep {
+    /// Whether accounts have a PEP service. Default `true`.
+    pub enabled: bool,
+    /// Most items a node keeps (what `pubsub#max_items = max` means). 1..=10000, default 1000.
+    pub max_items: u32,
+    /// Largest item payload, in bytes: 1 KiB..=16 MiB, default 256 KiB; a larger one is refused
+    /// with `<not-acceptable/>` and `<payload-too-big/>`.
+    pub max_item_size: usize,
+}
+
+impl Default for Pep {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_items: 1000,
+            max_item_size: 256 * 1024,
+        }
+    }
 }
 
 /// `[modules.stream_management]`: XEP-0198.
@@ -182,6 +206,7 @@ pub(crate) fn read(mut section: Section<'_>, d: &mut Diagnostics) -> Modules {
     let csi = read_toggle(section.section(d, "csi"), d);
     let mam = read_mam(section.section(d, "mam"), d);
     let stream_management = read_stream_management(section.section(d, "stream_management"), d);
+    let pep = read_pep(section.section(d, "pep"), d);
     section.finish(d);
     Modules {
         register,
@@ -197,7 +222,23 @@ pub(crate) fn read(mut section: Section<'_>, d: &mut Diagnostics) -> Modules {
         csi,
         mam,
         stream_management,
+        pep,
     }
+}
+
+fn read_pep(mut section: Section<'_>, d: &mut Diagnostics) -> Pep {
+    let defaults = Pep::default();
+    let pep = Pep {
+        enabled: section.boolean(d, "enabled").unwrap_or(defaults.enabled),
+        max_items: section
+            .integer_in::<u32>(d, "max_items", 1, Some(10_000))
+            .unwrap_or(defaults.max_items),
+        max_item_size: section
+            .size_in(d, "max_item_size", 1024, 16 * 1024 * 1024)
+            .unwrap_or(defaults.max_item_size),
+    };
+    section.finish(d);
+    pep
 }
 
 fn read_stream_management(mut section: Section<'_>, d: &mut Diagnostics) -> StreamManagement {
@@ -353,6 +394,25 @@ mod tests {
         assert!(
             e.iter()
                 .any(|e| e.contains("modules.stream_management.resume")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn pep_settings() {
+        assert_eq!(config("").modules.pep, Pep::default());
+        let c = config("[modules.pep]\nmax_items = 50\nmax_item_size = \"2KiB\"\n");
+        assert_eq!(
+            (c.modules.pep.max_items, c.modules.pep.max_item_size),
+            (50, 2048)
+        );
+        let e = errors("[modules.pep]\nmax_items = 0\nmax_item_size = \"10B\"\n");
+        assert!(
+            e.iter().any(|e| e.contains("modules.pep.max_items")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter().any(|e| e.contains("modules.pep.max_item_size")),
             "{e:?}"
         );
     }

@@ -202,6 +202,13 @@ impl Node {
                 if is_subscription(&stanza) || stanza.is_type("probe") {
                     modules::presence::inbound(self, stanza, to).await;
                 } else {
+                    // XEP-0163: a contact's resource (and its capabilities) for PEP.
+                    if let Some(from) = stanza.from().and_then(|f| FullJid::new(f).ok())
+                        && (stanza.type_().is_none() || stanza.is_type("unavailable"))
+                    {
+                        let available = stanza.type_().is_none().then_some(&stanza);
+                        modules::pep::presence_seen(self, &to, &from, available).await;
+                    }
                     // Available/unavailable presence to a bare JID: every available resource.
                     for session in self.sm.resources(&to) {
                         if session.is_available() {

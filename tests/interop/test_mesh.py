@@ -239,3 +239,38 @@ async def test_carbons_across_datacenters(mesh, connect):
     assert (await h.next_message())["body"] == "from the phone"
     carbon = await asyncio.wait_for(sent.get(), 5)
     assert carbon["carbon_sent"]["body"] == "from the phone"
+
+
+async def test_pep_notifications_reach_a_contact_in_another_datacenter(mesh, connect):
+    """XEP-0163 across the mesh: ivy (homed in dc1) publishes her nickname; jack, homed in dc3
+    and connected to dc2, gets the notification because his client's capabilities (asked for
+    over the mesh by ivy's home) want it; he also gets it again when he comes back online."""
+    ivy, jack = mesh.account(1), mesh.account(3)
+    plugins = ("xep_0030", "xep_0060", "xep_0115", "xep_0163", "xep_0172")
+    i = await connect(ivy, 1, "desk", plugins=plugins).online()
+    j = connect(jack, 2, "phone", plugins=plugins)
+    nicks: asyncio.Queue = asyncio.Queue()
+    j.add_event_handler("user_nick_publish", nicks.put_nowait)
+    await j.online()
+    for watcher, target, target_acc in ((i, j, jack), (j, i, ivy)):
+        watcher.send_presence(pto=target_acc.jid, ptype="subscribe")
+        await target.wait_presence(lambda p: p["type"] == "subscribe")
+        target.send_presence(pto=watcher.boundjid.bare, ptype="subscribed")
+        await watcher.wait_presence(lambda p: p["type"] == "subscribed")
+    j.send_presence()
+    await i.wait_presence(lambda p: _from(p, f"{jack.jid}/phone") and p["type"] == "available")
+    await asyncio.sleep(0.5)
+
+    await i.plugin["xep_0172"].publish_nick("Ivy from dc1")
+    event = await asyncio.wait_for(nicks.get(), 10)
+    assert str(event["from"]) == ivy.jid
+    assert event["pubsub_event"]["items"]["item"]["nick"]["nick"] == "Ivy from dc1"
+
+    # jack connects again elsewhere (dc1): the last item comes with his new presence.
+    await j.close()
+    j2 = connect(jack, 1, "laptop", plugins=plugins)
+    again: asyncio.Queue = asyncio.Queue()
+    j2.add_event_handler("user_nick_publish", again.put_nowait)
+    await j2.online()
+    event = await asyncio.wait_for(again.get(), 10)
+    assert event["pubsub_event"]["items"]["item"]["nick"]["nick"] == "Ivy from dc1"

@@ -277,6 +277,8 @@ pub struct StanzaError {
     pub type_: ErrorType,
     /// Human-readable text.
     pub text: Option<String>,
+    /// An application-specific condition element (RFC 6120 §8.3.4), such as XEP-0060's.
+    pub app: Option<Box<Element>>,
 }
 
 impl StanzaError {
@@ -286,7 +288,14 @@ impl StanzaError {
             condition,
             type_: condition.default_type(),
             text: None,
+            app: None,
         }
+    }
+
+    /// Builder: adds an application-specific condition element.
+    pub fn with_app_element(mut self, element: Element) -> Self {
+        self.app = Some(Box::new(element));
+        self
     }
 
     /// Builder: adds a text.
@@ -302,6 +311,9 @@ impl StanzaError {
             .with_child(Element::new(self.condition.as_str(), ns::STANZAS));
         if let Some(text) = &self.text {
             e.append_child(Element::new("text", ns::STANZAS).with_text(text.clone()));
+        }
+        if let Some(app) = &self.app {
+            e.append_child((**app).clone());
         }
         e
     }

@@ -91,15 +91,49 @@ pub fn account_info(node: &Node, iq: &Element, query: &Element) -> Element {
     if node.config.modules.mam.enabled {
         features.extend([super::mam::NS, super::mam::NS_V1, super::mam::NS_SID]);
     }
-    result_for(iq).with_child(info(identity, &features, None))
+    let pep = node.config.modules.pep.enabled;
+    if pep {
+        features.extend(super::pep::FEATURES);
+        if node.config.modules.private.enabled {
+            features.push(super::pep::BOOKMARKS_COMPAT);
+        }
+        if node.config.modules.vcard.enabled {
+            features.push(super::pep::PEP_VCARD_CONVERSION);
+        }
+    }
+    let mut query = info(identity, &features, None);
+    if pep {
+        // XEP-0163 §6.1: the account is a PEP service.
+        query.append_child(
+            Element::new("identity", ns::DISCO_INFO)
+                .with_attr("category", "pubsub")
+                .with_attr("type", "pep"),
+        );
+    }
+    result_for(iq).with_child(query)
 }
 
-/// disco#items of an account.
-pub fn account_items(iq: &Element, query: &Element) -> Element {
+/// disco#items of `account`: its PEP nodes that the asker may read (XEP-0163 §8).
+pub async fn account_items(
+    node: &Node,
+    account: &jid::BareJid,
+    iq: &Element,
+    query: &Element,
+) -> Element {
     if let Some(e) = unknown_node(iq, query) {
         return e;
     }
-    result_for(iq).with_child(Element::new("query", ns::DISCO_ITEMS))
+    let requester = iq
+        .attr("from")
+        .and_then(|f| jid::Jid::new(f).ok())
+        .map(|j| j.to_bare());
+    let mut items = Element::new("query", ns::DISCO_ITEMS);
+    if let Some(requester) = requester {
+        for item in super::pep::node_list(node, account, &requester).await {
+            items.append_child(item);
+        }
+    }
+    result_for(iq).with_child(items)
 }
 
 #[cfg(test)]

@@ -11,6 +11,8 @@
 //! - [`carbons`]: XEP-0280 message carbons.
 //! - [`mam`]: XEP-0313 message archive management (1:1) and XEP-0359 stanza ids.
 //! - [`privacy`]: XEP-0016 privacy lists and XEP-0191 blocking command.
+//! - [`pep`]: XEP-0163 personal eventing on XEP-0060, XEP-0223, XEP-0402 (with XEP-0048
+//!   compatibility), XEP-0398, and the XEP-0115 capabilities behind `+notify`.
 //! - IQs handled inline here: XEP-0199 ping, XEP-0092 version, RFC 3921 legacy session.
 //!
 //! Dispatch: an IQ the server must answer goes to the handler registered for its payload
@@ -21,6 +23,7 @@ pub mod disco;
 pub mod last;
 pub mod mam;
 pub mod offline;
+pub mod pep;
 pub mod presence;
 pub mod privacy;
 pub mod private;
@@ -118,6 +121,8 @@ fn version(node: &Node, iq: &Element) -> Element {
 /// the account's behalf (RFC 6121 §8.5.2.1.3 / §8.5.2.2.3).
 pub async fn handle_account_iq(node: &Arc<Node>, stanza: Stanza, account: BareJid) {
     if !(stanza.is_type("get") || stanza.is_type("set")) {
+        // Answers to the server's capability queries come back to the account (XEP-0115).
+        pep::caps_answer(node, &stanza).await;
         return;
     }
     let Ok(iq) = stanza.element(ns::CLIENT) else {
@@ -128,7 +133,7 @@ pub async fn handle_account_iq(node: &Arc<Node>, stanza: Stanza, account: BareJi
             disco::account_info(node, &iq, q)
         }
         Some(q) if q.is("query", ns::DISCO_ITEMS) && iq.attr("type") == Some("get") => {
-            disco::account_items(&iq, q)
+            disco::account_items(node, &account, &iq, q).await
         }
         Some(q) if q.is("ping", ns::PING) && iq.attr("type") == Some("get") => result_for(&iq),
         Some(q) if q.is("vCard", vcard::NS) => {
@@ -136,6 +141,12 @@ pub async fn handle_account_iq(node: &Arc<Node>, stanza: Stanza, account: BareJi
         }
         Some(q) if q.is("query", last::NS) && iq.attr("type") == Some("get") => {
             last::account(node, &account, &iq).await
+        }
+        Some(q) if q.is("pubsub", pep::NS) || q.is("pubsub", pep::NS_OWNER) => {
+            match iq.attr("from").and_then(|f| Jid::new(f).ok()) {
+                Some(requester) => pep::handle_iq(node, &account, &requester, &iq, q).await,
+                None => StanzaError::new(StanzaCondition::BadRequest).reply_to(&iq),
+            }
         }
         _ => StanzaError::new(StanzaCondition::ServiceUnavailable).reply_to(&iq),
     };
@@ -145,6 +156,8 @@ pub async fn handle_account_iq(node: &Arc<Node>, stanza: Stanza, account: BareJi
 /// An IQ a client sends to its own account (no `to`, or its own bare JID).
 pub async fn handle_own_iq(node: &Arc<Node>, session: &Arc<Session>, stanza: Stanza) {
     if !(stanza.is_type("get") || stanza.is_type("set")) {
+        // The account's own client answering a capability query of its PEP service.
+        pep::caps_answer(node, &stanza).await;
         return;
     }
     let Ok(mut iq) = stanza.element(ns::CLIENT) else {
@@ -162,7 +175,9 @@ pub async fn handle_own_iq(node: &Arc<Node>, session: &Arc<Session>, stanza: Sta
             disco::account_info(node, &iq, q)
         }
         Some(q) if q.is("query", ns::DISCO_ITEMS) && iq.attr("type") == Some("get") => {
-            disco::account_items(&iq, q)
+            let mut asked = iq.clone();
+            asked.set_attr("from", session.jid.to_string());
+            disco::account_items(node, &session.jid.to_bare(), &asked, q).await
         }
         Some(q) if q.is("query", ns::REGISTER) => {
             register::post_auth(node, &iq, session.jid.domain().as_str()).await
@@ -184,6 +199,11 @@ pub async fn handle_own_iq(node: &Arc<Node>, session: &Arc<Session>, stanza: Sta
         Some(q) if q.is("vCard", vcard::NS) => {
             let owner = session.jid.to_bare();
             vcard::handle_iq(node, &owner, &iq, q, true).await
+        }
+        Some(q) if q.is("pubsub", pep::NS) || q.is("pubsub", pep::NS_OWNER) => {
+            let owner = session.jid.to_bare();
+            let requester = Jid::from(session.jid.clone());
+            pep::handle_iq(node, &owner, &requester, &iq, q).await
         }
         Some(q) if q.is("query", last::NS) && iq.attr("type") == Some("get") => {
             let owner = session.jid.to_bare();

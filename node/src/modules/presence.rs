@@ -96,6 +96,8 @@ async fn broadcast_available(node: &Arc<Node>, session: &Arc<Session>, stanza: S
         p.priority = priority;
         (initial, takes_offline)
     });
+    // XEP-0163: the account's own resource, with its capabilities, for PEP notifications.
+    super::pep::presence_seen(node, &user, &session.jid, Some(&stanza)).await;
     let roster = roster_of(node, &user).await;
     let from = session.jid.to_string();
     for item in roster.items.values() {
@@ -192,6 +194,7 @@ async fn broadcast_unavailable(node: &Arc<Node>, session: &Session, stanza: &Sta
         (was, std::mem::take(&mut p.directed))
     });
     let user = session.jid.to_bare();
+    super::pep::presence_seen(node, &user, &session.jid, None).await;
     let from = session.jid.to_string();
     let roster = roster_of(node, &user).await;
     let mut sent_to = std::collections::HashSet::new();

@@ -57,7 +57,13 @@ pub async fn handle_iq(
         return result_for(iq).with_child(Element::new("query", NS).with_child(element));
     }
     match set(node, owner, child).await {
-        Ok(()) => result_for(iq),
+        Ok(()) => {
+            // XEP-0402 `#compat`: bookmarks stored here show in the PEP node too.
+            if child.is("storage", super::pep::NS_BOOKMARKS_LEGACY) {
+                super::pep::private_bookmarks_stored(node, owner, child).await;
+            }
+            result_for(iq)
+        }
         Err(condition) => {
             let mut error = StanzaError::new(condition);
             if condition == StanzaCondition::NotAcceptable {

@@ -41,7 +41,8 @@ fn photo_hash(vcard: &Element) -> Option<String> {
     Some(hex(&Sha1::digest(&bytes)))
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lowercase hexadecimal.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -80,8 +81,21 @@ pub async fn handle_iq(
         // Only the account itself changes its vCard.
         return StanzaError::new(StanzaCondition::Forbidden).reply_to(iq);
     }
+    let hash_before = stored_hash(node, owner).await;
     match set(node, owner, vcard).await {
-        Ok(()) => result_for(iq),
+        Ok(()) => {
+            // XEP-0398: a new photo becomes the PEP avatar too.
+            if node.config.modules.pep.enabled && photo_hash(vcard) != hash_before {
+                let photo = photo_of(vcard);
+                super::pep::vcard_photo_changed(
+                    node,
+                    owner,
+                    photo.as_ref().map(|(t, d)| (t.as_str(), d.as_str())),
+                )
+                .await;
+            }
+            result_for(iq)
+        }
         Err(condition) => {
             let mut error = StanzaError::new(condition);
             if condition == StanzaCondition::NotAcceptable {
@@ -89,6 +103,50 @@ pub async fn handle_iq(
             }
             error.reply_to(iq)
         }
+    }
+}
+
+/// The stored photo hash of `owner`.
+async fn stored_hash(node: &Node, owner: &BareJid) -> Option<String> {
+    let bytes = node
+        .storage
+        .get_item(owner, KIND, PHOTO_HASH)
+        .await
+        .ok()
+        .flatten()?;
+    String::from_utf8(bytes).ok()
+}
+
+/// The vCard's photo: MIME type and base64 data.
+fn photo_of(vcard: &Element) -> Option<(String, String)> {
+    let photo = vcard.get_child("PHOTO", NS)?;
+    let data = photo.get_child("BINVAL", NS)?.text();
+    let mime = photo
+        .get_child("TYPE", NS)
+        .map_or_else(|| "image/png".to_owned(), Element::text);
+    Some((mime, data))
+}
+
+/// XEP-0398: the account published a new PEP avatar (`Some((mime, base64))`) or removed it:
+/// its vCard photo follows.
+pub async fn set_photo(node: &Node, owner: &BareJid, photo: Option<(&str, &str)>) {
+    let Ok(mut vcard) = stored(node, owner).await else {
+        return;
+    };
+    let current = photo_of(&vcard);
+    if current.as_ref().map(|(t, d)| (t.as_str(), d.as_str())) == photo {
+        return;
+    }
+    vcard.retain_children(|c| !c.is("PHOTO", NS));
+    if let Some((mime, data)) = photo {
+        vcard.append_child(
+            Element::new("PHOTO", NS)
+                .with_child(Element::new("TYPE", NS).with_text(mime))
+                .with_child(Element::new("BINVAL", NS).with_text(data)),
+        );
+    }
+    if let Err(condition) = set(node, owner, &vcard).await {
+        tracing::warn!(%owner, condition = condition.as_str(), "avatar not copied to the vCard");
     }
 }
 

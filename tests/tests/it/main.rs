@@ -11,5 +11,6 @@ mod grt;
 mod mesh;
 mod mesh_pki;
 mod offline;
+mod pep;
 mod roster;
 mod stream_management;
