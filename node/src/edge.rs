@@ -101,6 +101,15 @@ enum Call {
         h: u32,
         from: String,
     },
+    /// Part `index` of `total` of an account moving there (its [`AccountData`], encoded),
+    /// for accounts too large for one call; the last part stores it.
+    ImportPart {
+        jid: String,
+        transfer: u64,
+        index: u32,
+        total: u32,
+        bytes: Vec<u8>,
+    },
 }
 
 /// The answer to a [`Call`].
@@ -705,12 +714,41 @@ impl Node {
         jid: &BareJid,
         data: AccountData,
     ) -> Result<(), RehomeError> {
-        let call = Call::Import {
-            jid: jid.to_string(),
-            data: Box::new(data),
-        };
-        match self.call(dc, &call).await {
-            Ok(Reply::Imported) => Ok(()),
+        let encoded = postcard::to_allocvec(&data)
+            .map_err(|e| RehomeError::Failed(format!("the account cannot be encoded: {e}")))?;
+        if encoded.len() <= crate::rehome::IMPORT_PART {
+            let call = Call::Import {
+                jid: jid.to_string(),
+                data: Box::new(data),
+            };
+            return self.import_call(dc, &call, true).await;
+        }
+        // Too large for one call (a call frame holds about 1 MiB): sent in parts, in order;
+        // the new home keeps them until the last and stores the account in one transaction.
+        let mut transfer = [0u8; 8];
+        rand::fill(&mut transfer);
+        let transfer = u64::from_le_bytes(transfer);
+        let parts: Vec<&[u8]> = encoded.chunks(crate::rehome::IMPORT_PART).collect();
+        let total = u32::try_from(parts.len())
+            .map_err(|_| RehomeError::Failed("the account is too large to move".to_owned()))?;
+        for (index, bytes) in (0u32..).zip(parts) {
+            let call = Call::ImportPart {
+                jid: jid.to_string(),
+                transfer,
+                index,
+                total,
+                bytes: bytes.to_vec(),
+            };
+            self.import_call(dc, &call, index + 1 == total).await?;
+        }
+        tracing::info!(%jid, to = %dc, bytes = encoded.len(), parts = total, "account sent in parts");
+        Ok(())
+    }
+
+    async fn import_call(&self, dc: &str, call: &Call, last: bool) -> Result<(), RehomeError> {
+        match self.call(dc, call).await {
+            Ok(Reply::Imported) if last => Ok(()),
+            Ok(Reply::Done) if !last => Ok(()),
             Ok(Reply::Refused(Refusal::Failed(reason))) => Err(RehomeError::Failed(format!(
                 "{dc} did not store the account: {reason}"
             ))),
@@ -819,6 +857,23 @@ impl Node {
             Ok(Call::Import { jid, data }) => match BareJid::new(&jid) {
                 Ok(jid) => match self.import_account(&jid, *data).await {
                     Ok(()) => Reply::Imported,
+                    Err(reason) => Reply::Refused(Refusal::Failed(reason)),
+                },
+                Err(_) => Reply::Refused(Refusal::Failed(format!("invalid JID {jid:?}"))),
+            },
+            Ok(Call::ImportPart {
+                jid,
+                transfer,
+                index,
+                total,
+                bytes,
+            }) => match BareJid::new(&jid) {
+                Ok(jid) => match self.moves.import_part(&jid, transfer, index, total, bytes) {
+                    Ok(None) => Reply::Done,
+                    Ok(Some(data)) => match self.import_account(&jid, data).await {
+                        Ok(()) => Reply::Imported,
+                        Err(reason) => Reply::Refused(Refusal::Failed(reason)),
+                    },
                     Err(reason) => Reply::Refused(Refusal::Failed(reason)),
                 },
                 Err(_) => Reply::Refused(Refusal::Failed(format!("invalid JID {jid:?}"))),

@@ -6,8 +6,10 @@
 //! 1. It **holds** every stanza routed to the account (they wait in memory, in order) and ends
 //!    its sessions with `<reset/>` (their clients log in again; until the move is over a login
 //!    is a temporary failure).
-//! 2. It exports the account's data ([`AccountData`]: credentials, roster, offline messages)
-//!    and has the new home import it, over a call stream of the bridge.
+//! 2. It exports the account's data ([`AccountData`]: credentials, roster, offline messages,
+//!    module items, archive) and has the new home import it, over call streams of the bridge:
+//!    in one call, or, when larger than [`IMPORT_PART`], in parts sent in order that the new
+//!    home keeps until the last and then stores in one transaction.
 //! 3. It writes the new home into the routing table; from then on every datacenter routes to
 //!    the new home, and a stanza that still reaches the old one is forwarded by its newer view.
 //! 4. It deletes its copy and routes the held stanzas again, now to the new home.
@@ -31,6 +33,22 @@ use crate::storage::AccountData;
 
 /// How long the old home waits for the account's sessions to end before exporting.
 const SESSIONS_END_WAIT: Duration = Duration::from_secs(5);
+/// Largest piece of an encoded account sent in one call (a call frame holds about 1 MiB).
+pub(crate) const IMPORT_PART: usize = 512 * 1024;
+/// Largest account a datacenter accepts in parts.
+const IMPORT_MAX: usize = 1024 * 1024 * 1024;
+/// Parts of a transfer not completed within this are dropped (the move was called off).
+const IMPORT_STALE: Duration = Duration::from_secs(120);
+
+/// An account arriving in parts.
+#[derive(Debug)]
+struct Incoming {
+    transfer: u64,
+    next: u32,
+    total: u32,
+    bytes: Vec<u8>,
+    started: Instant,
+}
 
 /// Accounts being moved away from this node, with the stanzas held for each.
 #[derive(Debug, Default)]
@@ -41,6 +59,59 @@ pub struct Moves {
     /// Local deliveries in progress, so a move can wait for those that began before it held
     /// its account's stanzas (one of them may still be storing an offline message).
     gate: Gate,
+    /// Accounts moving here in parts, by JID.
+    incoming: std::sync::Mutex<HashMap<BareJid, Incoming>>,
+}
+
+impl Moves {
+    /// Part `index` of `total` of the encoded account `jid` moving here; the whole account
+    /// once the last part is in. Parts come in order; a new transfer replaces an older one.
+    pub(crate) fn import_part(
+        &self,
+        jid: &BareJid,
+        transfer: u64,
+        index: u32,
+        total: u32,
+        part: Vec<u8>,
+    ) -> Result<Option<AccountData>, String> {
+        let mut incoming = lock(&self.incoming);
+        incoming.retain(|_, i| i.started.elapsed() < IMPORT_STALE);
+        if index == 0 {
+            incoming.insert(
+                jid.clone(),
+                Incoming {
+                    transfer,
+                    next: 0,
+                    total,
+                    bytes: Vec::new(),
+                    started: Instant::now(),
+                },
+            );
+        }
+        let Some(entry) = incoming.get_mut(jid) else {
+            return Err(format!("part {index} of a transfer that did not start"));
+        };
+        if entry.transfer != transfer || entry.next != index || entry.total != total {
+            incoming.remove(jid);
+            return Err(format!("part {index} of {total} out of order"));
+        }
+        if entry.bytes.len() + part.len() > IMPORT_MAX {
+            incoming.remove(jid);
+            return Err("the account is larger than this datacenter accepts".to_owned());
+        }
+        entry.bytes.extend_from_slice(&part);
+        entry.next += 1;
+        if entry.next < total {
+            return Ok(None);
+        }
+        let Some(done) = incoming.remove(jid) else {
+            return Err("transfer vanished".to_owned());
+        };
+        drop(incoming);
+        postcard::from_bytes(&done.bytes)
+            .map(Some)
+            .map_err(|e| format!("the account's parts do not decode: {e}"))
+    }
 }
 
 /// Counts tasks inside a section by generation: [`Gate::drain`] starts a new generation and
@@ -321,6 +392,68 @@ mod tests {
         let stuck = moves.enter();
         assert!(!moves.gate.drain(Duration::from_millis(20)).await);
         drop(stuck);
+    }
+
+    fn scram() -> crate::storage::ScramRecord {
+        crate::storage::ScramRecord {
+            salt: vec![1; 16],
+            iterations: 4096,
+            stored_key: vec![2; 32],
+            server_key: vec![3; 32],
+        }
+    }
+
+    #[test]
+    fn an_account_arrives_in_parts_in_order() {
+        let moves = Moves::default();
+        let alice = BareJid::new("alice@localhost").expect("jid");
+        let data = AccountData {
+            record: crate::storage::UserRecord {
+                sha1: scram(),
+                sha256: scram(),
+                created_unix: 1,
+            },
+            roster: crate::storage::Roster::default(),
+            offline: Vec::new(),
+            items: vec![crate::storage::AccountItem {
+                kind: "private".into(),
+                key: "k".into(),
+                value: vec![7; 3000],
+            }],
+            archive: Vec::new(),
+        };
+        let encoded = postcard::to_allocvec(&data).expect("encode");
+        let parts: Vec<&[u8]> = encoded.chunks(1000).collect();
+        let total = parts.len() as u32;
+        // Out of order: refused, and the transfer is dropped.
+        assert!(
+            moves
+                .import_part(&alice, 1, 1, total, parts[1].to_vec())
+                .is_err()
+        );
+        for (i, part) in parts.iter().enumerate() {
+            let got = moves
+                .import_part(&alice, 2, i as u32, total, part.to_vec())
+                .expect("in order");
+            assert_eq!(got.is_some(), i + 1 == parts.len());
+            if let Some(got) = got {
+                assert_eq!(got, data);
+            }
+        }
+        // A part of another transfer in the middle ends it.
+        moves
+            .import_part(&alice, 3, 0, total, parts[0].to_vec())
+            .expect("start");
+        assert!(
+            moves
+                .import_part(&alice, 4, 1, total, parts[1].to_vec())
+                .is_err()
+        );
+        assert!(
+            moves
+                .import_part(&alice, 3, 1, total, parts[1].to_vec())
+                .is_err()
+        );
     }
 
     #[test]

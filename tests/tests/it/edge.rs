@@ -507,3 +507,42 @@ async fn an_account_moves_home_with_its_data_and_messages_in_flight() {
 
     finish(root, servers);
 }
+
+/// An account larger than one call frame (24 private documents of 60 KB: about 1.4 MB) moves in
+/// parts and arrives whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_account_moves_in_parts() {
+    let _one = one_at_a_time().await;
+    let (root, servers) = three_dcs("mesh-rehome-large", "5s");
+    homes(&servers, &[(0, "alice")]);
+    let filler = "x".repeat(60_000);
+    for n in 0..24 {
+        let xml = format!("<doc xmlns='urn:example:{n}'>{n}:{filler}</doc>");
+        let out = servers[0].ctl(&["private", "set", "--user", "alice@localhost", "--xml", &xml]);
+        assert!(out.status.success(), "{}", output_text(&out));
+    }
+    let out = servers[2].ctl(&["mesh", "rehome", "--jid", "alice@localhost", "--dc", "dc2"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    for n in [0, 23] {
+        let out = servers[1].ctl(&[
+            "private",
+            "get",
+            "--user",
+            "alice@localhost",
+            "--element",
+            "doc",
+            "--namespace",
+            &format!("urn:example:{n}"),
+        ]);
+        let text = output_text(&out);
+        assert!(out.status.success(), "{text}");
+        assert!(
+            text.contains(&format!(">{n}:{filler}</doc>")),
+            "document {n} whole"
+        );
+    }
+    // The password moved too: alice logs in at her new home.
+    let mut alice = login(&servers[1], "alice", "desk").await;
+    alice.send("</stream:stream>").await;
+    finish(root, servers);
+}
