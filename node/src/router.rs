@@ -148,6 +148,16 @@ impl Node {
             if stanza.kind == StanzaKind::Presence && stanza.is_type("probe") {
                 return modules::presence::inbound(self, stanza, to.to_bare()).await;
             }
+            // XEP-0016: the session's active list.
+            if modules::privacy::filters_sessions(self, &to.to_bare())
+                && !modules::privacy::session_accepts(self, &session, &stanza).await
+            {
+                if modules::privacy::refusal_answered(&stanza) {
+                    self.bounce(&stanza, StanzaCondition::ServiceUnavailable)
+                        .await;
+                }
+                return;
+            }
             if !self.deliver(&session, &stanza) {
                 self.bounce(&stanza, StanzaCondition::RecipientUnavailable)
                     .await;
@@ -210,8 +220,12 @@ impl Node {
                         modules::pep::presence_seen(self, &to, &from, available).await;
                     }
                     // Available/unavailable presence to a bare JID: every available resource.
+                    let filter = modules::privacy::filters_sessions(self, &to);
                     for session in self.sm.resources(&to) {
-                        if session.is_available() {
+                        if session.is_available()
+                            && (!filter
+                                || modules::privacy::session_accepts(self, &session, &stanza).await)
+                        {
                             self.deliver(&session, &stanza);
                         }
                     }
@@ -239,15 +253,30 @@ impl Node {
             })
             .collect();
         let top = candidates.iter().map(|(_, p)| *p).max();
+        let filter = modules::privacy::filters_sessions(self, to);
         let mut delivered = Vec::new();
+        let mut refused = false;
         for (session, priority) in &candidates {
-            if (stanza.is_type("headline") || Some(*priority) == top)
-                && self.deliver(session, &stanza)
-            {
+            if !(stanza.is_type("headline") || Some(*priority) == top) {
+                continue;
+            }
+            // XEP-0016: a session's active list may refuse what the account takes.
+            if filter && !modules::privacy::session_accepts(self, session, &stanza).await {
+                refused = true;
+                continue;
+            }
+            if self.deliver(session, &stanza) {
                 delivered.push(session.conn_id);
             }
         }
         if delivered.is_empty() {
+            if refused {
+                if modules::privacy::refusal_answered(&stanza) {
+                    self.bounce(&stanza, StanzaCondition::ServiceUnavailable)
+                        .await;
+                }
+                return;
+            }
             return self.undeliverable_message(stanza, to).await;
         }
         modules::carbons::received(self, to, &stanza, &delivered);

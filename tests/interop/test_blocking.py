@@ -99,3 +99,34 @@ async def test_a_default_privacy_list(server, clients):
     assert (await a.next_message())["body"] == "hi again"
     await a.plugin["xep_0016"].remove_list("quiet")
     assert list((await a.plugin["xep_0016"].get_privacy_lists())["privacy"]["lists"]) == []
+
+
+async def test_an_active_list_filters_inbound_stanzas_for_its_session_only(server, clients):
+    alice, dora = server.new_account("alice"), server.new_account("dora")
+    quiet = clients(alice, resource="quiet", plugins=("xep_0016",))
+    loud = clients(alice, resource="loud")
+    d = clients(dora, resource="d")
+    await quiet.online()
+    await loud.online()
+    await d.online()
+    await quiet.plugin["xep_0016"].edit_list("no-dora", timeout=5, rules=[
+        {"type": "jid", "value": dora.jid, "action": "deny", "order": "1",
+         "message": True},
+        {"value": "", "action": "allow", "order": "2"},
+    ])
+    await quiet.plugin["xep_0016"].activate("no-dora", timeout=5)
+
+    # To the bare JID: only the session without the list gets it.
+    d.send_message(mto=alice.jid, mbody="to both", mtype="chat")
+    assert (await loud.next_message())["body"] == "to both"
+    await quiet.no_message(within=0.5)
+    # To the session that refuses: an error back.
+    d.send_message(mto=f"{alice.jid}/quiet", mbody="to the quiet one", mtype="chat")
+    error = await refused(d)
+    assert error["error"]["condition"] == "service-unavailable"
+    await quiet.no_message(within=0.3)
+
+    # Declining the active list lets everything in again.
+    await quiet.plugin["xep_0016"].deactivate(timeout=5)
+    d.send_message(mto=f"{alice.jid}/quiet", mbody="welcome back", mtype="chat")
+    assert (await quiet.next_message())["body"] == "welcome back"

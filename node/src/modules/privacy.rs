@@ -11,8 +11,10 @@
 //!   outbound presence dropped.
 //!
 //! Inbound checks use the blocklist and the default list (an incoming stanza for the account is
-//! not yet any one session's); outbound checks use the blocklist and the sending session's
-//! active list, or the default. Lists live in memory for the accounts that have any (loaded at
+//! not yet any one session's) — unless a session of the account chose an active list: then
+//! the account-wide check uses the blocklist only, and each session is checked as the stanza
+//! is given to it, with its active list or the default ([`session_accepts`]). Outbound checks
+//! use the blocklist and the sending session's active list, or the default. Lists live in memory for the accounts that have any (loaded at
 //! start), so an account without lists costs one map lookup per stanza.
 
 use std::collections::BTreeMap;
@@ -275,6 +277,20 @@ async fn allowed(
     stanza: &Stanza,
     inbound: bool,
 ) -> bool {
+    allowed_by(node, user, active, contact, stanza, inbound, true).await
+}
+
+/// [`allowed`], optionally without the default list (`with_default == false`: only the
+/// blocklist and `active`).
+async fn allowed_by(
+    node: &Node,
+    user: &BareJid,
+    active: Option<&str>,
+    contact: &Jid,
+    stanza: &Stanza,
+    inbound: bool,
+    with_default: bool,
+) -> bool {
     let Some(lists) = node.privacy.get(user) else {
         return true;
     };
@@ -282,7 +298,8 @@ async fn allowed(
     if decide(lists.blocklist(), contact, class, None) == Some(false) {
         return false;
     }
-    let name = active.map(str::to_owned).or_else(|| lists.default.clone());
+    let default = with_default.then(|| lists.default.clone()).flatten();
+    let name = active.map(str::to_owned).or(default);
     let Some(items) = name.as_deref().and_then(|n| lists.lists.get(n)) else {
         return true;
     };
@@ -307,19 +324,50 @@ pub async fn inbound_allowed(node: &Arc<Node>, user: &BareJid, stanza: &Stanza) 
         // The account itself and servers are never filtered.
         return true;
     }
-    if allowed(node, user, None, &from, stanza, true).await {
+    // With an active list somewhere, the default list is applied per session instead.
+    let per_session = any_active(node, user);
+    if allowed_by(node, user, None, &from, stanza, true, !per_session).await {
         return true;
     }
-    let answers = match stanza.kind {
-        StanzaKind::Message => !stanza.is_type("error") && !stanza.is_type("groupchat"),
-        StanzaKind::Iq => stanza.is_type("get") || stanza.is_type("set"),
-        StanzaKind::Presence => false,
-    };
-    if answers {
+    if refusal_answered(stanza) {
         node.bounce(stanza, StanzaCondition::ServiceUnavailable)
             .await;
     }
     false
+}
+
+/// Whether a session of `user` chose an active list.
+fn any_active(node: &Node, user: &BareJid) -> bool {
+    node.sm.any_resource(user, |s| s.privacy_list().is_some())
+}
+
+/// Whether inbound stanzas for `user` must also be checked session by session (some session
+/// chose an active list); cheap when no account has lists.
+pub fn filters_sessions(node: &Node, user: &BareJid) -> bool {
+    node.privacy.any() && node.privacy.get(user).is_some() && any_active(node, user)
+}
+
+/// Whether `session`'s active list (or the account's default) lets the inbound `stanza` reach
+/// it. Called, when [`filters_sessions`] says so, as the stanza is given to the session.
+pub async fn session_accepts(node: &Node, session: &Session, stanza: &Stanza) -> bool {
+    let user = session.jid.to_bare();
+    let Some(from) = stanza.from().and_then(|f| Jid::new(f).ok()) else {
+        return true;
+    };
+    if from.to_bare() == user || from.node().is_none() {
+        return true;
+    }
+    let active = session.privacy_list();
+    allowed(node, &user, active.as_deref(), &from, stanza, true).await
+}
+
+/// Whether a refused inbound stanza is answered with an error (messages and IQ requests).
+pub fn refusal_answered(stanza: &Stanza) -> bool {
+    match stanza.kind {
+        StanzaKind::Message => !stanza.is_type("error") && !stanza.is_type("groupchat"),
+        StanzaKind::Iq => stanza.is_type("get") || stanza.is_type("set"),
+        StanzaKind::Presence => false,
+    }
 }
 
 /// A stanza the client of `session` sends to `to`: `false` when the account's lists deny it,
