@@ -58,6 +58,28 @@ pub(crate) fn domain_name(domain: &str) -> AdminResult<String> {
     Ok(jid.domain().as_str().to_owned())
 }
 
+/// The bare JID of an existing account homed in this node's datacenter; NOT_FOUND naming the
+/// datacenter for an account that lives elsewhere (its data is only there).
+pub(crate) async fn home_user(
+    node: &Node,
+    user: &str,
+    operation: &'static str,
+) -> AdminResult<BareJid> {
+    let jid = local_user(node, user)?;
+    if let Some((home, _)) = node.remote_home(&jid) {
+        return Err(AdminError::NotFound(format!(
+            "{jid} lives in datacenter {home}: run the command against a node there"
+        )));
+    }
+    match node.storage.get_user(&jid).await {
+        Ok(Some(_)) => Ok(jid),
+        Ok(None) => Err(AdminError::NotFound(format!(
+            "account {jid} does not exist"
+        ))),
+        Err(e) => Err(AdminError::internal(operation, &e)),
+    }
+}
+
 /// The bare JID (`user@domain`) of a user of a domain served here; the account may or may not
 /// exist.
 pub(crate) fn local_user(node: &Node, user: &str) -> AdminResult<BareJid> {

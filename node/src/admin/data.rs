@@ -7,31 +7,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_graphql::{Context, Object, Result, SimpleObject};
-use jid::BareJid;
 use tern_xmpp_proto::Element;
 
-use super::args::local_user;
+use super::args::home_user;
 use super::error::{AdminError, AdminResult, graphql};
 use super::schema::node;
 use crate::modules::{last, private, vcard};
 use crate::node::Node;
-
-/// `user` as an account that lives here.
-async fn home_user(node: &Node, user: &str, operation: &'static str) -> AdminResult<BareJid> {
-    let jid = local_user(node, user)?;
-    if let Some((home, _)) = node.remote_home(&jid) {
-        return Err(AdminError::NotFound(format!(
-            "{jid} lives in datacenter {home}: run the command against a node there"
-        )));
-    }
-    match node.storage.get_user(&jid).await {
-        Ok(Some(_)) => Ok(jid),
-        Ok(None) => Err(AdminError::NotFound(format!(
-            "account {jid} does not exist"
-        ))),
-        Err(e) => Err(AdminError::internal(operation, &e)),
-    }
-}
 
 /// What a data mutation did.
 #[derive(Debug, SimpleObject)]
@@ -356,7 +338,7 @@ mod tests {
         assert_eq!(last.status.as_deref(), Some("away"));
 
         assert_eq!(count_offline(&node, "alice@localhost").await.unwrap(), 0);
-        let alice = BareJid::new("alice@localhost").unwrap();
+        let alice = jid::BareJid::new("alice@localhost").unwrap();
         for body in ["a", "b"] {
             node.storage
                 .store_offline(&alice, bytes::Bytes::from(body), 10)

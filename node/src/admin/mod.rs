@@ -8,10 +8,12 @@
 //! - `http`: the axum router, bearer-token check and [`serve`]; writes `<data_dir>/admin.addr`.
 //! - `schema`: the GraphQL schema root, one namespaced object per category in the
 //!   `mongooseimctl` style (`account`, `session`, `stanza`, `roster`, `server`, `domain`,
-//!   `mesh`).
-//! - `account`, `session`, `stanza`, `roster`, `server`, `domain`, `mesh`: one category each,
-//!   its query and mutation objects and the operations behind them.
-//! - `args`: parsing and checking the JIDs and domains resolvers receive.
+//!   `mesh`, and `offline`, `vcard`, `last`, `private` in `data`).
+//! - `account`, `session`, `stanza` (sending, and the archive's last messages), `roster`,
+//!   `server`, `domain`, `mesh`, `data`: one category each (or a few), its query and mutation
+//!   objects and the operations behind them.
+//! - `args`: parsing and checking the JIDs and domains resolvers receive, and finding an
+//!   account that lives in this datacenter.
 //! - `error`: [`AdminError`], every failure a resolver reports, with its `extensions.code`.
 
 mod account;

@@ -17,7 +17,7 @@ use super::mesh::{MeshMutation, MeshQuery};
 use super::roster::{RosterMutation, RosterQuery};
 use super::server::{ServerMutation, ServerQuery};
 use super::session::{SessionMutation, SessionQuery};
-use super::stanza::StanzaMutation;
+use super::stanza::{StanzaMutation, StanzaQuery};
 use crate::node::Node;
 
 /// The admin schema.
@@ -62,7 +62,12 @@ impl QueryRoot {
         SessionQuery
     }
 
-    /// Rosters.
+    /// Message archives (XEP-0313): the last messages of an account.
+    async fn stanza(&self) -> StanzaQuery {
+        StanzaQuery
+    }
+
+    /// Rosters: list contacts, get one.
     async fn roster(&self) -> RosterQuery {
         RosterQuery
     }
@@ -123,7 +128,7 @@ impl MutationRoot {
         StanzaMutation
     }
 
-    /// Rosters: add contacts, set subscriptions.
+    /// Rosters: add and delete contacts, set subscriptions.
     async fn roster(&self) -> RosterMutation {
         RosterMutation
     }
@@ -179,7 +184,9 @@ mod tests {
             "type AccountMutation",
             "type SessionQuery",
             "type SessionMutation",
+            "type StanzaQuery",
             "type StanzaMutation",
+            "type ArchivedMessage ",
             "type RosterQuery",
             "type RosterMutation",
             "type ServerQuery",

@@ -38,6 +38,10 @@ enum Output {
     UserHome,
     /// `last get`: one line.
     Last,
+    /// `roster get-contact`: one line.
+    Contact,
+    /// `stanza get-last-messages`: one line per message.
+    Messages,
 }
 
 /// The fields of a domain that `domain list` and `domain details` ask for.
@@ -74,8 +78,8 @@ impl Call {
 /// from `input`.
 pub(crate) fn plan(command: &CtlCommand, input: &mut dyn BufRead) -> Result<Call, CtlError> {
     use Output::{
-        CheckPassword, Count, DomainDetails, Domains, Last, Lines, MeshStatus, Message, Status,
-        Text, UserHome,
+        CheckPassword, Contact, Count, DomainDetails, Domains, Last, Lines, MeshStatus, Message,
+        Messages, Status, Text, UserHome,
     };
     Ok(match command {
         CtlCommand::Account(c) => match c {
@@ -165,6 +169,19 @@ pub(crate) fn plan(command: &CtlCommand, input: &mut dyn BufRead) -> Result<Call
                 json!({ "stanza": document(stanza, input)? }),
                 ["stanza", "sendStanza"],
                 Message,
+            ),
+            StanzaCommand::GetLastMessages {
+                caller,
+                with,
+                limit,
+                before,
+            } => Call::new(
+                "query($caller: String!, $with: String, $limit: Int, $before: String) \
+                 { stanza { getLastMessages(caller: $caller, with: $with, limit: $limit, \
+                 before: $before) { id timestamp sender recipient body stanza } } }",
+                json!({ "caller": caller, "with": with, "limit": limit, "before": before }),
+                ["stanza", "getLastMessages"],
+                Messages,
             ),
         },
         CtlCommand::Offline(c) => match c {
@@ -264,6 +281,28 @@ pub(crate) fn plan(command: &CtlCommand, input: &mut dyn BufRead) -> Result<Call
                  { roster { setMutualSubscription(userA: $userA, userB: $userB) { message } } }",
                 json!({ "userA": user_a, "userB": user_b }),
                 ["roster", "setMutualSubscription"],
+                Message,
+            ),
+            RosterCommand::GetContact { user, contact } => Call::new(
+                "query($user: String!, $contact: String!) \
+                 { roster { getContact(user: $user, contact: $contact) \
+                 { jid name groups subscription ask pendingIn approved } } }",
+                json!({ "user": user, "contact": contact }),
+                ["roster", "getContact"],
+                Contact,
+            ),
+            RosterCommand::DeleteContact { user, contact } => Call::new(
+                "mutation($user: String!, $contact: String!) \
+                 { roster { deleteContact(user: $user, contact: $contact) { message } } }",
+                json!({ "user": user, "contact": contact }),
+                ["roster", "deleteContact"],
+                Message,
+            ),
+            RosterCommand::SubscribeAllToAll { users } => Call::new(
+                "mutation($users: [String!]!) \
+                 { roster { subscribeAllToAll(users: $users) { message } } }",
+                json!({ "users": users }),
+                ["roster", "subscribeAllToAll"],
                 Message,
             ),
         },
@@ -460,6 +499,17 @@ fn as_text(output: Output, value: &Value) -> String {
         Output::DomainDetails => domain_details(value),
         Output::MeshStatus => mesh_status(value),
         Output::Last => last_line(value),
+        Output::Contact => contact_line(value),
+        Output::Messages => value
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .map(message_line)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .unwrap_or_else(|| plain(value)),
         Output::UserHome => format!(
             "{}: {} (version {}, as of {})",
             plain(value.get("jid").unwrap_or(&Value::Null)),
@@ -639,7 +689,67 @@ fn status_lines(value: &Value) -> String {
         .join("\n")
 }
 
-/// A JSON value as plain text: strings without quotes, null as `-`.
+/// `roster get-contact` as one line:
+/// `JID subscription=S name=N groups=G1,G2 ask=subscribe|none`, with `-` for no name or no
+/// groups; a name or group that is empty or holds spaces, commas, `=` or quotes is quoted.
+fn contact_line(value: &Value) -> String {
+    let name = match value.get("name") {
+        Some(Value::String(name)) => token(name),
+        _ => "-".to_owned(),
+    };
+    let groups = value
+        .get("groups")
+        .and_then(Value::as_array)
+        .filter(|groups| !groups.is_empty())
+        .map_or_else(
+            || "-".to_owned(),
+            |groups| {
+                groups
+                    .iter()
+                    .map(|g| token(&plain(g)))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            },
+        );
+    let ask = if value.get("ask") == Some(&Value::Bool(true)) {
+        "subscribe"
+    } else {
+        "none"
+    };
+    format!(
+        "{} subscription={} name={name} groups={groups} ask={ask}",
+        plain(value.get("jid").unwrap_or(&Value::Null)),
+        plain(value.get("subscription").unwrap_or(&Value::Null)),
+    )
+}
+
+/// `text` as one `key=value` token: itself, or quoted with escapes when it is empty or holds
+/// whitespace, commas, `=`, quotes or control characters.
+fn token(text: &str) -> String {
+    let plain_enough = !text.is_empty()
+        && !text
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, ',' | '=' | '"'));
+    if plain_enough {
+        text.to_owned()
+    } else {
+        format!("{text:?}")
+    }
+}
+
+/// One message of `stanza get-last-messages`: `TIMESTAMP FROM -> TO: BODY`, line breaks of the
+/// body written `\n` (and `\r`) so that each message stays on one line; `-` for no body.
+fn message_line(message: &Value) -> String {
+    let field = |k: &str| plain(message.get(k).unwrap_or(&Value::Null));
+    let body = field("body").replace('\r', "\\r").replace('\n', "\\n");
+    format!(
+        "{} {} -> {}: {body}",
+        field("timestamp"),
+        field("sender"),
+        field("recipient")
+    )
+}
+
 /// `last get` as one line: `U: online`, `U: last seen T (N s ago): STATUS`, or
 /// `U: no activity recorded`.
 fn last_line(value: &Value) -> String {
@@ -661,6 +771,7 @@ fn last_line(value: &Value) -> String {
     }
 }
 
+/// A JSON value as plain text: strings without quotes, null as `-`.
 fn plain(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
@@ -869,6 +980,107 @@ mod tests {
             { "jid": "b@d", "subscription": "both" }, { "jid": "c@e", "subscription": "none" }
         ] } });
         assert_eq!(text_of(&call, data).0, "b@d\nc@e\n");
+    }
+
+    #[test]
+    fn roster_commands_send_variables_and_print_one_line() {
+        let call = plan_of(CtlCommand::Roster(RosterCommand::GetContact {
+            user: "a@d".into(),
+            contact: "b@d".into(),
+        }));
+        assert!(
+            call.query
+                .contains("getContact(user: $user, contact: $contact)"),
+            "{}",
+            call.query
+        );
+        assert_eq!(call.variables, json!({ "user": "a@d", "contact": "b@d" }));
+        let data = json!({ "roster": { "getContact": {
+            "jid": "b@d", "name": "Bob", "groups": ["Friends", "Work"],
+            "subscription": "both", "ask": false, "pendingIn": false, "approved": false
+        } } });
+        assert_eq!(
+            text_of(&call, data).0,
+            "b@d subscription=both name=Bob groups=Friends,Work ask=none\n"
+        );
+        let data = json!({ "roster": { "getContact": {
+            "jid": "c@d", "name": "Carol \"C\" Smith", "groups": ["Close friends"],
+            "subscription": "none", "ask": true
+        } } });
+        assert_eq!(
+            text_of(&call, data).0,
+            "c@d subscription=none name=\"Carol \\\"C\\\" Smith\" \
+             groups=\"Close friends\" ask=subscribe\n"
+        );
+        let data = json!({ "roster": { "getContact": {
+            "jid": "e@d", "name": null, "groups": [], "subscription": "to", "ask": false
+        } } });
+        assert_eq!(
+            text_of(&call, data).0,
+            "e@d subscription=to name=- groups=- ask=none\n"
+        );
+
+        let call = plan_of(CtlCommand::Roster(RosterCommand::DeleteContact {
+            user: "a@d".into(),
+            contact: "b@d".into(),
+        }));
+        assert!(
+            call.query
+                .contains("deleteContact(user: $user, contact: $contact)"),
+            "{}",
+            call.query
+        );
+        let data = json!({ "roster": { "deleteContact": {
+            "message": "removed b@d from the roster of a@d" } } });
+        assert_eq!(
+            text_of(&call, data).0,
+            "removed b@d from the roster of a@d\n"
+        );
+
+        let call = plan_of(CtlCommand::Roster(RosterCommand::SubscribeAllToAll {
+            users: vec!["a@d".into(), "b@d".into(), "c@d".into()],
+        }));
+        assert!(
+            call.query.contains("subscribeAllToAll(users: $users)"),
+            "{}",
+            call.query
+        );
+        assert_eq!(call.variables, json!({ "users": ["a@d", "b@d", "c@d"] }));
+    }
+
+    #[test]
+    fn last_messages_print_one_line_each() {
+        let call = plan_of(CtlCommand::Stanza(StanzaCommand::GetLastMessages {
+            caller: "a@d".into(),
+            with: None,
+            limit: Some(2),
+            before: Some("2025-01-01T00:00:00Z".into()),
+        }));
+        assert!(
+            call.query.contains(
+                "getLastMessages(caller: $caller, with: $with, limit: $limit, before: $before)"
+            ),
+            "{}",
+            call.query
+        );
+        assert_eq!(
+            call.variables,
+            json!({ "caller": "a@d", "with": null, "limit": 2,
+                    "before": "2025-01-01T00:00:00Z" })
+        );
+        let data = json!({ "stanza": { "getLastMessages": [
+            { "id": "1", "timestamp": "2024-12-31T23:59:58.000000Z", "sender": "b@d/phone",
+              "recipient": "a@d", "body": "two\nlines", "stanza": "<message/>" },
+            { "id": "2", "timestamp": "2024-12-31T23:59:59.000000Z", "sender": "a@d",
+              "recipient": "b@d", "body": null, "stanza": "<message/>" },
+        ] } });
+        assert_eq!(
+            text_of(&call, data).0,
+            "2024-12-31T23:59:58.000000Z b@d/phone -> a@d: two\\nlines\n\
+             2024-12-31T23:59:59.000000Z a@d -> b@d: -\n"
+        );
+        let (text, code) = text_of(&call, json!({ "stanza": { "getLastMessages": [] } }));
+        assert_eq!((text.as_str(), code), ("", ExitCode::SUCCESS));
     }
 
     #[test]

@@ -50,10 +50,10 @@ pub enum CtlCommand {
     /// Sessions (bound resources): list, count, kick.
     #[command(subcommand)]
     Session(SessionCommand),
-    /// Send messages and raw stanzas.
+    /// Send messages and raw stanzas; read an account's last archived messages.
     #[command(subcommand)]
     Stanza(StanzaCommand),
-    /// Rosters: list, add contacts, set mutual subscriptions.
+    /// Rosters: list, get, add and delete contacts, set mutual subscriptions.
     #[command(subcommand)]
     Roster(RosterCommand),
     /// The node: status, stop.
@@ -268,6 +268,23 @@ pub enum StanzaCommand {
         #[arg(long)]
         stanza: String,
     },
+    /// Print the newest messages of an account's archive (XEP-0313), oldest first, one per
+    /// line: `TIMESTAMP FROM -> TO: BODY`.
+    GetLastMessages {
+        /// The account's bare JID.
+        #[arg(long)]
+        caller: String,
+        /// Only messages exchanged with this JID (compared bare).
+        #[arg(long)]
+        with: Option<String>,
+        /// The most messages printed (default 50, at most 500).
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Only messages archived before this time (RFC 3339 in UTC, like
+        /// 2025-01-31T09:30:00Z).
+        #[arg(long, value_name = "TIMESTAMP")]
+        before: Option<String>,
+    },
 }
 
 /// `tern ctl roster ...`.
@@ -302,6 +319,30 @@ pub enum RosterCommand {
         /// The other account's bare JID.
         #[arg(long)]
         user_b: String,
+    },
+    /// Print one contact of an account's roster on one line.
+    GetContact {
+        /// The account's bare JID.
+        #[arg(long)]
+        user: String,
+        /// The contact's bare JID.
+        #[arg(long)]
+        contact: String,
+    },
+    /// Remove a contact from an account's roster, cancelling the subscriptions both ways.
+    DeleteContact {
+        /// The account's bare JID.
+        #[arg(long)]
+        user: String,
+        /// The contact's bare JID.
+        #[arg(long)]
+        contact: String,
+    },
+    /// Make every two of 2 to 100 accounts subscribed to each other's presence.
+    SubscribeAllToAll {
+        /// An account's bare JID; repeat the flag for each account.
+        #[arg(long = "user", value_name = "JID", required = true)]
+        users: Vec<String>,
     },
 }
 
@@ -571,6 +612,12 @@ mod tests {
             "ctl roster list --user a@d",
             "ctl roster add-contact --user a@d --contact b@d --name B --group x --group y",
             "ctl roster set-mutual-subscription --user-a a@d --user-b b@d",
+            "ctl roster get-contact --user a@d --contact b@d",
+            "ctl roster delete-contact --user a@d --contact b@d",
+            "ctl roster subscribe-all-to-all --user a@d --user b@d --user c@d",
+            "ctl stanza get-last-messages --caller a@d",
+            "ctl stanza get-last-messages --caller a@d --with b@d --limit 5 \
+             --before 2025-01-31T09:30:00Z",
             "ctl server status",
             "ctl server stop",
         ];
@@ -588,6 +635,23 @@ mod tests {
                 groups: vec!["x".into(), "y".into()],
             })
         );
+        let args = parse("ctl roster subscribe-all-to-all --user a@d --user b@d").unwrap();
+        assert_eq!(
+            args.command,
+            CtlCommand::Roster(RosterCommand::SubscribeAllToAll {
+                users: vec!["a@d".into(), "b@d".into()],
+            })
+        );
+        let args = parse("ctl stanza get-last-messages --caller a@d --limit 7").unwrap();
+        assert_eq!(
+            args.command,
+            CtlCommand::Stanza(StanzaCommand::GetLastMessages {
+                caller: "a@d".into(),
+                with: None,
+                limit: Some(7),
+                before: None,
+            })
+        );
     }
 
     #[test]
@@ -597,6 +661,11 @@ mod tests {
             "ctl account",
             "ctl session kick",
             "ctl roster set-mutual-subscription --user-a a@d",
+            "ctl roster get-contact --user a@d",
+            "ctl roster delete-contact --contact b@d",
+            "ctl roster subscribe-all-to-all",
+            "ctl stanza get-last-messages --with b@d",
+            "ctl stanza get-last-messages --caller a@d --limit many",
             "ctl server restart",
         ] {
             assert!(parse(line).is_err(), "{line}");

@@ -1,6 +1,7 @@
 //! Integration tests: the real `tern` binary on loopback, driven by raw clients and `tern ctl`.
 
 mod admin;
+mod admin_data;
 mod bad_input;
 mod c2s;
 mod config;
