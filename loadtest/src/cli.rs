@@ -78,6 +78,10 @@ pub(crate) struct Global {
     /// Worker threads of the harness (default: one per CPU).
     #[arg(long, global = true)]
     pub(crate) threads: Option<usize>,
+    /// Enable XEP-0198 stream management at the end of each login (every `<r/>` from the
+    /// server is answered with the count of stanzas handled), as mobile clients do.
+    #[arg(long, global = true)]
+    pub(crate) stream_management: bool,
 }
 
 /// How a connection gets TLS.

@@ -33,6 +33,8 @@ pub(crate) const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
 pub(crate) const READ_CHUNK: usize = 16 * 1024;
 /// The resource every harness session binds.
 pub(crate) const RESOURCE: &str = "lt";
+/// XEP-0198.
+const SM: &str = "urn:xmpp:sm:3";
 
 /// A secured client stream.
 pub(crate) type Io = TlsStream<TcpStream>;
@@ -53,6 +55,8 @@ pub(crate) struct Client {
     connector: TlsConnector,
     /// Salted passwords by account and salt, as a real client keeps them after a first login.
     salted: Mutex<HashMap<(String, SaltParams), Vec<u8>>>,
+    /// Enable XEP-0198 stream management after login.
+    stream_management: bool,
 }
 
 impl Client {
@@ -82,6 +86,7 @@ impl Client {
             sources,
             connector: insecure_connector(),
             salted: Mutex::new(HashMap::new()),
+            stream_management: global.stream_management,
         })
     }
 
@@ -228,6 +233,16 @@ impl Client {
         }
         if presence {
             wire.send("<presence/>").await?;
+        }
+        if self.stream_management {
+            // Last, so that every stanza the server counts from here on reaches the reader.
+            wire.send(&format!("<enable xmlns='{SM}'/>")).await?;
+            wire.expect("<enabled/>", |e| e.is("enabled", SM) || e.is("failed", SM))
+                .await
+                .and_then(|e| {
+                    ensure!(e.name() == "enabled", "stream management refused");
+                    Ok(())
+                })?;
         }
         Ok(Conn {
             io: wire.io,
@@ -400,6 +415,22 @@ impl Conn {
         };
         let _ = tokio::time::timeout(Duration::from_secs(2), closing).await;
     }
+}
+
+/// Whether `frame` is a stanza (counted for XEP-0198).
+pub(crate) fn is_stanza(frame: &[u8]) -> bool {
+    frame.starts_with(b"<message") || frame.starts_with(b"<presence") || frame.starts_with(b"<iq")
+}
+
+/// Whether `frame` is a XEP-0198 ack request (`<r/>`).
+pub(crate) fn is_ack_request(frame: &[u8]) -> bool {
+    (frame.starts_with(b"<r ") || frame.starts_with(b"<r/"))
+        && memchr::memmem::find(frame, SM.as_bytes()).is_some()
+}
+
+/// The XEP-0198 answer to an ack request after `handled` stanzas.
+pub(crate) fn ack(handled: u32) -> String {
+    format!("<a xmlns='{SM}' h='{handled}'/>")
 }
 
 /// The answer to a server's IQ `get`/`set` (pings answered, everything else refused), or

@@ -27,7 +27,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::client::{Client, Conn, Io, READ_CHUNK, answer_iq};
+use crate::client::{Client, Conn, Io, READ_CHUNK, ack, answer_iq, is_ack_request, is_stanza};
 use crate::monitor::Counters;
 use crate::stats::{Arrival, Hist, Ledger, PairReceipt, Recorder, new_histogram};
 
@@ -226,6 +226,7 @@ impl Swarm {
                 shared: shared.clone(),
                 tally: Tally::default(),
                 give_up: give_up.subscribe(),
+                handled: 0,
             };
             // Two tasks, so that each wakes only for its own work.
             tasks.spawn(async move { (index, reader.run().await) });
@@ -480,6 +481,8 @@ struct Reader {
     tally: Tally,
     /// Becomes `true` when the swarm stops waiting for the server to close streams.
     give_up: watch::Receiver<bool>,
+    /// Stanzas handled (XEP-0198's `h`, when stream management is on).
+    handled: u32,
 }
 
 impl Reader {
@@ -529,6 +532,12 @@ impl Reader {
     fn stanza(&mut self, stanza: &[u8]) {
         if self.shared.trace {
             eprintln!("<< {}: {}", self.index, String::from_utf8_lossy(stanza));
+        }
+        if is_stanza(stanza) {
+            self.handled = self.handled.wrapping_add(1);
+        } else if is_ack_request(stanza) {
+            let _ = self.answers.send(Cmd::Raw(ack(self.handled).into_bytes()));
+            return;
         }
         let head_end = memchr::memchr(b'>', stanza).unwrap_or(stanza.len());
         let head = &stanza[..head_end];
