@@ -68,7 +68,7 @@ pub use limits::{Limits, MAX_STANZA_SIZE, MIN_STANZA_SIZE};
 pub use listener::{C2sListener, Listen, TlsMode};
 pub use mesh::Mesh;
 pub use modules::{
-    Mam, Modules, Offline, Pep, Ping, Register, Stored, StreamManagement, Toggle, Version,
+    Mam, Modules, Muc, Offline, Pep, Ping, Register, Stored, StreamManagement, Toggle, Version,
 };
 pub use raw::RawConfig;
 pub use storage::{DEFAULT_DATABASE_FILE, Storage, StorageBackend};

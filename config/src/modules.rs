@@ -39,6 +39,37 @@ pub struct Modules {
     pub stream_management: StreamManagement,
     /// `[modules.pep]`: XEP-0163 personal eventing (and XEP-0223, XEP-0402, XEP-0398).
     pub pep: Pep,
+    /// `[modules.muc]`: XEP-0045 multi-user chat.
+    pub muc: Muc,
+}
+
+/// `[modules.muc]`: XEP-0045.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Muc {
+    /// Whether the service runs. Default `true`.
+    pub enabled: bool,
+    /// The service's domain for each served domain, `@HOST@` standing for it. Default
+    /// `"muc.@HOST@"`.
+    pub host: String,
+    /// Messages a new room keeps for history on join (owners may lower it). 0..=1000,
+    /// default 20.
+    pub history: u32,
+    /// Most occupants of a room (owners may lower it). 1..=100000, default 200.
+    pub max_users: u32,
+    /// Rooms one user may own. 1..=100000, default 100.
+    pub max_rooms_per_user: u32,
+}
+
+impl Default for Muc {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            host: "muc.@HOST@".to_owned(),
+            history: 20,
+            max_users: 200,
+            max_rooms_per_user: 100,
+        }
+    }
 }
 
 /// `[modules.pep]`: XEP-0163.
@@ -207,6 +238,7 @@ pub(crate) fn read(mut section: Section<'_>, d: &mut Diagnostics) -> Modules {
     let mam = read_mam(section.section(d, "mam"), d);
     let stream_management = read_stream_management(section.section(d, "stream_management"), d);
     let pep = read_pep(section.section(d, "pep"), d);
+    let muc = read_muc(section.section(d, "muc"), d);
     section.finish(d);
     Modules {
         register,
@@ -223,7 +255,36 @@ pub(crate) fn read(mut section: Section<'_>, d: &mut Diagnostics) -> Modules {
         mam,
         stream_management,
         pep,
+        muc,
     }
+}
+
+fn read_muc(mut section: Section<'_>, d: &mut Diagnostics) -> Muc {
+    let defaults = Muc::default();
+    let host = section
+        .string(d, "host")
+        .map_or_else(|| defaults.host.clone(), str::to_owned);
+    if host.matches("@HOST@").count() != 1 || host == "@HOST@" {
+        d.report(
+            &section.key_path("host"),
+            "must contain @HOST@ once, with something around it (such as \"muc.@HOST@\")",
+        );
+    }
+    let muc = Muc {
+        enabled: section.boolean(d, "enabled").unwrap_or(defaults.enabled),
+        host,
+        history: section
+            .integer_in::<u32>(d, "history", 0, Some(1000))
+            .unwrap_or(defaults.history),
+        max_users: section
+            .integer_in::<u32>(d, "max_users", 1, Some(100_000))
+            .unwrap_or(defaults.max_users),
+        max_rooms_per_user: section
+            .integer_in::<u32>(d, "max_rooms_per_user", 1, Some(100_000))
+            .unwrap_or(defaults.max_rooms_per_user),
+    };
+    section.finish(d);
+    muc
 }
 
 fn read_pep(mut section: Section<'_>, d: &mut Diagnostics) -> Pep {
@@ -394,6 +455,20 @@ mod tests {
         assert!(
             e.iter()
                 .any(|e| e.contains("modules.stream_management.resume")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn muc_settings() {
+        assert_eq!(config("").modules.muc, Muc::default());
+        let c = config("[modules.muc]\nhost = \"conference.@HOST@\"\nhistory = 0\n");
+        assert_eq!(c.modules.muc.host, "conference.@HOST@");
+        assert_eq!(c.modules.muc.history, 0);
+        let e = errors("[modules.muc]\nhost = \"muc.example.org\"\nmax_users = 0\n");
+        assert!(e.iter().any(|e| e.contains("modules.muc.host")), "{e:?}");
+        assert!(
+            e.iter().any(|e| e.contains("modules.muc.max_users")),
             "{e:?}"
         );
     }

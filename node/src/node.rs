@@ -44,6 +44,8 @@ pub struct Node {
     pub moves: crate::rehome::Moves,
     /// Sessions that may be resumed (XEP-0198), attached or waiting for their client.
     pub resumptions: crate::resume::Resumptions,
+    /// The MUC rooms homed here (XEP-0045).
+    pub rooms: crate::modules::muc::Rooms,
     /// What the PEP services of the accounts here know of their resources' capabilities.
     pub caps: crate::modules::pep::Caps,
     /// Privacy lists and blocklists of the accounts that have any (XEP-0016, XEP-0191).
@@ -93,6 +95,7 @@ impl Node {
             moves: crate::rehome::Moves::default(),
             resumptions: crate::resume::Resumptions::default(),
             caps: crate::modules::pep::Caps::default(),
+            rooms: crate::modules::muc::Rooms::default(),
             privacy: crate::modules::privacy::Privacy::default(),
             mam_prefs: crate::modules::mam::ArchivePrefs::default(),
             metrics: Metrics::default(),

@@ -66,6 +66,9 @@ impl Node {
         let Ok(to) = Jid::new(to) else {
             return self.bounce(&stanza, StanzaCondition::JidMalformed).await;
         };
+        if modules::muc::is_service(self, to.domain().as_str()) {
+            return modules::muc::route(self, stanza, to, mesh).await;
+        }
         if !self.serves(to.domain().as_str()) {
             if self.domains.is_disabled(to.domain().as_str()) {
                 // A disabled domain of ours: it exists, and serves nothing until enabled.

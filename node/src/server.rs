@@ -94,6 +94,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     crate::modules::mam::load(&node)
         .await
         .context("cannot load the archive preferences")?;
+    crate::modules::muc::load(&node).await;
     let limit = Arc::new(Semaphore::new(config.limits.max_connections));
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(pruner) = crate::modules::mam::prune_periodically(&node) {

@@ -274,3 +274,26 @@ async def test_pep_notifications_reach_a_contact_in_another_datacenter(mesh, con
     await j2.online()
     event = await asyncio.wait_for(again.get(), 10)
     assert event["pubsub_event"]["items"]["item"]["nick"]["nick"] == "Ivy from dc1"
+
+
+async def test_a_room_homed_in_one_datacenter_joined_from_another(mesh, connect):
+    """XEP-0045 across the mesh: kim (dc1) creates a room, which the routing table homes at dc1;
+    leo, homed in dc3 and connected to dc2, joins it and they chat."""
+    kim, leo = mesh.account(1), mesh.account(3)
+    plugins = ("xep_0030", "xep_0045", "xep_0004")
+    k = await connect(kim, 1, "desk", plugins=plugins).online()
+    l = await connect(leo, 2, "phone", plugins=plugins).online()
+    room = "crossing@muc.localhost"
+    await k.plugin["xep_0045"].join_muc_wait(room, "Kim", timeout=10)
+    await k.plugin["xep_0045"].set_room_config(room, k.plugin["xep_0004"].make_form(ftype="submit"))
+    await asyncio.sleep(1.0)  # the room's home reaches every datacenter's table
+    k_msgs: asyncio.Queue = asyncio.Queue()
+    k.add_event_handler("groupchat_message", k_msgs.put_nowait)
+    _, _, occupants, _ = await l.plugin["xep_0045"].join_muc_wait(room, "Leo", timeout=10)
+    assert {str(p["from"]) for p in occupants} == {f"{room}/Kim", f"{room}/Leo"}
+    l.send_message(mto=room, mbody="hello from dc2", mtype="groupchat")
+    while True:
+        msg = await asyncio.wait_for(k_msgs.get(), 10)
+        if msg["body"]:
+            break
+    assert msg["body"] == "hello from dc2" and str(msg["from"]) == f"{room}/Leo"

@@ -213,6 +213,8 @@ pub enum StanzaCondition {
     PolicyViolation,
     /// `<recipient-unavailable/>`
     RecipientUnavailable,
+    /// `<registration-required/>`
+    RegistrationRequired,
     /// `<remote-server-not-found/>`
     RemoteServerNotFound,
     /// `<remote-server-timeout/>`
@@ -243,6 +245,7 @@ impl StanzaCondition {
             Self::NotAuthorized => "not-authorized",
             Self::PolicyViolation => "policy-violation",
             Self::RecipientUnavailable => "recipient-unavailable",
+            Self::RegistrationRequired => "registration-required",
             Self::RemoteServerNotFound => "remote-server-not-found",
             Self::RemoteServerTimeout => "remote-server-timeout",
             Self::ResourceConstraint => "resource-constraint",
@@ -258,7 +261,7 @@ impl StanzaCondition {
             Self::BadRequest | Self::JidMalformed | Self::NotAcceptable | Self::PolicyViolation => {
                 ErrorType::Modify
             }
-            Self::NotAuthorized | Self::Forbidden => ErrorType::Auth,
+            Self::NotAuthorized | Self::Forbidden | Self::RegistrationRequired => ErrorType::Auth,
             Self::RecipientUnavailable
             | Self::RemoteServerTimeout
             | Self::ResourceConstraint

@@ -52,7 +52,7 @@ fn now_micros() -> u64 {
 }
 
 /// A new archive id: the current time in microseconds, above every id handed out before.
-fn next_id() -> u64 {
+pub(crate) fn next_id() -> u64 {
     let now = now_micros();
     let previous = LAST_ID
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |last| {
@@ -504,20 +504,33 @@ pub async fn handle_iq(
     let get = iq.attr("type") == Some("get");
     let ns = if query.ns() == NS_V1 { NS_V1 } else { NS };
     match (query.name(), get) {
-        ("query", true) => {
-            result_for(iq).with_child(Element::new("query", ns).with_child(form(ns)))
-        }
-        ("query", false) => run_query(node, session, &user, iq, query, ns).await,
+        ("query", true) => query_form(iq, ns),
+        ("query", false) => run_query(node, &user, Results::Session(session), iq, query, ns).await,
         ("prefs", true) => result_for(iq).with_child(prefs_element(&prefs(node, &user).await, ns)),
         ("prefs", false) => set_prefs(node, &user, iq, query).await,
         _ => StanzaError::new(StanzaCondition::BadRequest).reply_to(iq),
     }
 }
 
-async fn run_query(
+/// The answer to a request for the query form.
+pub(crate) fn query_form(iq: &Element, ns: &'static str) -> Element {
+    result_for(iq).with_child(Element::new("query", ns).with_child(form(ns)))
+}
+
+/// Where the results of an archive query go.
+pub(crate) enum Results<'a> {
+    /// To the querying client's own session (its account's archive).
+    Session(&'a Session),
+    /// Routed to this full JID (a room's archive, XEP-0313 for MUC).
+    Jid(&'a str),
+}
+
+/// Runs `query` on `user`'s archive (an account's or a room's): one `<result/>` message per
+/// archived message to the asker, and the IQ answer with `<fin/>`.
+pub(crate) async fn run_query(
     node: &Arc<Node>,
-    session: &Session,
     user: &BareJid,
+    results: Results<'_>,
     iq: &Element,
     query: &Element,
     ns: &'static str,
@@ -545,8 +558,12 @@ async fn run_query(
         let forwarded = Element::new("forwarded", NS_FORWARD)
             .with_child(Element::new("delay", ns::DELAY).with_attr("stamp", stamp(*id)))
             .with_child(original);
+        let to = match &results {
+            Results::Session(session) => session.jid.to_string(),
+            Results::Jid(jid) => (*jid).to_owned(),
+        };
         let result = Element::new("message", ns::CLIENT)
-            .with_attr("to", session.jid.to_string())
+            .with_attr("to", to)
             .with_attr("from", user.to_string())
             .with_child(
                 Element::new("result", ns)
@@ -555,7 +572,12 @@ async fn run_query(
                     .with_child(forwarded),
             );
         if let Ok(stanza) = Stanza::from_element(&result, ns::CLIENT) {
-            node.deliver(session, &stanza);
+            match &results {
+                Results::Session(session) => {
+                    node.deliver(session, &stanza);
+                }
+                Results::Jid(_) => node.route(stanza).await,
+            }
         }
     }
     let mut set = Element::new("set", NS_RSM);

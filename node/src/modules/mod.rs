@@ -11,6 +11,7 @@
 //! - [`carbons`]: XEP-0280 message carbons.
 //! - [`mam`]: XEP-0313 message archive management (1:1) and XEP-0359 stanza ids.
 //! - [`privacy`]: XEP-0016 privacy lists and XEP-0191 blocking command.
+//! - [`muc`]: XEP-0045 multi-user chat, rooms homed in one datacenter each.
 //! - [`pep`]: XEP-0163 personal eventing on XEP-0060, XEP-0223, XEP-0402 (with XEP-0048
 //!   compatibility), XEP-0398, and the XEP-0115 capabilities behind `+notify`.
 //! - IQs handled inline here: XEP-0199 ping, XEP-0092 version, RFC 3921 legacy session.
@@ -22,6 +23,7 @@ pub mod carbons;
 pub mod disco;
 pub mod last;
 pub mod mam;
+pub mod muc;
 pub mod offline;
 pub mod pep;
 pub mod presence;

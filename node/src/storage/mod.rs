@@ -134,6 +134,13 @@ pub trait Storage: Send + Sync + 'static {
     /// a module's state at start).
     async fn item_owners(&self, kind: &str) -> Result<Vec<BareJid>>;
 
+    /// Stores (`Some`) or deletes (`None`) the persistent state of the MUC room `room` (the
+    /// module's bytes).
+    async fn put_room(&self, room: &BareJid, value: Option<Vec<u8>>) -> Result<()>;
+
+    /// Every stored MUC room, as (room JID, the module's bytes), sorted by JID.
+    async fn list_rooms(&self) -> Result<Vec<(String, Vec<u8>)>>;
+
     /// Appends `message` to `user`'s archive under `id` (unique, growing). Never waits for the
     /// disk: appends are committed in batches by the backend; a query sees every append made
     /// before it.

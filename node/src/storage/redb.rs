@@ -44,6 +44,9 @@ const ARCHIVE_NAME: &str = "archive";
 /// Per-account items of modules: (`user_key`, `"<kind>\0<key>"`) -> the module's bytes.
 const ACCOUNT_ITEM: TableDefinition<'_, (&str, &str), &[u8]> = TableDefinition::new("account_item");
 
+/// Persistent MUC rooms: room bare JID -> the MUC module's bytes.
+const MUC_ROOM: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("muc_room");
+
 /// The item key of `key` within `kind`.
 fn item_key(kind: &str, key: &str) -> String {
     format!("{kind}\0{key}")
@@ -234,6 +237,7 @@ impl RedbStorage {
             txn.open_table(OFFLINE_MSG).or_backend("open_table")?;
             txn.open_table(ACCOUNT_ITEM).or_backend("open_table")?;
             txn.open_table(ARCHIVE).or_backend("open_table")?;
+            txn.open_table(MUC_ROOM).or_backend("open_table")?;
             Ok(())
         })?;
         tracing::debug!(path = %path.display(), "redb storage opened");
@@ -699,6 +703,39 @@ impl Storage for RedbStorage {
                 }
             }
             Ok(())
+        })
+        .await
+    }
+
+    async fn put_room(&self, room: &BareJid, value: Option<Vec<u8>>) -> Result<()> {
+        let key = room.to_string();
+        self.blocking_write(move |txn| {
+            let mut table = txn.open_table(MUC_ROOM).or_backend("open_table")?;
+            match value {
+                Some(value) => {
+                    table
+                        .insert(key.as_str(), value.as_slice())
+                        .or_backend("insert")?;
+                }
+                None => {
+                    table.remove(key.as_str()).or_backend("remove")?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_rooms(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        self.blocking(move |db| {
+            let txn = db.begin_read().or_backend("begin_read")?;
+            let table = txn.open_table(MUC_ROOM).or_backend("open_table")?;
+            let mut out = Vec::new();
+            for entry in table.iter().or_backend("iter")? {
+                let (k, v) = entry.or_backend("iter")?;
+                out.push((k.value().to_owned(), v.value().to_vec()));
+            }
+            Ok(out)
         })
         .await
     }

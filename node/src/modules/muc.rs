@@ -1,0 +1,1698 @@
+//! XEP-0045 multi-user chat: a service at `muc.<domain>` (`[modules.muc] host`), whose rooms are
+//! homed in one datacenter each.
+//!
+//! **Where a room lives.** The routing table maps each room's JID to its home datacenter
+//! (`SetRoomHome`, written when the room is created there). Every stanza for a room goes to its
+//! home like a stanza for a user, so an occupant may be connected to any datacenter; the room's
+//! own stanzas (presence, messages to occupants) are routed to the occupants' full JIDs from
+//! the home.
+//!
+//! **What a room keeps.** In memory: occupants (nick → role, affiliation and the sessions of one
+//! user under that nick), the recent history and the subject. Persistent rooms also keep their
+//! configuration, affiliations and subject in storage (`Storage::put_room`), loaded at start;
+//! their occupants come back as clients rejoin (XEP-0410 self-pings find out they must).
+//!
+//! **Protocol.** Join with `<x xmlns='…muc'/>` (a new room is created locked, its creator its
+//! owner, status 201; `<x type='submit'/>` to `muc#owner` makes it an instant room), presence to
+//! every occupant with `muc#user` items and status codes (110 self, 100 non-anonymous, 201
+//! created, 210 nick changed by the service, 303 nick change, 307 kicked, 301 banned), history on
+//! join (`maxstanzas`, `maxchars`, `seconds`, `since`), subject, groupchat messages, private
+//! messages, nick changes, configuration (XEP-0004 form), affiliations and roles through
+//! `muc#admin` (kick, ban, voice, membership), destruction with an alternate venue, disco for the
+//! service and its rooms, XEP-0410 self-ping.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use jid::{BareJid, FullJid, Jid};
+use serde::{Deserialize, Serialize};
+use tern_raft_store::Command;
+use tern_xmpp_proto::stanza::Stanza;
+use tern_xmpp_proto::{Element, StanzaCondition, StanzaError, StanzaKind, ns};
+
+use super::result_for;
+use crate::node::Node;
+
+/// XEP-0045.
+pub const NS: &str = "http://jabber.org/protocol/muc";
+/// XEP-0045 user use cases.
+pub const NS_USER: &str = "http://jabber.org/protocol/muc#user";
+/// XEP-0045 owner use cases.
+pub const NS_OWNER: &str = "http://jabber.org/protocol/muc#owner";
+/// XEP-0045 admin use cases.
+pub const NS_ADMIN: &str = "http://jabber.org/protocol/muc#admin";
+const NS_DATA: &str = "jabber:x:data";
+const NS_CONFIG: &str = "http://jabber.org/protocol/muc#roomconfig";
+const NS_ROOMINFO: &str = "http://jabber.org/protocol/muc#roominfo";
+/// XEP-0421.
+const NS_OCCUPANT_ID: &str = "urn:xmpp:occupant-id:0";
+
+/// A user's standing in a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Affiliation {
+    /// Banned.
+    Outcast,
+    /// No affiliation.
+    None,
+    /// A member.
+    Member,
+    /// An admin.
+    Admin,
+    /// An owner.
+    Owner,
+}
+
+impl Affiliation {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Outcast => "outcast",
+            Self::None => "none",
+            Self::Member => "member",
+            Self::Admin => "admin",
+            Self::Owner => "owner",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        [
+            Self::Outcast,
+            Self::None,
+            Self::Member,
+            Self::Admin,
+            Self::Owner,
+        ]
+        .into_iter()
+        .find(|a| a.name() == name)
+    }
+}
+
+/// An occupant's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// Not in the room (kicked).
+    None,
+    /// May not speak in a moderated room.
+    Visitor,
+    /// May speak.
+    Participant,
+    /// May kick and grant voice.
+    Moderator,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Visitor => "visitor",
+            Self::Participant => "participant",
+            Self::Moderator => "moderator",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        [
+            Self::None,
+            Self::Visitor,
+            Self::Participant,
+            Self::Moderator,
+        ]
+        .into_iter()
+        .find(|r| r.name() == name)
+    }
+}
+
+/// Who sees occupants' real JIDs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Whois {
+    /// Moderators only (semi-anonymous).
+    Moderators,
+    /// Everyone (non-anonymous).
+    Anyone,
+}
+
+/// A room's configuration (XEP-0045 §10.2 `muc#roomconfig`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomConfig {
+    pub name: String,
+    pub description: String,
+    pub persistent: bool,
+    pub public: bool,
+    pub members_only: bool,
+    pub moderated: bool,
+    pub password: Option<String>,
+    pub max_users: u32,
+    pub whois: Whois,
+    pub allow_invites: bool,
+    pub change_subject: bool,
+    /// Most messages kept for history on join.
+    pub history: u32,
+}
+
+impl RoomConfig {
+    fn defaults(node: &Node) -> Self {
+        let c = &node.config.modules.muc;
+        Self {
+            name: String::new(),
+            description: String::new(),
+            persistent: false,
+            public: true,
+            members_only: false,
+            moderated: false,
+            password: None,
+            max_users: c.max_users,
+            whois: Whois::Moderators,
+            allow_invites: false,
+            change_subject: false,
+            history: c.history,
+        }
+    }
+}
+
+/// What a persistent room keeps in storage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct RoomRecord {
+    config: RoomConfig,
+    affiliations: BTreeMap<String, Affiliation>,
+    subject: Option<(String, String)>,
+    /// Makes the room's XEP-0421 occupant ids.
+    salt: [u8; 16],
+}
+
+/// One occupant (a nick), with every session of its user joined under it.
+#[derive(Debug, Clone)]
+struct Occupant {
+    bare: BareJid,
+    sessions: Vec<FullJid>,
+    role: Role,
+    /// The last presence of the occupant's sessions (its children: show, status, caps…).
+    presence: Element,
+}
+
+/// A room at its home.
+#[derive(Debug)]
+struct Room {
+    jid: BareJid,
+    config: RoomConfig,
+    affiliations: BTreeMap<String, Affiliation>,
+    occupants: BTreeMap<String, Occupant>,
+    /// (nick, text) of the subject.
+    subject: Option<(String, String)>,
+    /// Recent groupchat messages (as broadcast, without `to`) with when they were sent.
+    history: VecDeque<(Bytes, SystemTime)>,
+    /// Created and not yet configured: only its owner may enter.
+    locked: bool,
+    /// Destroyed: out of the map; a stanza that still found it starts afresh.
+    gone: bool,
+    /// Makes the room's XEP-0421 occupant ids (kept with a persistent room).
+    salt: [u8; 16],
+}
+
+/// The rooms homed on this node.
+#[derive(Debug, Default)]
+pub struct Rooms {
+    rooms: DashMap<BareJid, Arc<tokio::sync::Mutex<Room>>>,
+}
+
+impl Rooms {
+    /// Rooms in memory (persistent ones and those with occupants).
+    pub fn count(&self) -> usize {
+        self.rooms.len()
+    }
+}
+
+/// The MUC service domain for a served `domain`.
+pub fn service_for(node: &Node, domain: &str) -> String {
+    node.config.modules.muc.host.replace("@HOST@", domain)
+}
+
+/// Whether `domain` is the MUC service of a domain served here.
+pub fn is_service(node: &Node, domain: &str) -> bool {
+    if !node.config.modules.muc.enabled {
+        return false;
+    }
+    let host = &node.config.modules.muc.host;
+    let Some((prefix, suffix)) = host.split_once("@HOST@") else {
+        return false;
+    };
+    domain
+        .strip_prefix(prefix)
+        .and_then(|d| d.strip_suffix(suffix))
+        .is_some_and(|served| node.serves(served))
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+fn stamp(at: SystemTime) -> String {
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+fn parse_stamp(text: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339_weak(text.trim_end_matches('Z'))
+        .or_else(|_| humantime::parse_rfc3339(text))
+        .ok()
+}
+
+/// Loads the persistent rooms homed here at start.
+pub async fn load(node: &Node) {
+    let stored = match node.storage.list_rooms().await {
+        Ok(stored) => stored,
+        Err(e) => {
+            tracing::error!(error = %e, "persistent rooms not loaded");
+            return;
+        }
+    };
+    let mut loaded = 0;
+    for (jid, bytes) in stored {
+        let (Ok(jid), Ok(record)) = (
+            BareJid::new(&jid),
+            postcard::from_bytes::<RoomRecord>(&bytes),
+        ) else {
+            tracing::warn!(room = %jid, "unreadable stored room skipped");
+            continue;
+        };
+        let room = Room {
+            jid: jid.clone(),
+            config: record.config,
+            affiliations: record.affiliations,
+            occupants: BTreeMap::new(),
+            subject: record.subject,
+            history: VecDeque::new(),
+            locked: false,
+            gone: false,
+            salt: record.salt,
+        };
+        node.rooms
+            .rooms
+            .insert(jid, Arc::new(tokio::sync::Mutex::new(room)));
+        loaded += 1;
+    }
+    if loaded > 0 {
+        tracing::info!(rooms = loaded, "persistent rooms loaded");
+    }
+}
+
+async fn save(node: &Node, room: &Room) {
+    if !room.config.persistent {
+        return;
+    }
+    let record = RoomRecord {
+        config: room.config.clone(),
+        affiliations: room.affiliations.clone(),
+        subject: room.subject.clone(),
+        salt: room.salt,
+    };
+    match postcard::to_allocvec(&record) {
+        Ok(bytes) => {
+            if let Err(e) = node.storage.put_room(&room.jid, Some(bytes)).await {
+                tracing::error!(room = %room.jid, error = %e, "room not stored");
+            }
+        }
+        Err(e) => tracing::error!(room = %room.jid, error = %e, "room not encoded"),
+    }
+}
+
+/// The datacenter a room lives in when it is another one (and bridges run).
+fn home_elsewhere(node: &Node, room: &BareJid) -> Option<(String, u64)> {
+    node.mesh.get()?;
+    node.grt.reader().with(|t| {
+        let lookup = t.room_home(room);
+        let home = lookup.home?;
+        if t.dc_id(&node.config.cluster.dc) == Some(home) {
+            return None;
+        }
+        Some((t.dc(home)?.name.clone(), lookup.as_of))
+    })
+}
+
+/// A stanza for the MUC service or one of its rooms.
+pub async fn route(node: &Arc<Node>, stanza: Stanza, to: Jid, mesh: bool) {
+    let Some(room_node) = to.node() else {
+        return service_stanza(node, stanza, &to).await;
+    };
+    let room = BareJid::from_parts(Some(room_node), to.domain());
+    if mesh && let Some((dc, index)) = home_elsewhere(node, &room) {
+        return node.route_to_dc(stanza, &to, &dc, index, None).await;
+    }
+    let Some(from) = stanza.from().and_then(|f| FullJid::new(f).ok()) else {
+        if stanza.kind != StanzaKind::Presence {
+            node.bounce(&stanza, StanzaCondition::BadRequest).await;
+        }
+        return;
+    };
+    let nick = to.resource().map(|r| r.as_str().to_owned());
+    match stanza.kind {
+        StanzaKind::Presence => presence(node, &room, &from, nick, stanza).await,
+        StanzaKind::Message => message(node, &room, &from, nick, stanza).await,
+        StanzaKind::Iq => iq(node, &room, &from, nick, stanza).await,
+    }
+}
+
+// ---- The service -----------------------------------------------------------------------------
+
+async fn service_stanza(node: &Arc<Node>, stanza: Stanza, to: &Jid) {
+    if stanza.kind != StanzaKind::Iq {
+        if stanza.kind == StanzaKind::Message && !stanza.is_type("error") {
+            node.bounce(&stanza, StanzaCondition::ServiceUnavailable)
+                .await;
+        }
+        return;
+    }
+    if !(stanza.is_type("get") || stanza.is_type("set")) {
+        return;
+    }
+    let Ok(iq) = stanza.element(ns::CLIENT) else {
+        return node.bounce(&stanza, StanzaCondition::BadRequest).await;
+    };
+    let query = iq.children().next();
+    let get = iq.attr("type") == Some("get");
+    let reply = match query {
+        Some(q) if get && q.is("query", ns::DISCO_INFO) && q.attr("node").is_none() => {
+            let mut info = Element::new("query", ns::DISCO_INFO).with_child(
+                Element::new("identity", ns::DISCO_INFO)
+                    .with_attr("category", "conference")
+                    .with_attr("type", "text")
+                    .with_attr("name", "Chatrooms"),
+            );
+            for feature in [NS, ns::DISCO_INFO, ns::DISCO_ITEMS, "muc_unique"] {
+                info.append_child(
+                    Element::new("feature", ns::DISCO_INFO).with_attr("var", feature),
+                );
+            }
+            result_for(&iq).with_child(info)
+        }
+        Some(q) if get && q.is("query", ns::DISCO_ITEMS) && q.attr("node").is_none() => {
+            let service = to.domain().as_str().to_owned();
+            let mut items = Element::new("query", ns::DISCO_ITEMS);
+            for (jid, name) in public_rooms(node, &service).await {
+                items.append_child(
+                    Element::new("item", ns::DISCO_ITEMS)
+                        .with_attr("jid", jid)
+                        .with_attr_opt("name", (!name.is_empty()).then_some(name)),
+                );
+            }
+            result_for(&iq).with_child(items)
+        }
+        Some(q) if get && q.is("unique", "http://jabber.org/protocol/muc#unique") => {
+            let name = format!("{:x}", now_micros());
+            result_for(&iq).with_child(
+                Element::new("unique", "http://jabber.org/protocol/muc#unique").with_text(name),
+            )
+        }
+        Some(q) if get && q.is("ping", ns::PING) => result_for(&iq),
+        _ => StanzaError::new(StanzaCondition::FeatureNotImplemented).reply_to(&iq),
+    };
+    send(node, reply).await;
+}
+
+/// The public rooms of `service` homed here that are open for joining, sorted by JID.
+async fn public_rooms(node: &Node, service: &str) -> Vec<(String, String)> {
+    let rooms: Vec<Arc<tokio::sync::Mutex<Room>>> = node
+        .rooms
+        .rooms
+        .iter()
+        .filter(|e| e.key().domain().as_str() == service)
+        .map(|e| e.value().clone())
+        .collect();
+    let mut out = Vec::new();
+    for room in rooms {
+        let room = room.lock().await;
+        if room.config.public && !room.locked {
+            out.push((room.jid.to_string(), room.config.name.clone()));
+        }
+    }
+    out.sort();
+    out
+}
+
+async fn send(node: &Arc<Node>, element: Element) {
+    if let Ok(stanza) = Stanza::from_element(&element, ns::CLIENT) {
+        node.route(stanza).await;
+    }
+}
+
+fn error_presence(
+    room: &BareJid,
+    nick: Option<&str>,
+    to: &FullJid,
+    condition: StanzaCondition,
+) -> Element {
+    let from = match nick {
+        Some(n) => format!("{room}/{n}"),
+        None => room.to_string(),
+    };
+    Element::new("presence", ns::CLIENT)
+        .with_attr("from", from)
+        .with_attr("to", to.to_string())
+        .with_attr("type", "error")
+        .with_child(Element::new("x", NS))
+        .with_child(StanzaError::new(condition).to_element(ns::CLIENT))
+}
+
+// ---- Presence: join, leave, nick change ------------------------------------------------------
+
+async fn presence(
+    node: &Arc<Node>,
+    room_jid: &BareJid,
+    from: &FullJid,
+    nick: Option<String>,
+    stanza: Stanza,
+) {
+    if stanza.is_type("error") {
+        // An occupant's client that answers with an error is gone (XEP-0045 §7.2.? "kick on
+        // error").
+        if let Some(room) = node.rooms.rooms.get(room_jid).map(|r| r.clone()) {
+            let mut room = room.lock().await;
+            if let Some(nick) = room.nick_of(from) {
+                leave(node, &mut room, from, &nick, None).await;
+            }
+        }
+        return;
+    }
+    let Ok(element) = stanza.element(ns::CLIENT) else {
+        return;
+    };
+    let unavailable = stanza.is_type("unavailable");
+    if stanza.type_().is_some() && !unavailable {
+        // Subscriptions and probes have no meaning for a room.
+        return;
+    }
+    let Some(nick) = nick.filter(|n| !n.trim().is_empty()) else {
+        if !unavailable {
+            send(
+                node,
+                error_presence(room_jid, None, from, StanzaCondition::JidMalformed),
+            )
+            .await;
+        }
+        return;
+    };
+    let mut room = loop {
+        let existing = node.rooms.rooms.get(room_jid).map(|r| r.clone());
+        let room = match existing {
+            Some(room) => room,
+            None if unavailable => return,
+            None => match create(node, room_jid, from).await {
+                Ok(room) => room,
+                Err(condition) => {
+                    let refusal = error_presence(room_jid, Some(&nick), from, condition);
+                    return send(node, refusal).await;
+                }
+            },
+        };
+        let guard = room.lock_owned().await;
+        if !guard.gone {
+            break guard;
+        }
+        // Destroyed while we waited: look again (it may be created anew).
+    };
+    let current = room.nick_of(from);
+    match current {
+        Some(current) if unavailable => {
+            leave(node, &mut room, from, &current, Some(&element)).await;
+        }
+        None if unavailable => {}
+        Some(current) if current == nick => {
+            // A presence update: broadcast to everyone.
+            if let Some(occupant) = room.occupants.get_mut(&nick) {
+                occupant.presence = presence_children(&element);
+            }
+            broadcast_presence(node, &room, &nick, &[], false).await;
+        }
+        Some(current) => change_nick(node, &mut room, from, &current, &nick, &element).await,
+        None => join(node, &mut room, from, &nick, &element).await,
+    }
+    let empty = room.occupants.is_empty() && !room.config.persistent;
+    let jid = room.jid.clone();
+    drop(room);
+    if empty {
+        destroy_quietly(node, &jid).await;
+    }
+}
+
+impl Room {
+    fn nick_of(&self, full: &FullJid) -> Option<String> {
+        self.occupants
+            .iter()
+            .find(|(_, o)| o.sessions.contains(full))
+            .map(|(nick, _)| nick.clone())
+    }
+
+    fn affiliation(&self, bare: &BareJid) -> Affiliation {
+        self.affiliations
+            .get(bare.as_str())
+            .copied()
+            .unwrap_or(Affiliation::None)
+    }
+
+    fn default_role(&self, affiliation: Affiliation) -> Role {
+        match affiliation {
+            Affiliation::Owner | Affiliation::Admin => Role::Moderator,
+            Affiliation::Member => Role::Participant,
+            Affiliation::None if self.config.moderated => Role::Visitor,
+            Affiliation::None => Role::Participant,
+            Affiliation::Outcast => Role::None,
+        }
+    }
+
+    fn occupant_count(&self) -> usize {
+        self.occupants.len()
+    }
+
+    /// XEP-0421: the occupant id of `user` in this room, stable for the room's life and
+    /// meaningless outside it.
+    fn occupant_id(&self, user: &BareJid) -> String {
+        use base64::Engine as _;
+        use sha2::{Digest as _, Sha256};
+        let mut hash = Sha256::new();
+        hash.update(self.salt);
+        hash.update(self.jid.as_str().as_bytes());
+        hash.update([0]);
+        hash.update(user.as_str().as_bytes());
+        base64::engine::general_purpose::STANDARD.encode(&hash.finalize()[..18])
+    }
+
+    fn occupant_id_element(&self, user: &BareJid) -> Element {
+        Element::new("occupant-id", NS_OCCUPANT_ID).with_attr("id", self.occupant_id(user))
+    }
+}
+
+/// Creates a room homed here for its first occupant `creator`; the routing table records its
+/// home first, so that every datacenter routes to it.
+async fn create(
+    node: &Arc<Node>,
+    room_jid: &BareJid,
+    creator: &FullJid,
+) -> Result<Arc<tokio::sync::Mutex<Room>>, StanzaCondition> {
+    if !node.serves(creator.domain().as_str()) {
+        // Rooms are created by users of the domains served here.
+        return Err(StanzaCondition::NotAllowed);
+    }
+    let limit = node.config.modules.muc.max_rooms_per_user as usize;
+    let owned = node
+        .rooms
+        .rooms
+        .iter()
+        .filter(|e| {
+            e.value()
+                .try_lock()
+                .is_ok_and(|r| r.affiliation(&creator.to_bare()) == Affiliation::Owner)
+        })
+        .count();
+    if owned >= limit {
+        return Err(StanzaCondition::ResourceConstraint);
+    }
+    let applied = node
+        .grt
+        .write(Command::SetRoomHome {
+            jid: room_jid.to_string(),
+            dc: node.config.cluster.dc.clone(),
+        })
+        .await;
+    if let Err(e) = applied {
+        tracing::warn!(room = %room_jid, error = %e, "room home not recorded");
+        return Err(StanzaCondition::ServiceUnavailable);
+    }
+    let mut affiliations = BTreeMap::new();
+    affiliations.insert(creator.to_bare().to_string(), Affiliation::Owner);
+    let room = Arc::new(tokio::sync::Mutex::new(Room {
+        jid: room_jid.clone(),
+        config: RoomConfig::defaults(node),
+        affiliations,
+        occupants: BTreeMap::new(),
+        subject: None,
+        history: VecDeque::new(),
+        locked: true,
+        gone: false,
+        salt: {
+            let mut salt = [0u8; 16];
+            rand::fill(&mut salt);
+            salt
+        },
+    }));
+    // Two joins may race to create it: the first one in the map wins.
+    let entry = node
+        .rooms
+        .rooms
+        .entry(room_jid.clone())
+        .or_insert(room)
+        .clone();
+    tracing::debug!(room = %room_jid, creator = %creator, "room created");
+    Ok(entry)
+}
+
+async fn join(node: &Arc<Node>, room: &mut Room, from: &FullJid, nick: &str, element: &Element) {
+    let bare = from.to_bare();
+    let affiliation = room.affiliation(&bare);
+    let refuse = |condition| error_presence(&room.jid, Some(nick), from, condition);
+    if room.locked && affiliation != Affiliation::Owner {
+        return send(node, refuse(StanzaCondition::ItemNotFound)).await;
+    }
+    if affiliation == Affiliation::Outcast {
+        return send(node, refuse(StanzaCondition::Forbidden)).await;
+    }
+    if room.config.members_only && affiliation < Affiliation::Member {
+        return send(node, refuse(StanzaCondition::RegistrationRequired)).await;
+    }
+    if let Some(other) = room.occupants.get(nick)
+        && other.bare != bare
+    {
+        return send(node, refuse(StanzaCondition::Conflict)).await;
+    }
+    let muc = element.get_child("x", NS);
+    if let Some(password) = &room.config.password
+        && affiliation < Affiliation::Admin
+    {
+        let given = muc
+            .and_then(|x| x.get_child("password", NS))
+            .map(Element::text);
+        if given.as_deref() != Some(password.as_str()) {
+            return send(node, refuse(StanzaCondition::NotAuthorized)).await;
+        }
+    }
+    let joining_nick = !room.occupants.contains_key(nick);
+    if joining_nick
+        && room.occupant_count() >= room.config.max_users as usize
+        && affiliation < Affiliation::Admin
+    {
+        return send(node, refuse(StanzaCondition::ServiceUnavailable)).await;
+    }
+    let created = room.locked && room.occupants.is_empty();
+    // The occupants already there, to the newcomer.
+    for (other_nick, other) in &room.occupants {
+        if other_nick != nick {
+            let p = occupant_presence(room, other_nick, other, from, false, &[]);
+            send(node, p).await;
+        }
+    }
+    let role = room.default_role(affiliation);
+    let presence = presence_children(element);
+    match room.occupants.get_mut(nick) {
+        Some(occupant) => {
+            occupant.sessions.push(from.clone());
+            occupant.presence = presence;
+        }
+        None => {
+            room.occupants.insert(
+                nick.to_owned(),
+                Occupant {
+                    bare,
+                    sessions: vec![from.clone()],
+                    role,
+                    presence,
+                },
+            );
+        }
+    }
+    let mut codes = Vec::new();
+    if room.config.whois == Whois::Anyone {
+        codes.push(100);
+    }
+    if created {
+        codes.push(201);
+    }
+    broadcast_presence(node, room, nick, &codes, false).await;
+    // History, then the subject (XEP-0045 §7.2.15–16).
+    for bytes in history_for(room, muc.and_then(|x| x.get_child("history", NS))) {
+        if let Ok(message) = Stanza::from_frame(bytes) {
+            node.route(message.with_addresses(None, Some(from.as_str())))
+                .await;
+        }
+    }
+    let (subject_nick, subject) = room.subject.clone().unwrap_or_default();
+    let subject_from = if subject_nick.is_empty() {
+        room.jid.to_string()
+    } else {
+        format!("{}/{subject_nick}", room.jid)
+    };
+    send(
+        node,
+        Element::new("message", ns::CLIENT)
+            .with_attr("from", subject_from)
+            .with_attr("to", from.to_string())
+            .with_attr("type", "groupchat")
+            .with_child(Element::new("subject", ns::CLIENT).with_text(subject)),
+    )
+    .await;
+}
+
+/// The history to send a newcomer, as the `<history/>` it asked for allows.
+fn history_for(room: &Room, request: Option<&Element>) -> Vec<Bytes> {
+    let attr = |name: &str| request.and_then(|h| h.attr(name));
+    let max_stanzas = attr("maxstanzas")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(usize::MAX);
+    let max_chars = attr("maxchars")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(usize::MAX);
+    let since = attr("seconds")
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|s| SystemTime::now() - Duration::from_secs(s));
+    let since_stamp = attr("since").and_then(parse_stamp);
+    let mut out = Vec::new();
+    let mut chars = 0usize;
+    for (bytes, at) in room.history.iter().rev() {
+        if out.len() >= max_stanzas {
+            break;
+        }
+        if since.is_some_and(|s| *at < s) || since_stamp.is_some_and(|s| *at < s) {
+            break;
+        }
+        let delayed = with_delay(bytes, &room.jid, *at);
+        chars += delayed.len();
+        if chars > max_chars {
+            break;
+        }
+        out.push(delayed);
+    }
+    out.reverse();
+    out
+}
+
+/// `message` with a XEP-0203 delay naming the room.
+fn with_delay(message: &Bytes, room: &BareJid, at: SystemTime) -> Bytes {
+    let delay = format!(
+        "<delay xmlns='{}' from='{}' stamp='{}'/>",
+        ns::DELAY,
+        tern_xmpp_proto::element::escape(room.as_str()),
+        stamp(at)
+    );
+    let Some(end) = message.len().checked_sub(b"</message>".len()) else {
+        return message.clone();
+    };
+    let mut out = Vec::with_capacity(message.len() + delay.len());
+    out.extend_from_slice(&message[..end]);
+    out.extend_from_slice(delay.as_bytes());
+    out.extend_from_slice(&message[end..]);
+    Bytes::from(out)
+}
+
+/// The children of a client's presence worth repeating to the occupants (not the MUC payload).
+fn presence_children(element: &Element) -> Element {
+    let mut out = Element::new("presence", ns::CLIENT);
+    for child in element.children() {
+        if child.ns() != NS && child.ns() != NS_USER {
+            out.append_child(child.clone());
+        }
+    }
+    out
+}
+
+/// The presence of occupant `nick` as `to` sees it.
+fn occupant_presence(
+    room: &Room,
+    nick: &str,
+    occupant: &Occupant,
+    to: &FullJid,
+    unavailable: bool,
+    codes: &[u16],
+) -> Element {
+    let mut p = Element::new("presence", ns::CLIENT)
+        .with_attr("from", format!("{}/{nick}", room.jid))
+        .with_attr("to", to.to_string());
+    if unavailable {
+        p.set_attr("type", "unavailable");
+    }
+    for child in occupant.presence.children() {
+        if (!unavailable || child.is("status", ns::CLIENT)) && child.ns() != NS_OCCUPANT_ID {
+            p.append_child(child.clone());
+        }
+    }
+    p.append_child(room.occupant_id_element(&occupant.bare));
+    let to_is_moderator = room
+        .nick_of(to)
+        .and_then(|n| room.occupants.get(&n))
+        .is_some_and(|o| o.role == Role::Moderator);
+    let show_jid = room.config.whois == Whois::Anyone || to_is_moderator;
+    let mut item = Element::new("item", NS_USER)
+        .with_attr("affiliation", room.affiliation(&occupant.bare).name())
+        .with_attr(
+            "role",
+            if unavailable {
+                "none"
+            } else {
+                occupant.role.name()
+            },
+        );
+    if show_jid && let Some(first) = occupant.sessions.first() {
+        item.set_attr("jid", first.to_string());
+    }
+    let mut x = Element::new("x", NS_USER).with_child(item);
+    let own = occupant.sessions.contains(to);
+    for code in codes {
+        // 110 goes only to the occupant itself; 100/201 only in its own presence too.
+        if matches!(code, 100 | 201 | 110) && !own {
+            continue;
+        }
+        x.append_child(Element::new("status", NS_USER).with_attr("code", code.to_string()));
+    }
+    if own {
+        x.append_child(Element::new("status", NS_USER).with_attr("code", "110"));
+    }
+    p.append_child(x);
+    p
+}
+
+/// Sends occupant `nick`'s presence to every occupant's sessions.
+async fn broadcast_presence(
+    node: &Arc<Node>,
+    room: &Room,
+    nick: &str,
+    codes: &[u16],
+    unavailable: bool,
+) {
+    let Some(occupant) = room.occupants.get(nick) else {
+        return;
+    };
+    for other in room.occupants.values() {
+        for session in &other.sessions {
+            let p = occupant_presence(room, nick, occupant, session, unavailable, codes);
+            send(node, p).await;
+        }
+    }
+}
+
+/// `from` leaves (or is removed): its sessions under `nick` go, the others see it.
+async fn leave(
+    node: &Arc<Node>,
+    room: &mut Room,
+    from: &FullJid,
+    nick: &str,
+    element: Option<&Element>,
+) {
+    let Some(occupant) = room.occupants.get_mut(nick) else {
+        return;
+    };
+    if occupant.sessions.len() > 1 {
+        // Another session of the user stays under the nick: only this one is told.
+        occupant.sessions.retain(|s| s != from);
+        let mut gone = occupant.clone();
+        gone.sessions = vec![from.clone()];
+        let p = occupant_presence(room, nick, &gone, from, true, &[]);
+        return send(node, p).await;
+    }
+    if let Some(element) = element {
+        occupant.presence = presence_children(element);
+    }
+    let gone = occupant.clone();
+    let mut targets: Vec<FullJid> = room
+        .occupants
+        .values()
+        .flat_map(|o| o.sessions.iter().cloned())
+        .collect();
+    targets.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    for to in &targets {
+        let p = occupant_presence(room, nick, &gone, to, true, &[]);
+        send(node, p).await;
+    }
+    room.occupants.remove(nick);
+}
+
+async fn change_nick(
+    node: &Arc<Node>,
+    room: &mut Room,
+    from: &FullJid,
+    old: &str,
+    new: &str,
+    element: &Element,
+) {
+    if let Some(other) = room.occupants.get(new)
+        && other.bare != from.to_bare()
+    {
+        return send(
+            node,
+            error_presence(&room.jid, Some(new), from, StanzaCondition::Conflict),
+        )
+        .await;
+    }
+    let Some(mut occupant) = room.occupants.remove(old) else {
+        return;
+    };
+    // Unavailable from the old nick with 303 and the new nick, to everyone.
+    let mut targets: Vec<FullJid> = room
+        .occupants
+        .values()
+        .flat_map(|o| o.sessions.iter().cloned())
+        .chain(occupant.sessions.iter().cloned())
+        .collect();
+    targets.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    room.occupants.insert(old.to_owned(), occupant.clone());
+    for to in &targets {
+        let mut p = occupant_presence(room, old, &occupant, to, true, &[]);
+        amend_user_x(&mut p, |x| {
+            let item = x
+                .children()
+                .find(|c| c.is("item", NS_USER))
+                .cloned()
+                .map(|i| i.with_attr("nick", new.to_owned()));
+            x.retain_children(|c| !c.is("item", NS_USER));
+            if let Some(item) = item {
+                x.append_child(item);
+            }
+            x.append_child(Element::new("status", NS_USER).with_attr("code", "303"));
+        });
+        send(node, p).await;
+    }
+    room.occupants.remove(old);
+    occupant.presence = presence_children(element);
+    room.occupants.insert(new.to_owned(), occupant);
+    broadcast_presence(node, room, new, &[], false).await;
+}
+
+// ---- Messages ---------------------------------------------------------------------------------
+
+async fn message(
+    node: &Arc<Node>,
+    room_jid: &BareJid,
+    from: &FullJid,
+    nick: Option<String>,
+    stanza: Stanza,
+) {
+    if stanza.is_type("error") {
+        return;
+    }
+    let Some(room) = node.rooms.rooms.get(room_jid).map(|r| r.clone()) else {
+        return node.bounce(&stanza, StanzaCondition::ItemNotFound).await;
+    };
+    let mut room = room.lock().await;
+    if room.gone {
+        return node.bounce(&stanza, StanzaCondition::ItemNotFound).await;
+    }
+    let Some(sender) = room.nick_of(from) else {
+        // Only occupants speak, invite or write privately (XEP-0045 §7.9).
+        return node.bounce(&stanza, StanzaCondition::NotAcceptable).await;
+    };
+    let Ok(element) = stanza.element(ns::CLIENT) else {
+        return;
+    };
+    if let Some(to_nick) = nick {
+        // A private message to an occupant.
+        let Some(target) = room.occupants.get(&to_nick) else {
+            return node.bounce(&stanza, StanzaCondition::ItemNotFound).await;
+        };
+        if stanza.is_type("groupchat") {
+            return node.bounce(&stanza, StanzaCondition::BadRequest).await;
+        }
+        let from_nick = format!("{}/{sender}", room.jid);
+        for session in target.sessions.clone() {
+            let mut out = element.clone();
+            out.set_attr("from", from_nick.clone());
+            out.set_attr("to", session.to_string());
+            if !out.has_child("x", NS_USER) {
+                out.append_child(Element::new("x", NS_USER));
+            }
+            out.retain_children(|c| !c.is("occupant-id", NS_OCCUPANT_ID));
+            out.append_child(room.occupant_id_element(&from.to_bare()));
+            send(node, out).await;
+        }
+        return;
+    }
+    if let Some(x) = element.get_child("x", NS_USER)
+        && let Some(invite) = x.get_child("invite", NS_USER)
+    {
+        return mediated_invite(node, &room, from, invite).await;
+    }
+    if !stanza.is_type("groupchat") {
+        return node.bounce(&stanza, StanzaCondition::BadRequest).await;
+    }
+    let role = room.occupants.get(&sender).map_or(Role::None, |o| o.role);
+    if role < Role::Participant {
+        return node.bounce(&stanza, StanzaCondition::Forbidden).await;
+    }
+    let subject = element.get_child("subject", ns::CLIENT).map(Element::text);
+    if let Some(subject) = &subject {
+        if !(room.config.change_subject || role == Role::Moderator) {
+            return node.bounce(&stanza, StanzaCondition::Forbidden).await;
+        }
+        room.subject = Some((sender.clone(), subject.clone()));
+        save(node, &room).await;
+    }
+    // As broadcast: from the sender's nick, with a stanza id assigned by the room.
+    let mut out = element.clone();
+    out.remove_attr("to");
+    out.set_attr("from", format!("{}/{sender}", room.jid));
+    out.retain_children(|c| {
+        !c.is("stanza-id", "urn:xmpp:sid:0") && !c.is("occupant-id", NS_OCCUPANT_ID)
+    });
+    let sender_bare = from.to_bare();
+    out.append_child(room.occupant_id_element(&sender_bare));
+    let id = crate::modules::mam::next_id();
+    out.append_child(
+        Element::new("stanza-id", "urn:xmpp:sid:0")
+            .with_attr("id", id.to_string())
+            .with_attr("by", room.jid.to_string()),
+    );
+    let Ok(out) = Stanza::from_element(&out, ns::CLIENT) else {
+        return;
+    };
+    // XEP-0313 for the room: its archive is kept under its JID, like an account's.
+    if node.config.modules.mam.enabled && subject.is_none() && element.has_child("body", ns::CLIENT)
+    {
+        let archived = crate::storage::ArchivedMessage {
+            with: format!("{}/{sender}", room.jid),
+            incoming: true,
+            stanza: out.raw().to_vec(),
+        };
+        if let Err(e) = node.storage.archive_append(&room.jid, id, archived).await {
+            tracing::warn!(room = %room.jid, error = %e, "room message not archived");
+        }
+    }
+    if subject.is_none() && element.has_child("body", ns::CLIENT) && room.config.history > 0 {
+        room.history
+            .push_back((out.raw().clone(), SystemTime::now()));
+        while room.history.len() > room.config.history as usize {
+            room.history.pop_front();
+        }
+    }
+    let targets: Vec<FullJid> = room
+        .occupants
+        .values()
+        .flat_map(|o| o.sessions.iter().cloned())
+        .collect();
+    drop(room);
+    for to in targets {
+        node.route(out.with_addresses(None, Some(to.as_str())))
+            .await;
+    }
+}
+
+async fn mediated_invite(node: &Arc<Node>, room: &Room, from: &FullJid, invite: &Element) {
+    let Some(to) = invite.attr("to") else {
+        return;
+    };
+    let mut x = Element::new("x", NS_USER).with_child({
+        let mut i = Element::new("invite", NS_USER).with_attr("from", from.to_bare().to_string());
+        if let Some(reason) = invite.get_child("reason", NS_USER) {
+            i.append_child(reason.clone());
+        }
+        i
+    });
+    if let Some(password) = &room.config.password {
+        x.append_child(Element::new("password", NS_USER).with_text(password.clone()));
+    }
+    send(
+        node,
+        Element::new("message", ns::CLIENT)
+            .with_attr("from", room.jid.to_string())
+            .with_attr("to", to.to_owned())
+            .with_child(x),
+    )
+    .await;
+}
+
+// ---- IQs --------------------------------------------------------------------------------------
+
+async fn iq(
+    node: &Arc<Node>,
+    room_jid: &BareJid,
+    from: &FullJid,
+    nick: Option<String>,
+    stanza: Stanza,
+) {
+    if !(stanza.is_type("get") || stanza.is_type("set")) {
+        return;
+    }
+    let Ok(iq) = stanza.element(ns::CLIENT) else {
+        return node.bounce(&stanza, StanzaCondition::BadRequest).await;
+    };
+    let Some(room) = node.rooms.rooms.get(room_jid).map(|r| r.clone()) else {
+        return send(
+            node,
+            StanzaError::new(StanzaCondition::ItemNotFound).reply_to(&iq),
+        )
+        .await;
+    };
+    let mut room = room.lock().await;
+    if room.gone {
+        return send(
+            node,
+            StanzaError::new(StanzaCondition::ItemNotFound).reply_to(&iq),
+        )
+        .await;
+    }
+    let query = iq.children().next().cloned();
+    let get = iq.attr("type") == Some("get");
+    if let Some(nick) = nick {
+        // XEP-0410: a ping to one's own occupant JID says whether one is still joined.
+        let reply = match &query {
+            Some(q) if q.is("ping", ns::PING) && room.nick_of(from).as_deref() == Some(&nick) => {
+                result_for(&iq)
+            }
+            Some(q) if q.is("ping", ns::PING) => {
+                StanzaError::new(StanzaCondition::NotAcceptable).reply_to(&iq)
+            }
+            _ => StanzaError::new(StanzaCondition::FeatureNotImplemented).reply_to(&iq),
+        };
+        return send(node, reply).await;
+    }
+    let affiliation = room.affiliation(&from.to_bare());
+    let reply = match query {
+        Some(q) if get && q.is("query", ns::DISCO_INFO) => {
+            room_info(&room, &iq, node.config.modules.mam.enabled)
+        }
+        Some(q)
+            if (q.ns() == crate::modules::mam::NS || q.ns() == crate::modules::mam::NS_V1)
+                && node.config.modules.mam.enabled =>
+        {
+            let may_read = (room.config.public && !room.config.members_only)
+                || affiliation >= Affiliation::Member
+                || room.nick_of(from).is_some();
+            if !may_read {
+                StanzaError::new(StanzaCondition::Forbidden).reply_to(&iq)
+            } else {
+                let ns = if q.ns() == crate::modules::mam::NS_V1 {
+                    crate::modules::mam::NS_V1
+                } else {
+                    crate::modules::mam::NS
+                };
+                let jid = room.jid.clone();
+                drop(room);
+                let reply = match (q.name(), get) {
+                    ("query", false) => {
+                        let to = from.to_string();
+                        let results = crate::modules::mam::Results::Jid(&to);
+                        crate::modules::mam::run_query(node, &jid, results, &iq, &q, ns).await
+                    }
+                    ("query", true) => crate::modules::mam::query_form(&iq, ns),
+                    _ => StanzaError::new(StanzaCondition::FeatureNotImplemented).reply_to(&iq),
+                };
+                return send(node, reply).await;
+            }
+        }
+        Some(q) if get && q.is("query", ns::DISCO_ITEMS) => {
+            result_for(&iq).with_child(Element::new("query", ns::DISCO_ITEMS))
+        }
+        Some(q) if get && q.is("ping", ns::PING) => result_for(&iq),
+        Some(q) if q.is("query", NS_OWNER) => {
+            if affiliation != Affiliation::Owner {
+                StanzaError::new(StanzaCondition::Forbidden).reply_to(&iq)
+            } else if get {
+                result_for(&iq)
+                    .with_child(Element::new("query", NS_OWNER).with_child(config_form(&room)))
+            } else {
+                let reply = owner_set(node, &mut room, &iq, &q).await;
+                if q.has_child("destroy", NS_OWNER) && reply.attr("type") == Some("result") {
+                    let jid = room.jid.clone();
+                    drop(room);
+                    destroy_quietly(node, &jid).await;
+                    return send(node, reply).await;
+                }
+                reply
+            }
+        }
+        Some(q) if q.is("query", NS_ADMIN) => admin(node, &mut room, from, &iq, &q, get).await,
+        _ => StanzaError::new(StanzaCondition::FeatureNotImplemented).reply_to(&iq),
+    };
+    send(node, reply).await;
+}
+
+fn room_info(room: &Room, iq: &Element, mam: bool) -> Element {
+    let c = &room.config;
+    let mut q = Element::new("query", ns::DISCO_INFO).with_child(
+        Element::new("identity", ns::DISCO_INFO)
+            .with_attr("category", "conference")
+            .with_attr("type", "text")
+            .with_attr(
+                "name",
+                if c.name.is_empty() {
+                    room.jid.node().map(|n| n.to_string()).unwrap_or_default()
+                } else {
+                    c.name.clone()
+                },
+            ),
+    );
+    let features = [
+        NS,
+        if c.persistent {
+            "muc_persistent"
+        } else {
+            "muc_temporary"
+        },
+        if c.public { "muc_public" } else { "muc_hidden" },
+        if c.members_only {
+            "muc_membersonly"
+        } else {
+            "muc_open"
+        },
+        if c.moderated {
+            "muc_moderated"
+        } else {
+            "muc_unmoderated"
+        },
+        if c.password.is_some() {
+            "muc_passwordprotected"
+        } else {
+            "muc_unsecured"
+        },
+        if c.whois == Whois::Anyone {
+            "muc_nonanonymous"
+        } else {
+            "muc_semianonymous"
+        },
+        "urn:xmpp:sid:0",
+        NS_OCCUPANT_ID,
+        ns::PING,
+    ];
+    for f in features {
+        q.append_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", f));
+    }
+    if mam {
+        for f in [crate::modules::mam::NS, crate::modules::mam::NS_V1] {
+            q.append_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", f));
+        }
+    }
+    let field = |var: &str, value: String| {
+        Element::new("field", NS_DATA)
+            .with_attr("var", var.to_owned())
+            .with_child(Element::new("value", NS_DATA).with_text(value))
+    };
+    q.append_child(
+        Element::new("x", NS_DATA)
+            .with_attr("type", "result")
+            .with_child(
+                Element::new("field", NS_DATA)
+                    .with_attr("var", "FORM_TYPE")
+                    .with_attr("type", "hidden")
+                    .with_child(Element::new("value", NS_DATA).with_text(NS_ROOMINFO)),
+            )
+            .with_child(field("muc#roominfo_description", c.description.clone()))
+            .with_child(field(
+                "muc#roominfo_occupants",
+                room.occupant_count().to_string(),
+            ))
+            .with_child(field(
+                "muc#roominfo_subject",
+                room.subject.clone().map(|(_, s)| s).unwrap_or_default(),
+            )),
+    );
+    result_for(iq).with_child(q)
+}
+
+fn config_form(room: &Room) -> Element {
+    let c = &room.config;
+    let field = |var: &str, kind: &str, value: String| {
+        Element::new("field", NS_DATA)
+            .with_attr("var", var.to_owned())
+            .with_attr("type", kind.to_owned())
+            .with_child(Element::new("value", NS_DATA).with_text(value))
+    };
+    let flag = |b: bool| if b { "1" } else { "0" }.to_owned();
+    Element::new("x", NS_DATA)
+        .with_attr("type", "form")
+        .with_child(
+            Element::new("field", NS_DATA)
+                .with_attr("var", "FORM_TYPE")
+                .with_attr("type", "hidden")
+                .with_child(Element::new("value", NS_DATA).with_text(NS_CONFIG)),
+        )
+        .with_child(field(
+            "muc#roomconfig_roomname",
+            "text-single",
+            c.name.clone(),
+        ))
+        .with_child(field(
+            "muc#roomconfig_roomdesc",
+            "text-single",
+            c.description.clone(),
+        ))
+        .with_child(field(
+            "muc#roomconfig_persistentroom",
+            "boolean",
+            flag(c.persistent),
+        ))
+        .with_child(field(
+            "muc#roomconfig_publicroom",
+            "boolean",
+            flag(c.public),
+        ))
+        .with_child(field(
+            "muc#roomconfig_membersonly",
+            "boolean",
+            flag(c.members_only),
+        ))
+        .with_child(field(
+            "muc#roomconfig_moderatedroom",
+            "boolean",
+            flag(c.moderated),
+        ))
+        .with_child(field(
+            "muc#roomconfig_passwordprotectedroom",
+            "boolean",
+            flag(c.password.is_some()),
+        ))
+        .with_child(field(
+            "muc#roomconfig_roomsecret",
+            "text-private",
+            c.password.clone().unwrap_or_default(),
+        ))
+        .with_child(field(
+            "muc#roomconfig_maxusers",
+            "list-single",
+            c.max_users.to_string(),
+        ))
+        .with_child(field(
+            "muc#roomconfig_whois",
+            "list-single",
+            if c.whois == Whois::Anyone {
+                "anyone"
+            } else {
+                "moderators"
+            }
+            .to_owned(),
+        ))
+        .with_child(field(
+            "muc#roomconfig_allowinvites",
+            "boolean",
+            flag(c.allow_invites),
+        ))
+        .with_child(field(
+            "muc#roomconfig_changesubject",
+            "boolean",
+            flag(c.change_subject),
+        ))
+        .with_child(field(
+            "muc#maxhistoryfetch",
+            "text-single",
+            c.history.to_string(),
+        ))
+}
+
+/// A submitted configuration form, the cancel of one, or a destruction.
+async fn owner_set(node: &Arc<Node>, room: &mut Room, iq: &Element, query: &Element) -> Element {
+    if let Some(destroy) = query.get_child("destroy", NS_OWNER) {
+        let mut d = Element::new("destroy", NS_USER).with_attr_opt("jid", destroy.attr("jid"));
+        if let Some(reason) = destroy.get_child("reason", NS_OWNER) {
+            d.append_child(Element::new("reason", NS_USER).with_text(reason.text()));
+        }
+        let targets: Vec<(String, FullJid)> = room
+            .occupants
+            .iter()
+            .flat_map(|(n, o)| o.sessions.iter().map(|s| (n.clone(), s.clone())))
+            .collect();
+        for (nick, to) in targets {
+            let p = Element::new("presence", ns::CLIENT)
+                .with_attr("from", format!("{}/{nick}", room.jid))
+                .with_attr("to", to.to_string())
+                .with_attr("type", "unavailable")
+                .with_child(
+                    Element::new("x", NS_USER)
+                        .with_child(
+                            Element::new("item", NS_USER)
+                                .with_attr("affiliation", "none")
+                                .with_attr("role", "none"),
+                        )
+                        .with_child(d.clone()),
+                );
+            send(node, p).await;
+        }
+        room.occupants.clear();
+        room.config.persistent = false;
+        return result_for(iq);
+    }
+    let Some(form) = query.get_child("x", NS_DATA) else {
+        return StanzaError::new(StanzaCondition::BadRequest).reply_to(iq);
+    };
+    if form.attr("type") == Some("cancel") {
+        return result_for(iq);
+    }
+    let was_persistent = room.config.persistent;
+    let mut c = room.config.clone();
+    for field in form.children().filter(|f| f.is("field", NS_DATA)) {
+        let value = field
+            .get_child("value", NS_DATA)
+            .map(|v| v.text().trim().to_owned())
+            .unwrap_or_default();
+        let truthy = matches!(value.as_str(), "1" | "true");
+        match field.attr("var").unwrap_or_default() {
+            "muc#roomconfig_roomname" => c.name = value,
+            "muc#roomconfig_roomdesc" => c.description = value,
+            "muc#roomconfig_persistentroom" => c.persistent = truthy,
+            "muc#roomconfig_publicroom" => c.public = truthy,
+            "muc#roomconfig_membersonly" => c.members_only = truthy,
+            "muc#roomconfig_moderatedroom" => c.moderated = truthy,
+            "muc#roomconfig_passwordprotectedroom" if !truthy => c.password = None,
+            "muc#roomconfig_roomsecret" => {
+                c.password = (!value.is_empty()).then_some(value);
+            }
+            "muc#roomconfig_maxusers" => {
+                let cap = node.config.modules.muc.max_users;
+                match value.parse::<u32>() {
+                    Ok(n) if (1..=cap).contains(&n) => c.max_users = n,
+                    _ => return StanzaError::new(StanzaCondition::NotAcceptable).reply_to(iq),
+                }
+            }
+            "muc#roomconfig_whois" => {
+                c.whois = if value == "anyone" {
+                    Whois::Anyone
+                } else {
+                    Whois::Moderators
+                };
+            }
+            "muc#roomconfig_allowinvites" => c.allow_invites = truthy,
+            "muc#roomconfig_changesubject" => c.change_subject = truthy,
+            "muc#maxhistoryfetch" => {
+                if let Ok(n) = value.parse::<u32>() {
+                    c.history = n.min(1000);
+                }
+            }
+            _ => {}
+        }
+    }
+    room.config = c;
+    room.locked = false;
+    while room.history.len() > room.config.history as usize {
+        room.history.pop_front();
+    }
+    if room.config.persistent {
+        save(node, room).await;
+    } else if was_persistent && let Err(e) = node.storage.put_room(&room.jid, None).await {
+        tracing::warn!(room = %room.jid, error = %e, "room record not deleted");
+    }
+    result_for(iq)
+}
+
+/// `muc#admin`: lists by affiliation or role, and changes of either.
+async fn admin(
+    node: &Arc<Node>,
+    room: &mut Room,
+    from: &FullJid,
+    iq: &Element,
+    query: &Element,
+    get: bool,
+) -> Element {
+    let actor_affiliation = room.affiliation(&from.to_bare());
+    let actor_role = room
+        .nick_of(from)
+        .and_then(|n| room.occupants.get(&n).map(|o| o.role))
+        .unwrap_or(Role::None);
+    let items: Vec<&Element> = query
+        .children()
+        .filter(|c| c.is("item", NS_ADMIN))
+        .collect();
+    if items.is_empty() {
+        return StanzaError::new(StanzaCondition::BadRequest).reply_to(iq);
+    }
+    if get {
+        if actor_affiliation < Affiliation::Admin && actor_role < Role::Moderator {
+            return StanzaError::new(StanzaCondition::Forbidden).reply_to(iq);
+        }
+        let mut out = Element::new("query", NS_ADMIN);
+        for item in items {
+            if let Some(affiliation) = item.attr("affiliation").and_then(Affiliation::from_name) {
+                for (jid, a) in &room.affiliations {
+                    if *a == affiliation {
+                        out.append_child(
+                            Element::new("item", NS_ADMIN)
+                                .with_attr("affiliation", a.name())
+                                .with_attr("jid", jid.clone()),
+                        );
+                    }
+                }
+            } else if let Some(role) = item.attr("role").and_then(Role::from_name) {
+                for (nick, o) in &room.occupants {
+                    if o.role == role {
+                        out.append_child(
+                            Element::new("item", NS_ADMIN)
+                                .with_attr("role", role.name())
+                                .with_attr("nick", nick.clone())
+                                .with_attr("affiliation", room.affiliation(&o.bare).name()),
+                        );
+                    }
+                }
+            }
+        }
+        return result_for(iq).with_child(out);
+    }
+    for item in items {
+        let reason = item.get_child("reason", NS_ADMIN).map(Element::text);
+        if let Some(affiliation) = item.attr("affiliation").and_then(Affiliation::from_name) {
+            let Some(jid) = item
+                .attr("jid")
+                .and_then(|j| Jid::new(j).ok())
+                .map(|j| j.to_bare())
+            else {
+                return StanzaError::new(StanzaCondition::BadRequest).reply_to(iq);
+            };
+            let current = room.affiliation(&jid);
+            // Owners change anything; admins change members, outcasts and none, below admin.
+            let allowed = actor_affiliation == Affiliation::Owner
+                || (actor_affiliation == Affiliation::Admin
+                    && current < Affiliation::Admin
+                    && affiliation < Affiliation::Admin);
+            if !allowed {
+                return StanzaError::new(StanzaCondition::NotAllowed).reply_to(iq);
+            }
+            if current == Affiliation::Owner
+                && affiliation != Affiliation::Owner
+                && room
+                    .affiliations
+                    .values()
+                    .filter(|a| **a == Affiliation::Owner)
+                    .count()
+                    == 1
+            {
+                // A room keeps at least one owner.
+                return StanzaError::new(StanzaCondition::Conflict).reply_to(iq);
+            }
+            if affiliation == Affiliation::None {
+                room.affiliations.remove(jid.as_str());
+            } else {
+                room.affiliations.insert(jid.to_string(), affiliation);
+            }
+            save(node, room).await;
+            apply_affiliation(node, room, &jid, affiliation, reason.as_deref()).await;
+        } else if let Some(role) = item.attr("role").and_then(Role::from_name) {
+            let Some(nick) = item.attr("nick").map(str::to_owned) else {
+                return StanzaError::new(StanzaCondition::BadRequest).reply_to(iq);
+            };
+            let Some(target) = room.occupants.get(&nick).cloned() else {
+                return StanzaError::new(StanzaCondition::ItemNotFound).reply_to(iq);
+            };
+            let target_affiliation = room.affiliation(&target.bare);
+            if actor_role < Role::Moderator && actor_affiliation < Affiliation::Admin {
+                return StanzaError::new(StanzaCondition::Forbidden).reply_to(iq);
+            }
+            if target_affiliation >= Affiliation::Admin
+                && actor_affiliation <= target_affiliation
+                && target.bare != from.to_bare()
+            {
+                return StanzaError::new(StanzaCondition::NotAllowed).reply_to(iq);
+            }
+            if role == Role::None {
+                kick(node, room, &nick, 307, reason.as_deref()).await;
+            } else {
+                if let Some(o) = room.occupants.get_mut(&nick) {
+                    o.role = role;
+                }
+                broadcast_presence(node, room, &nick, &[], false).await;
+            }
+        } else {
+            return StanzaError::new(StanzaCondition::BadRequest).reply_to(iq);
+        }
+    }
+    result_for(iq)
+}
+
+/// Applies a new affiliation to a user's occupants: banned ones are removed (301), members-only
+/// rooms remove those who are no longer members (321), the others get their new standing.
+async fn apply_affiliation(
+    node: &Arc<Node>,
+    room: &mut Room,
+    jid: &BareJid,
+    affiliation: Affiliation,
+    reason: Option<&str>,
+) {
+    let nicks: Vec<String> = room
+        .occupants
+        .iter()
+        .filter(|(_, o)| o.bare == *jid)
+        .map(|(n, _)| n.clone())
+        .collect();
+    for nick in nicks {
+        if affiliation == Affiliation::Outcast {
+            kick(node, room, &nick, 301, reason).await;
+        } else if room.config.members_only && affiliation < Affiliation::Member {
+            kick(node, room, &nick, 321, reason).await;
+        } else {
+            let role = room.default_role(affiliation);
+            if let Some(o) = room.occupants.get_mut(&nick) {
+                o.role = role;
+            }
+            broadcast_presence(node, room, &nick, &[], false).await;
+        }
+    }
+}
+
+/// Changes the `muc#user` payload of presence `p` in place.
+fn amend_user_x(p: &mut Element, f: impl FnOnce(&mut Element)) {
+    let x = p.children().find(|c| c.is("x", NS_USER)).cloned();
+    if let Some(mut x) = x {
+        f(&mut x);
+        p.retain_children(|c| !c.is("x", NS_USER));
+        p.append_child(x);
+    }
+}
+
+/// Removes occupant `nick` with status `code` (307 kicked, 301 banned, 321 not a member).
+async fn kick(node: &Arc<Node>, room: &mut Room, nick: &str, code: u16, reason: Option<&str>) {
+    let Some(occupant) = room.occupants.get(nick).cloned() else {
+        return;
+    };
+    let targets: Vec<FullJid> = room
+        .occupants
+        .values()
+        .flat_map(|o| o.sessions.iter().cloned())
+        .collect();
+    for to in targets {
+        let mut p = occupant_presence(room, nick, &occupant, &to, true, &[]);
+        amend_user_x(&mut p, |x| {
+            if let Some(reason) = reason {
+                let item = x.children().find(|c| c.is("item", NS_USER)).cloned();
+                x.retain_children(|c| !c.is("item", NS_USER));
+                if let Some(item) = item {
+                    let reason = Element::new("reason", NS_USER).with_text(reason.to_owned());
+                    x.append_child(item.with_child(reason));
+                }
+            }
+            x.append_child(Element::new("status", NS_USER).with_attr("code", code.to_string()));
+        });
+        send(node, p).await;
+    }
+    room.occupants.remove(nick);
+}
+
+/// Forgets a room that is empty and not persistent: from memory, storage and the routing
+/// table.
+async fn destroy_quietly(node: &Arc<Node>, jid: &BareJid) {
+    let Some(room) = node.rooms.rooms.get(jid).map(|r| r.clone()) else {
+        return;
+    };
+    {
+        let mut room = room.lock().await;
+        if !room.occupants.is_empty() || room.config.persistent || room.gone {
+            // Someone joined meanwhile, or it was kept: nothing to do.
+            return;
+        }
+        room.gone = true;
+        node.rooms.rooms.remove(jid);
+    }
+    if let Err(e) = node.storage.put_room(jid, None).await {
+        tracing::warn!(room = %jid, error = %e, "room record not deleted");
+    }
+    if let Err(e) = node
+        .grt
+        .write(Command::DeleteRoom {
+            jid: jid.to_string(),
+        })
+        .await
+    {
+        tracing::warn!(room = %jid, error = %e, "room home not forgotten");
+    }
+    tracing::debug!(room = %jid, "room destroyed");
+}
