@@ -1696,3 +1696,575 @@ async fn destroy_quietly(node: &Arc<Node>, jid: &BareJid) {
     }
     tracing::debug!(room = %jid, "room destroyed");
 }
+
+// ---- Administration (`tern ctl muc`, the admin API) ---------------------------------------------
+
+/// Why an administrative operation on rooms failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MucAdminError {
+    /// No such room (or occupant) here.
+    NotFound(String),
+    /// The room exists already.
+    Exists(String),
+    /// The room lives in another datacenter (named): ask a node there.
+    Elsewhere(String),
+    /// The request is not acceptable; the text says why.
+    BadInput(String),
+    /// The service is off, or storage or the routing table failed.
+    Unavailable(String),
+}
+
+impl std::fmt::Display for MucAdminError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotFound(what) => write!(f, "{what} not found"),
+            Self::Exists(room) => write!(f, "room {room} exists already"),
+            Self::Elsewhere(dc) => write!(
+                f,
+                "the room lives in datacenter {dc}: run the command against a node there"
+            ),
+            Self::BadInput(why) | Self::Unavailable(why) => f.write_str(why),
+        }
+    }
+}
+
+/// A room as listed by the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomSummary {
+    /// The room's JID.
+    pub jid: String,
+    /// Its name (configuration).
+    pub name: String,
+    /// Occupants now.
+    pub occupants: usize,
+    /// Whether it is kept across restarts and when empty.
+    pub persistent: bool,
+    /// Whether the service lists it.
+    pub public: bool,
+}
+
+/// An occupant as listed by the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OccupantSummary {
+    /// The nick.
+    pub nick: String,
+    /// The full JID of (the first session of) the user.
+    pub jid: String,
+    /// Its role.
+    pub role: &'static str,
+    /// Its affiliation.
+    pub affiliation: &'static str,
+}
+
+/// One archived room message, for the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomMessage {
+    /// The archive (and stanza) id, microseconds since the Unix epoch.
+    pub id: u64,
+    /// The sender's occupant JID (`room/nick`).
+    pub from: String,
+    /// The body.
+    pub body: String,
+    /// The message as broadcast.
+    pub stanza: String,
+}
+
+/// The room `room` homed here, or why not.
+async fn admin_room(
+    node: &Node,
+    room: &BareJid,
+) -> Result<Arc<tokio::sync::Mutex<Room>>, MucAdminError> {
+    if !node.config.modules.muc.enabled {
+        return Err(MucAdminError::Unavailable(
+            "the MUC service is off".to_owned(),
+        ));
+    }
+    if !is_service(node, room.domain().as_str()) {
+        return Err(MucAdminError::BadInput(format!(
+            "{} is not a MUC service of this server",
+            room.domain()
+        )));
+    }
+    if let Some((dc, _)) = home_elsewhere(node, room) {
+        return Err(MucAdminError::Elsewhere(dc));
+    }
+    node.rooms
+        .rooms
+        .get(room)
+        .map(|r| r.clone())
+        .ok_or_else(|| MucAdminError::NotFound(format!("room {room}")))
+}
+
+/// The rooms homed here, optionally only those of one service domain, sorted by JID.
+pub async fn admin_list_rooms(node: &Node, service: Option<&str>) -> Vec<RoomSummary> {
+    let rooms: Vec<Arc<tokio::sync::Mutex<Room>>> = node
+        .rooms
+        .rooms
+        .iter()
+        .filter(|e| service.is_none_or(|s| e.key().domain().as_str() == s))
+        .map(|e| e.value().clone())
+        .collect();
+    let mut out = Vec::new();
+    for room in rooms {
+        let room = room.lock().await;
+        if room.gone {
+            continue;
+        }
+        out.push(RoomSummary {
+            jid: room.jid.to_string(),
+            name: room.config.name.clone(),
+            occupants: room.occupant_count(),
+            persistent: room.config.persistent,
+            public: room.config.public,
+        });
+    }
+    out.sort_by(|a, b| a.jid.cmp(&b.jid));
+    out
+}
+
+/// The occupants of `room`, sorted by nick.
+pub async fn admin_occupants(
+    node: &Node,
+    room: &BareJid,
+) -> Result<Vec<OccupantSummary>, MucAdminError> {
+    let room = admin_room(node, room).await?;
+    let room = room.lock().await;
+    Ok(room
+        .occupants
+        .iter()
+        .map(|(nick, o)| OccupantSummary {
+            nick: nick.clone(),
+            jid: o
+                .sessions
+                .first()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            role: o.role.name(),
+            affiliation: room.affiliation(&o.bare).name(),
+        })
+        .collect())
+}
+
+/// Creates `room` here, owned by `owner`, configured and persistent (an administrator's room
+/// outlives its occupants); a name is optional.
+pub async fn admin_create_room(
+    node: &Arc<Node>,
+    room: &BareJid,
+    owner: &BareJid,
+    name: Option<&str>,
+) -> Result<(), MucAdminError> {
+    match admin_room(node, room).await {
+        Ok(_) => return Err(MucAdminError::Exists(room.to_string())),
+        Err(MucAdminError::NotFound(_)) => {}
+        Err(e) => return Err(e),
+    }
+    if room.node().is_none() {
+        return Err(MucAdminError::BadInput(
+            "a room JID needs a local part".to_owned(),
+        ));
+    }
+    node.grt
+        .write(Command::SetRoomHome {
+            jid: room.to_string(),
+            dc: node.config.cluster.dc.clone(),
+        })
+        .await
+        .map_err(|e| {
+            MucAdminError::Unavailable(format!("the routing table did not record the room: {e}"))
+        })?;
+    let mut config = RoomConfig::defaults(node);
+    config.persistent = true;
+    if let Some(name) = name {
+        config.name = name.to_owned();
+    }
+    let mut affiliations = BTreeMap::new();
+    affiliations.insert(owner.to_string(), Affiliation::Owner);
+    let mut salt = [0u8; 16];
+    rand::fill(&mut salt);
+    let new = Room {
+        jid: room.clone(),
+        config,
+        affiliations,
+        occupants: BTreeMap::new(),
+        subject: None,
+        history: VecDeque::new(),
+        locked: false,
+        gone: false,
+        salt,
+    };
+    save(node, &new).await;
+    node.rooms
+        .rooms
+        .insert(room.clone(), Arc::new(tokio::sync::Mutex::new(new)));
+    Ok(())
+}
+
+/// Destroys `room`: its occupants are told (with `reason` and an alternate venue), and it is
+/// forgotten everywhere.
+pub async fn admin_destroy_room(
+    node: &Arc<Node>,
+    room: &BareJid,
+    reason: Option<&str>,
+    alternate: Option<&str>,
+) -> Result<(), MucAdminError> {
+    let handle = admin_room(node, room).await?;
+    {
+        let mut guard = handle.lock().await;
+        let mut destroy = Element::new("destroy", NS_OWNER).with_attr_opt("jid", alternate);
+        if let Some(reason) = reason {
+            destroy.append_child(Element::new("reason", NS_OWNER).with_text(reason.to_owned()));
+        }
+        let query = Element::new("query", NS_OWNER).with_child(destroy);
+        let iq = Element::new("iq", ns::CLIENT).with_attr("type", "set");
+        owner_set(node, &mut guard, &iq, &query).await;
+    }
+    destroy_quietly(node, room).await;
+    Ok(())
+}
+
+/// Kicks occupant `nick` out of `room` (status 307).
+pub async fn admin_kick(
+    node: &Arc<Node>,
+    room: &BareJid,
+    nick: &str,
+    reason: Option<&str>,
+) -> Result<(), MucAdminError> {
+    let handle = admin_room(node, room).await?;
+    let mut guard = handle.lock().await;
+    if !guard.occupants.contains_key(nick) {
+        return Err(MucAdminError::NotFound(format!(
+            "occupant {nick} of {room}"
+        )));
+    }
+    kick(node, &mut guard, nick, 307, reason).await;
+    Ok(())
+}
+
+/// Sets `user`'s affiliation with `room` (`owner`, `admin`, `member`, `outcast` or `none`);
+/// occupants see the change, banned ones are removed.
+pub async fn admin_set_affiliation(
+    node: &Arc<Node>,
+    room: &BareJid,
+    user: &BareJid,
+    affiliation: &str,
+) -> Result<(), MucAdminError> {
+    let Some(affiliation) = Affiliation::from_name(affiliation) else {
+        return Err(MucAdminError::BadInput(format!(
+            "unknown affiliation {affiliation:?} (owner, admin, member, outcast, none)"
+        )));
+    };
+    let handle = admin_room(node, room).await?;
+    let mut guard = handle.lock().await;
+    let owners = guard
+        .affiliations
+        .values()
+        .filter(|a| **a == Affiliation::Owner)
+        .count();
+    if guard.affiliation(user) == Affiliation::Owner
+        && affiliation != Affiliation::Owner
+        && owners == 1
+    {
+        return Err(MucAdminError::BadInput(format!(
+            "{user} is the only owner of {room}"
+        )));
+    }
+    if affiliation == Affiliation::None {
+        guard.affiliations.remove(user.as_str());
+    } else {
+        guard.affiliations.insert(user.to_string(), affiliation);
+    }
+    save(node, &guard).await;
+    apply_affiliation(node, &mut guard, user, affiliation, None).await;
+    Ok(())
+}
+
+/// Sends `body` to `room` as a groupchat message of `user`, who must be an occupant.
+pub async fn admin_send_message(
+    node: &Arc<Node>,
+    room: &BareJid,
+    user: &BareJid,
+    body: &str,
+) -> Result<(), MucAdminError> {
+    let handle = admin_room(node, room).await?;
+    let session = {
+        let guard = handle.lock().await;
+        guard
+            .occupants
+            .values()
+            .find(|o| o.bare == *user)
+            .and_then(|o| o.sessions.first().cloned())
+    };
+    let Some(session) = session else {
+        return Err(MucAdminError::NotFound(format!(
+            "occupant {user} of {room}"
+        )));
+    };
+    let message = Element::new("message", ns::CLIENT)
+        .with_attr("from", session.to_string())
+        .with_attr("to", room.to_string())
+        .with_attr("type", "groupchat")
+        .with_child(Element::new("body", ns::CLIENT).with_text(body.to_owned()));
+    let stanza = Stanza::from_element(&message, ns::CLIENT)
+        .map_err(|e| MucAdminError::BadInput(format!("not a message: {e:?}")))?;
+    route(node, stanza, Jid::from(room.clone()), false).await;
+    Ok(())
+}
+
+/// Invites `user` to `room` on behalf of `from` (a mediated invitation from the room).
+pub async fn admin_invite(
+    node: &Arc<Node>,
+    room: &BareJid,
+    from: &BareJid,
+    user: &BareJid,
+    reason: Option<&str>,
+) -> Result<(), MucAdminError> {
+    let handle = admin_room(node, room).await?;
+    let guard = handle.lock().await;
+    let mut invite = Element::new("invite", NS_USER).with_attr("to", user.to_string());
+    if let Some(reason) = reason {
+        invite.append_child(Element::new("reason", NS_USER).with_text(reason.to_owned()));
+    }
+    let Ok(inviter) = FullJid::new(&format!("{from}/admin")) else {
+        return Err(MucAdminError::BadInput(format!("{from} cannot invite")));
+    };
+    mediated_invite(node, &guard, &inviter, &invite).await;
+    Ok(())
+}
+
+/// Changes `room`'s configuration: `changes` are `muc#roomconfig_*` fields and values, as a
+/// client's form would give them.
+pub async fn admin_configure(
+    node: &Arc<Node>,
+    room: &BareJid,
+    changes: &[(String, String)],
+) -> Result<(), MucAdminError> {
+    let handle = admin_room(node, room).await?;
+    let mut guard = handle.lock().await;
+    let mut form = Element::new("x", NS_DATA).with_attr("type", "submit");
+    for (var, value) in changes {
+        form.append_child(
+            Element::new("field", NS_DATA)
+                .with_attr("var", var.clone())
+                .with_child(Element::new("value", NS_DATA).with_text(value.clone())),
+        );
+    }
+    let query = Element::new("query", NS_OWNER).with_child(form);
+    let iq = Element::new("iq", ns::CLIENT).with_attr("type", "set");
+    let reply = owner_set(node, &mut guard, &iq, &query).await;
+    if reply.attr("type") == Some("result") {
+        Ok(())
+    } else {
+        Err(MucAdminError::BadInput(
+            "a value is not acceptable (maxusers above the service's limit?)".to_owned(),
+        ))
+    }
+}
+
+/// The newest `limit` archived messages of `room` (oldest first), before `before` (µs) if given.
+pub async fn admin_messages(
+    node: &Arc<Node>,
+    room: &BareJid,
+    limit: usize,
+    before: Option<u64>,
+) -> Result<Vec<RoomMessage>, MucAdminError> {
+    admin_room(node, room).await?;
+    let query = crate::storage::ArchiveQuery {
+        from: 0,
+        to: before.map_or(u64::MAX, |b| b.saturating_sub(1)),
+        max: limit,
+        from_end: true,
+        ..crate::storage::ArchiveQuery::default()
+    };
+    let page = node
+        .storage
+        .archive_query(room, query)
+        .await
+        .map_err(|e| MucAdminError::Unavailable(format!("the archive cannot be read: {e}")))?;
+    Ok(page
+        .messages
+        .into_iter()
+        .map(|(id, archived)| {
+            let element = Element::parse(&archived.stanza, ns::CLIENT).ok();
+            RoomMessage {
+                id,
+                from: archived.with,
+                body: element
+                    .as_ref()
+                    .and_then(|e| e.get_child("body", ns::CLIENT).map(Element::text))
+                    .unwrap_or_default(),
+                stanza: String::from_utf8_lossy(&archived.stanza).into_owned(),
+            }
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::tests::test_node;
+
+    fn room_with_history(n: usize) -> Room {
+        let jid = BareJid::new("r@muc.localhost").unwrap();
+        let start = SystemTime::now() - Duration::from_secs(1000);
+        let history = (0..n)
+            .map(|i| {
+                let xml = format!(
+                    "<message from='r@muc.localhost/a' type='groupchat'><body>{i}</body></message>"
+                );
+                (
+                    Bytes::from(xml),
+                    start + Duration::from_secs(i as u64 * 100),
+                )
+            })
+            .collect();
+        Room {
+            jid,
+            config: RoomConfig {
+                name: String::new(),
+                description: String::new(),
+                persistent: false,
+                public: true,
+                members_only: false,
+                moderated: false,
+                password: None,
+                max_users: 10,
+                whois: Whois::Moderators,
+                allow_invites: false,
+                change_subject: false,
+                history: 20,
+            },
+            affiliations: BTreeMap::new(),
+            occupants: BTreeMap::new(),
+            subject: None,
+            history,
+            locked: false,
+            gone: false,
+            salt: [7; 16],
+        }
+    }
+
+    fn bodies(out: &[Bytes]) -> Vec<String> {
+        out.iter()
+            .map(|b| {
+                let text = String::from_utf8_lossy(b);
+                let start = text.find("<body>").unwrap() + 6;
+                let end = text.find("</body>").unwrap();
+                text[start..end].to_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn history_follows_what_the_newcomer_asks_for() {
+        let room = room_with_history(10);
+        assert_eq!(bodies(&history_for(&room, None)).len(), 10);
+        let ask = |xml: &str| Element::parse(xml.as_bytes(), NS).unwrap();
+        let h = ask("<history xmlns='http://jabber.org/protocol/muc' maxstanzas='3'/>");
+        assert_eq!(bodies(&history_for(&room, Some(&h))), ["7", "8", "9"]);
+        // Message i is 1000 - 100·i seconds old: the last five are younger than 550 s.
+        let h = ask("<history xmlns='http://jabber.org/protocol/muc' seconds='550'/>");
+        assert_eq!(
+            bodies(&history_for(&room, Some(&h))),
+            ["5", "6", "7", "8", "9"]
+        );
+        let h = ask("<history xmlns='http://jabber.org/protocol/muc' maxchars='0'/>");
+        assert!(history_for(&room, Some(&h)).is_empty());
+        let all = history_for(&room, None);
+        assert!(
+            String::from_utf8_lossy(&all[0])
+                .contains("<delay xmlns='urn:xmpp:delay' from='r@muc.localhost'"),
+            "history carries delays"
+        );
+    }
+
+    #[test]
+    fn occupant_ids_are_stable_per_room_and_differ_between_users() {
+        let room = room_with_history(0);
+        let a = BareJid::new("a@localhost").unwrap();
+        let b = BareJid::new("b@localhost").unwrap();
+        assert_eq!(room.occupant_id(&a), room.occupant_id(&a));
+        assert_ne!(room.occupant_id(&a), room.occupant_id(&b));
+        let mut other = room_with_history(0);
+        other.salt = [8; 16];
+        assert_ne!(
+            room.occupant_id(&a),
+            other.occupant_id(&a),
+            "another room, another id"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_service_domain_follows_the_host_pattern() {
+        let (node, _dir) = test_node("muc-service").await;
+        assert!(is_service(&node, "muc.localhost"));
+        assert!(!is_service(&node, "localhost"));
+        assert!(!is_service(&node, "muc.elsewhere.example"));
+        assert_eq!(service_for(&node, "localhost"), "muc.localhost");
+    }
+
+    #[tokio::test]
+    async fn administrators_create_configure_and_destroy_rooms() {
+        let (node, _dir) = test_node("muc-admin").await;
+        let room = BareJid::new("team@muc.localhost").unwrap();
+        let owner = BareJid::new("boss@localhost").unwrap();
+        admin_create_room(&node, &room, &owner, Some("Team"))
+            .await
+            .unwrap();
+        assert_eq!(
+            admin_create_room(&node, &room, &owner, None).await,
+            Err(MucAdminError::Exists(room.to_string()))
+        );
+        let listed = admin_list_rooms(&node, Some("muc.localhost")).await;
+        assert_eq!(listed.len(), 1);
+        assert_eq!(
+            (listed[0].name.as_str(), listed[0].persistent),
+            ("Team", true)
+        );
+        admin_configure(
+            &node,
+            &room,
+            &[("muc#roomconfig_roomname".into(), "Renamed".into())],
+        )
+        .await
+        .unwrap();
+        assert!(
+            admin_configure(
+                &node,
+                &room,
+                &[("muc#roomconfig_maxusers".into(), "0".into())]
+            )
+            .await
+            .is_err()
+        );
+        let member = BareJid::new("m@localhost").unwrap();
+        admin_set_affiliation(&node, &room, &member, "member")
+            .await
+            .unwrap();
+        assert!(matches!(
+            admin_set_affiliation(&node, &room, &owner, "none").await,
+            Err(MucAdminError::BadInput(_))
+        ));
+        assert!(matches!(
+            admin_kick(&node, &room, "nobody", None).await,
+            Err(MucAdminError::NotFound(_))
+        ));
+        // Kept in storage: a restart finds it with its name and affiliations.
+        let stored = node.storage.list_rooms().await.unwrap();
+        assert_eq!(stored.len(), 1);
+        let record: RoomRecord = postcard::from_bytes(&stored[0].1).unwrap();
+        assert_eq!(record.config.name, "Renamed");
+        assert_eq!(
+            record.affiliations.get("m@localhost"),
+            Some(&Affiliation::Member)
+        );
+        admin_destroy_room(&node, &room, Some("done"), None)
+            .await
+            .unwrap();
+        assert!(admin_list_rooms(&node, None).await.is_empty());
+        assert!(node.storage.list_rooms().await.unwrap().is_empty());
+        assert!(matches!(
+            admin_occupants(&node, &room).await,
+            Err(MucAdminError::NotFound(_))
+        ));
+    }
+}
