@@ -58,6 +58,12 @@ pub struct Muc {
     pub max_users: u32,
     /// Rooms one user may own. 1..=100000, default 100.
     pub max_rooms_per_user: u32,
+    /// Largest message an occupant may send to a room or another occupant, in bytes: 256 B
+    /// ..=16 MiB, default 16 KiB; a larger one gets `<not-acceptable/>`.
+    pub max_message_size: usize,
+    /// Messages per second one occupant may send (a burst of twice as many is allowed);
+    /// faster ones get `<resource-constraint/>`. 1..=10000, default 10.
+    pub max_messages_per_second: u32,
 }
 
 impl Default for Muc {
@@ -68,6 +74,8 @@ impl Default for Muc {
             history: 20,
             max_users: 200,
             max_rooms_per_user: 100,
+            max_message_size: 16 * 1024,
+            max_messages_per_second: 10,
         }
     }
 }
@@ -282,6 +290,12 @@ fn read_muc(mut section: Section<'_>, d: &mut Diagnostics) -> Muc {
         max_rooms_per_user: section
             .integer_in::<u32>(d, "max_rooms_per_user", 1, Some(100_000))
             .unwrap_or(defaults.max_rooms_per_user),
+        max_message_size: section
+            .size_in(d, "max_message_size", 256, 16 * 1024 * 1024)
+            .unwrap_or(defaults.max_message_size),
+        max_messages_per_second: section
+            .integer_in::<u32>(d, "max_messages_per_second", 1, Some(10_000))
+            .unwrap_or(defaults.max_messages_per_second),
     };
     section.finish(d);
     muc

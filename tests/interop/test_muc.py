@@ -251,3 +251,94 @@ async def test_room_archive_and_occupant_ids(server, clients):
     async for result in i.plugin["xep_0313"].iterate(jid=room, reverse=True, rsm={"max": 9}):
         backwards.append(result["mam_result"]["forwarded"]["stanza"]["body"])
     assert backwards == [f"m{n}" for n in reversed(range(30))]
+
+
+@pytest.fixture(scope="module")
+def strict(tmp_path_factory):
+    srv = TernServer(tmp_path_factory.mktemp("muc-limits"), extra_sections={
+        "modules.muc": {"max_message_size": "1KiB", "max_messages_per_second": 2},
+    }).start()
+    yield srv
+    srv.stop()
+
+
+async def test_limits_registration_and_voice(strict):
+    server = strict
+    jo, kai, lee = (server.new_account(n) for n in ("jo", "kai", "lee"))
+    j = Client(server, f"{jo.jid}/j", jo.password, plugins=PLUGINS)
+    k = Client(server, f"{kai.jid}/k", kai.password, plugins=PLUGINS)
+    le = Client(server, f"{lee.jid}/l", lee.password, plugins=PLUGINS)
+    try:
+        for client in (j, k, le):
+            await client.online()
+        room = "strict@muc.localhost"
+        await j.plugin["xep_0045"].join_muc_wait(room, "Jo", timeout=WAIT)
+        form = j.plugin["xep_0004"].make_form(ftype="submit")
+        form.add_field(var="FORM_TYPE", ftype="hidden",
+                       value="http://jabber.org/protocol/muc#roomconfig")
+        form.add_field(var="muc#roomconfig_moderatedroom", value="1")
+        await j.plugin["xep_0045"].set_room_config(room, form)
+
+        # kai registers a nick (and so becomes a member); nobody else may take it.
+        iq = k.make_iq_set(ito=room)
+        query = ET.SubElement(iq.xml, "{jabber:iq:register}query")
+        x = ET.SubElement(query, "{jabber:x:data}x", {"type": "submit"})
+        for var, value in (("FORM_TYPE", "http://jabber.org/protocol/muc#register"),
+                           ("muc#register_roomnick", "Kai")):
+            field = ET.SubElement(x, "{jabber:x:data}field", {"var": var})
+            ET.SubElement(field, "{jabber:x:data}value").text = value
+        await iq.send(timeout=WAIT)
+        with pytest.raises(PresenceError) as err:
+            await le.plugin["xep_0045"].join_muc_wait(room, "Kai", timeout=WAIT)
+        assert err.value.condition == "conflict"
+        members = await j.plugin["xep_0045"].get_affiliation_list(room, "member")
+        assert members == [kai.jid]
+
+        # lee joins the moderated room as a visitor: no voice until a moderator grants it.
+        # The moderator's client sees the request (taken off the wire: slixmpp's plugins keep
+        # form messages from rooms to themselves).
+        j_msgs: asyncio.Queue = asyncio.Queue()
+
+        def catch_forms(stanza):
+            if stanza.xml.tag == "{jabber:client}message":
+                j_msgs.put_nowait(stanza)
+            return stanza
+        j.add_filter("in", catch_forms)
+        pres, _, _, _ = await le.plugin["xep_0045"].join_muc_wait(room, "Lee", timeout=WAIT)
+        assert pres.xml.find(f"{MUC_USER}x/{MUC_USER}item").get("role") == "visitor"
+        le.send_message(mto=room, mbody="may I?", mtype="groupchat")
+        error = await le.next_message_error()
+        assert error["error"]["condition"] == "forbidden"
+        le.plugin["xep_0045"].request_voice(room, "participant")
+        while True:
+            request = await asyncio.wait_for(j_msgs.get(), WAIT)
+            form = request.xml.find("{jabber:x:data}x")
+            if form is not None:
+                break
+        fields = {f.get("var"): f.findtext("{jabber:x:data}value")
+                  for f in form.iter("{jabber:x:data}field")}
+        assert fields["FORM_TYPE"] == "http://jabber.org/protocol/muc#request"
+        assert fields["muc#roomnick"] == "Lee" and fields["muc#jid"] == lee.jid
+        answer = j.make_message(mto=room)
+        x = ET.SubElement(answer.xml, "{jabber:x:data}x", {"type": "submit"})
+        for var, value in (("FORM_TYPE", "http://jabber.org/protocol/muc#request"),
+                           ("muc#role", "participant"), ("muc#roomnick", "Lee"),
+                           ("muc#request_allow", "true")):
+            field = ET.SubElement(x, "{jabber:x:data}field", {"var": var})
+            ET.SubElement(field, "{jabber:x:data}value").text = value
+        answer.send()
+        le_pres = muc_presences(le)
+        await wait_muc(le_pres, lambda p: str(p["from"]) == f"{room}/Lee" and
+                       p.xml.find(f"{MUC_USER}x/{MUC_USER}item").get("role") == "participant")
+
+        # Limits: a message over 1 KiB is refused; more than a burst of 4 at 2/s is slowed down.
+        le.send_message(mto=room, mbody="x" * 2000, mtype="groupchat")
+        error = await le.next_message_error()
+        assert error["error"]["condition"] == "not-acceptable"
+        for n in range(8):
+            le.send_message(mto=room, mbody=f"fast {n}", mtype="groupchat")
+        error = await le.next_message_error()
+        assert error["error"]["condition"] == "resource-constraint"
+    finally:
+        for client in (j, k, le):
+            await client.close()

@@ -47,6 +47,9 @@ pub const NS_ADMIN: &str = "http://jabber.org/protocol/muc#admin";
 const NS_DATA: &str = "jabber:x:data";
 const NS_CONFIG: &str = "http://jabber.org/protocol/muc#roomconfig";
 const NS_ROOMINFO: &str = "http://jabber.org/protocol/muc#roominfo";
+const NS_REQUEST: &str = "http://jabber.org/protocol/muc#request";
+const NS_REGISTER: &str = "jabber:iq:register";
+const NS_REGISTER_FORM: &str = "http://jabber.org/protocol/muc#register";
 /// XEP-0421.
 const NS_OCCUPANT_ID: &str = "urn:xmpp:occupant-id:0";
 
@@ -179,6 +182,8 @@ struct RoomRecord {
     subject: Option<(String, String)>,
     /// Makes the room's XEP-0421 occupant ids.
     salt: [u8; 16],
+    /// Registered nicks, by bare JID (XEP-0045 §7.10).
+    registered: BTreeMap<String, String>,
 }
 
 /// One occupant (a nick), with every session of its user joined under it.
@@ -189,6 +194,25 @@ struct Occupant {
     role: Role,
     /// The last presence of the occupant's sessions (its children: show, status, caps…).
     presence: Element,
+    /// Messages it may still send now (refilled at `max_messages_per_second`), and when it was
+    /// last refilled.
+    allowance: (f64, std::time::Instant),
+}
+
+impl Occupant {
+    /// Takes one message from the occupant's allowance; `false` when it sends too fast.
+    fn may_send(&mut self, per_second: u32) -> bool {
+        let rate = f64::from(per_second);
+        let now = std::time::Instant::now();
+        let (tokens, last) = self.allowance;
+        let refilled = (tokens + now.duration_since(last).as_secs_f64() * rate).min(rate * 2.0);
+        if refilled < 1.0 {
+            self.allowance = (refilled, now);
+            return false;
+        }
+        self.allowance = (refilled - 1.0, now);
+        true
+    }
 }
 
 /// A room at its home.
@@ -208,6 +232,8 @@ struct Room {
     gone: bool,
     /// Makes the room's XEP-0421 occupant ids (kept with a persistent room).
     salt: [u8; 16],
+    /// Registered nicks, by bare JID.
+    registered: BTreeMap<String, String>,
 }
 
 /// The rooms homed on this node.
@@ -287,6 +313,7 @@ pub async fn load(node: &Node) {
             locked: false,
             gone: false,
             salt: record.salt,
+            registered: record.registered,
         };
         node.rooms
             .rooms
@@ -307,6 +334,7 @@ async fn save(node: &Node, room: &Room) {
         affiliations: room.affiliations.clone(),
         subject: room.subject.clone(),
         salt: room.salt,
+        registered: room.registered.clone(),
     };
     match postcard::to_allocvec(&record) {
         Ok(bytes) => {
@@ -635,6 +663,7 @@ async fn create(
             rand::fill(&mut salt);
             salt
         },
+        registered: BTreeMap::new(),
     }));
     // Two joins may race to create it: the first one in the map wins.
     let entry = node
@@ -663,6 +692,14 @@ async fn join(node: &Arc<Node>, room: &mut Room, from: &FullJid, nick: &str, ele
     if let Some(other) = room.occupants.get(nick)
         && other.bare != bare
     {
+        return send(node, refuse(StanzaCondition::Conflict)).await;
+    }
+    if room
+        .registered
+        .iter()
+        .any(|(owner, registered)| registered == nick && owner != bare.as_str())
+    {
+        // Someone else registered this nick.
         return send(node, refuse(StanzaCondition::Conflict)).await;
     }
     let muc = element.get_child("x", NS);
@@ -706,6 +743,10 @@ async fn join(node: &Arc<Node>, room: &mut Room, from: &FullJid, nick: &str, ele
                     sessions: vec![from.clone()],
                     role,
                     presence,
+                    allowance: (
+                        f64::from(node.config.modules.muc.max_messages_per_second) * 2.0,
+                        std::time::Instant::now(),
+                    ),
                 },
             );
         }
@@ -922,8 +963,15 @@ async fn change_nick(
     new: &str,
     element: &Element,
 ) {
-    if let Some(other) = room.occupants.get(new)
-        && other.bare != from.to_bare()
+    let registered_by_other = room
+        .registered
+        .iter()
+        .any(|(owner, nick)| nick == new && *owner != from.to_bare().as_str());
+    if registered_by_other
+        || room
+            .occupants
+            .get(new)
+            .is_some_and(|other| other.bare != from.to_bare())
     {
         return send(
             node,
@@ -988,6 +1036,19 @@ async fn message(
         // Only occupants speak, invite or write privately (XEP-0045 §7.9).
         return node.bounce(&stanza, StanzaCondition::NotAcceptable).await;
     };
+    let limits = &node.config.modules.muc;
+    if stanza.raw().len() > limits.max_message_size {
+        let error = StanzaError::new(StanzaCondition::NotAcceptable)
+            .with_text("the message is larger than this room accepts");
+        return node.bounce_with(&stanza, error).await;
+    }
+    if let Some(occupant) = room.occupants.get_mut(&sender)
+        && !occupant.may_send(limits.max_messages_per_second)
+    {
+        let error = StanzaError::new(StanzaCondition::ResourceConstraint)
+            .with_text("too many messages: slow down");
+        return node.bounce_with(&stanza, error).await;
+    }
     let Ok(element) = stanza.element(ns::CLIENT) else {
         return;
     };
@@ -1017,6 +1078,11 @@ async fn message(
         && let Some(invite) = x.get_child("invite", NS_USER)
     {
         return mediated_invite(node, &room, from, invite).await;
+    }
+    if let Some(form) = element.get_child("x", NS_DATA)
+        && form_type(form).as_deref() == Some(NS_REQUEST)
+    {
+        return voice_request(node, &mut room, &sender, form).await;
     }
     if !stanza.is_type("groupchat") {
         return node.bounce(&stanza, StanzaCondition::BadRequest).await;
@@ -1079,6 +1145,81 @@ async fn message(
     for to in targets {
         node.route(out.with_addresses(None, Some(to.as_str())))
             .await;
+    }
+}
+
+/// The `FORM_TYPE` of a data form.
+fn form_type(form: &Element) -> Option<String> {
+    form.children()
+        .find(|f| f.is("field", NS_DATA) && f.attr("var") == Some("FORM_TYPE"))
+        .and_then(|f| f.get_child("value", NS_DATA))
+        .map(Element::text)
+}
+
+/// The value of field `var` of a data form.
+fn form_value(form: &Element, var: &str) -> Option<String> {
+    form.children()
+        .find(|f| f.is("field", NS_DATA) && f.attr("var") == Some(var))
+        .and_then(|f| f.get_child("value", NS_DATA))
+        .map(|v| v.text().trim().to_owned())
+}
+
+/// XEP-0045 §7.13 / §8.6: a visitor asks for voice (the request goes to the moderators), or a
+/// moderator answers one (`muc#request_allow`).
+async fn voice_request(node: &Arc<Node>, room: &mut Room, sender: &str, form: &Element) {
+    let sender_role = room.occupants.get(sender).map_or(Role::None, |o| o.role);
+    let allow = form_value(form, "muc#request_allow");
+    if let Some(allow) = allow
+        && sender_role == Role::Moderator
+    {
+        // A moderator's answer.
+        let Some(nick) = form_value(form, "muc#roomnick") else {
+            return;
+        };
+        if matches!(allow.as_str(), "true" | "1")
+            && let Some(occupant) = room.occupants.get_mut(&nick)
+            && occupant.role == Role::Visitor
+        {
+            occupant.role = Role::Participant;
+            broadcast_presence(node, room, &nick, &[], false).await;
+        }
+        return;
+    }
+    if sender_role != Role::Visitor {
+        return;
+    }
+    let Some(occupant) = room.occupants.get(sender) else {
+        return;
+    };
+    let field = |var: &str, kind: &str, value: String| {
+        Element::new("field", NS_DATA)
+            .with_attr("var", var.to_owned())
+            .with_attr("type", kind.to_owned())
+            .with_child(Element::new("value", NS_DATA).with_text(value))
+    };
+    let request = Element::new("x", NS_DATA)
+        .with_attr("type", "form")
+        .with_child(Element::new("title", NS_DATA).with_text("Voice request"))
+        .with_child(field("FORM_TYPE", "hidden", NS_REQUEST.to_owned()))
+        .with_child(field("muc#role", "list-single", "participant".to_owned()))
+        .with_child(field("muc#jid", "jid-single", occupant.bare.to_string()))
+        .with_child(field("muc#roomnick", "text-single", sender.to_owned()))
+        .with_child(field("muc#request_allow", "boolean", "false".to_owned()));
+    let moderators: Vec<FullJid> = room
+        .occupants
+        .values()
+        .filter(|o| o.role == Role::Moderator)
+        .flat_map(|o| o.sessions.iter().cloned())
+        .collect();
+    for to in moderators {
+        send(
+            node,
+            Element::new("message", ns::CLIENT)
+                .with_attr("from", room.jid.to_string())
+                .with_attr("to", to.to_string())
+                .with_child(request.clone()),
+        )
+        .await;
     }
 }
 
@@ -1153,8 +1294,29 @@ async fn iq(
     }
     let affiliation = room.affiliation(&from.to_bare());
     let reply = match query {
+        Some(q)
+            if get
+                && q.is("query", ns::DISCO_INFO)
+                && q.attr("node") == Some("x-roomuser-item") =>
+        {
+            // XEP-0045 §7.2.4: the nick the asker registered, if any.
+            let mut info =
+                Element::new("query", ns::DISCO_INFO).with_attr("node", "x-roomuser-item");
+            if let Some(nick) = room.registered.get(from.to_bare().as_str()) {
+                info.append_child(
+                    Element::new("identity", ns::DISCO_INFO)
+                        .with_attr("category", "conference")
+                        .with_attr("type", "text")
+                        .with_attr("name", nick.clone()),
+                );
+            }
+            result_for(&iq).with_child(info)
+        }
         Some(q) if get && q.is("query", ns::DISCO_INFO) => {
             room_info(&room, &iq, node.config.modules.mam.enabled)
+        }
+        Some(q) if q.is("query", NS_REGISTER) => {
+            register(node, &mut room, from, &iq, &q, get).await
         }
         Some(q)
             if (q.ns() == crate::modules::mam::NS || q.ns() == crate::modules::mam::NS_V1)
@@ -1212,6 +1374,81 @@ async fn iq(
     send(node, reply).await;
 }
 
+/// XEP-0045 §7.10: registering (or giving up) a nick with the room; a registered user becomes
+/// a member.
+async fn register(
+    node: &Arc<Node>,
+    room: &mut Room,
+    from: &FullJid,
+    iq: &Element,
+    query: &Element,
+    get: bool,
+) -> Element {
+    let bare = from.to_bare();
+    if get {
+        let mut answer = Element::new("query", NS_REGISTER);
+        if let Some(nick) = room.registered.get(bare.as_str()) {
+            answer.append_child(Element::new("registered", NS_REGISTER));
+            answer.append_child(Element::new("username", NS_REGISTER).with_text(nick.clone()));
+            return result_for(iq).with_child(answer);
+        }
+        let form = Element::new("x", NS_DATA)
+            .with_attr("type", "form")
+            .with_child(
+                Element::new("field", NS_DATA)
+                    .with_attr("var", "FORM_TYPE")
+                    .with_attr("type", "hidden")
+                    .with_child(Element::new("value", NS_DATA).with_text(NS_REGISTER_FORM)),
+            )
+            .with_child(
+                Element::new("field", NS_DATA)
+                    .with_attr("var", "muc#register_roomnick")
+                    .with_attr("type", "text-single")
+                    .with_attr("label", "Nickname")
+                    .with_child(Element::new("required", NS_DATA)),
+            );
+        answer.append_child(
+            Element::new("instructions", NS_REGISTER)
+                .with_text("Choose the nickname to register with this room."),
+        );
+        answer.append_child(form);
+        return result_for(iq).with_child(answer);
+    }
+    if room.affiliation(&bare) == Affiliation::Outcast {
+        return StanzaError::new(StanzaCondition::Forbidden).reply_to(iq);
+    }
+    if query.has_child("remove", NS_REGISTER) {
+        room.registered.remove(bare.as_str());
+        if room.affiliation(&bare) == Affiliation::Member {
+            room.affiliations.remove(bare.as_str());
+        }
+        save(node, room).await;
+        return result_for(iq);
+    }
+    let nick = query
+        .get_child("x", NS_DATA)
+        .and_then(|form| form_value(form, "muc#register_roomnick"))
+        .filter(|n| !n.is_empty());
+    let Some(nick) = nick else {
+        return StanzaError::new(StanzaCondition::BadRequest).reply_to(iq);
+    };
+    let taken = room
+        .registered
+        .iter()
+        .any(|(owner, n)| *n == nick && owner != bare.as_str())
+        || room.occupants.get(&nick).is_some_and(|o| o.bare != bare);
+    if taken {
+        return StanzaError::new(StanzaCondition::Conflict).reply_to(iq);
+    }
+    room.registered.insert(bare.to_string(), nick);
+    if room.affiliation(&bare) == Affiliation::None {
+        room.affiliations
+            .insert(bare.to_string(), Affiliation::Member);
+    }
+    save(node, room).await;
+    result_for(iq)
+}
+
 fn room_info(room: &Room, iq: &Element, mam: bool) -> Element {
     let c = &room.config;
     let mut q = Element::new("query", ns::DISCO_INFO).with_child(
@@ -1257,6 +1494,7 @@ fn room_info(room: &Room, iq: &Element, mam: bool) -> Element {
         },
         "urn:xmpp:sid:0",
         NS_OCCUPANT_ID,
+        NS_REGISTER,
         ns::PING,
     ];
     for f in features {
@@ -1891,6 +2129,7 @@ pub async fn admin_create_room(
         locked: false,
         gone: false,
         salt,
+        registered: BTreeMap::new(),
     };
     save(node, &new).await;
     node.rooms
@@ -2140,6 +2379,7 @@ mod tests {
             locked: false,
             gone: false,
             salt: [7; 16],
+            registered: BTreeMap::new(),
         }
     }
 
