@@ -134,6 +134,12 @@ pub enum EnvelopeKind {
     /// Any → any: this datacenter's node started (payload: its epoch); sessions the peer
     /// keeps for an older life of it are gone.
     Epoch,
+    /// A room's home → a datacenter where some of its occupants live: which of the room's
+    /// occupant sessions that datacenter delivers to (payload: the node's record).
+    RoomOccupants,
+    /// A room's home → such a datacenter: one copy of a stanza for every occupant it delivers
+    /// to (payload: the node's record), so a room message crosses each bridge once.
+    RoomFanout,
 }
 
 /// One frame on a bridge stream.

@@ -613,9 +613,24 @@ impl Node {
             EnvelopeKind::Epoch => match postcard::from_bytes::<u64>(&envelope.stanza) {
                 Ok(epoch) => {
                     self.peer_started(peer, epoch);
+                    crate::modules::muc::peer_started(self, peer).await;
                 }
                 Err(_) => tracing::warn!(%peer, "unreadable epoch announcement dropped"),
             },
+            EnvelopeKind::RoomOccupants => {
+                let inbound = Inbound {
+                    peer: peer.to_owned(),
+                    envelope,
+                };
+                crate::modules::muc::occupants_from_home(self, &inbound);
+            }
+            EnvelopeKind::RoomFanout => {
+                let inbound = Inbound {
+                    peer: peer.to_owned(),
+                    envelope,
+                };
+                crate::modules::muc::fanout_from_home(self, inbound).await;
+            }
             EnvelopeKind::Message | EnvelopeKind::Presence | EnvelopeKind::Iq => {}
         }
     }

@@ -29,6 +29,8 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use jid::{BareJid, FullJid, Jid};
 use serde::{Deserialize, Serialize};
+use tern_gd_mesh::Inbound;
+use tern_gd_mesh::frame::{EnvelopeKind, Route};
 use tern_raft_store::Command;
 use tern_xmpp_proto::stanza::Stanza;
 use tern_xmpp_proto::{Element, StanzaCondition, StanzaError, StanzaKind, ns};
@@ -234,12 +236,41 @@ struct Room {
     salt: [u8; 16],
     /// Registered nicks, by bare JID.
     registered: BTreeMap<String, String>,
+    /// Per datacenter that delivers to some occupants: the occupant sessions it was told of.
+    mirrors: BTreeMap<String, Vec<String>>,
+    /// Version of the occupant lists sent to other datacenters.
+    mirror_version: u64,
 }
 
 /// The rooms homed on this node.
 #[derive(Debug, Default)]
 pub struct Rooms {
     rooms: DashMap<BareJid, Arc<tokio::sync::Mutex<Room>>>,
+    /// Rooms homed in other datacenters: the occupant sessions this one delivers to.
+    mirrors: DashMap<BareJid, Mirror>,
+}
+
+/// What a datacenter knows of a room homed elsewhere: its occupant sessions that it delivers
+/// to, as the home last said.
+#[derive(Debug)]
+struct Mirror {
+    home: String,
+    version: u64,
+    sessions: Vec<FullJid>,
+}
+
+/// [`EnvelopeKind::RoomOccupants`]'s payload.
+#[derive(Debug, Serialize, Deserialize)]
+struct OccupantsRecord {
+    version: u64,
+    sessions: Vec<String>,
+}
+
+/// [`EnvelopeKind::RoomFanout`]'s payload.
+#[derive(Debug, Serialize, Deserialize)]
+struct FanoutRecord {
+    version: u64,
+    stanza: Vec<u8>,
 }
 
 impl Rooms {
@@ -314,6 +345,8 @@ pub async fn load(node: &Node) {
             gone: false,
             salt: record.salt,
             registered: record.registered,
+            mirrors: BTreeMap::new(),
+            mirror_version: 0,
         };
         node.rooms
             .rooms
@@ -556,6 +589,7 @@ async fn presence(
         Some(current) => change_nick(node, &mut room, from, &current, &nick, &element).await,
         None => join(node, &mut room, from, &nick, &element).await,
     }
+    sync_mirrors(node, &mut room).await;
     let empty = room.occupants.is_empty() && !room.config.persistent;
     let jid = room.jid.clone();
     drop(room);
@@ -664,6 +698,8 @@ async fn create(
             salt
         },
         registered: BTreeMap::new(),
+        mirrors: BTreeMap::new(),
+        mirror_version: 0,
     }));
     // Two joins may race to create it: the first one in the map wins.
     let entry = node
@@ -1136,15 +1172,179 @@ async fn message(
             room.history.pop_front();
         }
     }
-    let targets: Vec<FullJid> = room
-        .occupants
-        .values()
-        .flat_map(|o| o.sessions.iter().cloned())
+    broadcast_message(node, &room, &out).await;
+}
+
+/// Gives a room stanza (without `to`) to every occupant session: one copy over each bridge to
+/// a datacenter that delivers to some of them (it fans out there), one route per session for
+/// the others.
+async fn broadcast_message(node: &Arc<Node>, room: &Room, stanza: &Stanza) {
+    let mut mirrored: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    if let Some(mesh) = node.mesh.get() {
+        for (dc, sessions) in &room.mirrors {
+            let record = FanoutRecord {
+                version: room.mirror_version,
+                stanza: stanza.raw().to_vec(),
+            };
+            let Ok(payload) = postcard::to_allocvec(&record) else {
+                continue;
+            };
+            let route = room_route(&room.jid, EnvelopeKind::RoomFanout);
+            match mesh.send(dc, route, Bytes::from(payload)) {
+                Ok(()) => {
+                    node.metrics.mesh_sent();
+                    mirrored.extend(sessions.iter().map(String::as_str));
+                }
+                Err(e) => {
+                    // Its occupants get the stanza one by one below.
+                    tracing::debug!(room = %room.jid, %dc, error = %e, "room fan-out not sent");
+                }
+            }
+        }
+    }
+    for occupant in room.occupants.values() {
+        for session in &occupant.sessions {
+            if !mirrored.contains(session.as_str()) {
+                node.route(stanza.with_addresses(None, Some(session.as_str())))
+                    .await;
+            }
+        }
+    }
+}
+
+/// The route of a room's control envelopes: on the room's own stream, so in order.
+fn room_route(room: &BareJid, kind: EnvelopeKind) -> Route {
+    Route {
+        from: room.to_string(),
+        to: room.to_string(),
+        kind,
+        grt_index: 0,
+    }
+}
+
+/// Tells each datacenter that delivers to some of the room's occupants (their accounts live
+/// there) which sessions those are, when that changed; a datacenter with none left is told
+/// an empty list.
+async fn sync_mirrors(node: &Arc<Node>, room: &mut Room) {
+    let Some(mesh) = node.mesh.get() else {
+        return;
+    };
+    let mut wanted: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for occupant in room.occupants.values() {
+        if let Some((dc, _)) = node.remote_home(&occupant.bare) {
+            wanted
+                .entry(dc)
+                .or_default()
+                .extend(occupant.sessions.iter().map(ToString::to_string));
+        }
+    }
+    let dcs: std::collections::BTreeSet<String> =
+        wanted.keys().chain(room.mirrors.keys()).cloned().collect();
+    for dc in dcs {
+        let mut sessions = wanted.remove(&dc).unwrap_or_default();
+        sessions.sort();
+        if room.mirrors.get(&dc) == Some(&sessions) {
+            continue;
+        }
+        room.mirror_version += 1;
+        let record = OccupantsRecord {
+            version: room.mirror_version,
+            sessions: sessions.clone(),
+        };
+        let Ok(payload) = postcard::to_allocvec(&record) else {
+            continue;
+        };
+        match mesh.send(
+            &dc,
+            room_route(&room.jid, EnvelopeKind::RoomOccupants),
+            Bytes::from(payload),
+        ) {
+            Ok(()) if sessions.is_empty() => {
+                room.mirrors.remove(&dc);
+            }
+            Ok(()) => {
+                room.mirrors.insert(dc, sessions);
+            }
+            Err(e) => {
+                // Not told: its occupants get room stanzas one by one until it can be.
+                tracing::debug!(room = %room.jid, %dc, error = %e, "room occupants not sent");
+                room.mirrors.remove(&dc);
+            }
+        }
+    }
+}
+
+/// A room's home says which of its occupant sessions this datacenter delivers to.
+pub fn occupants_from_home(node: &Node, inbound: &Inbound) {
+    let envelope = &inbound.envelope;
+    let (Ok(room), Ok(record)) = (
+        BareJid::new(&envelope.route.from),
+        postcard::from_bytes::<OccupantsRecord>(&envelope.stanza),
+    ) else {
+        tracing::warn!(peer = %inbound.peer, "unreadable room occupants dropped");
+        return;
+    };
+    if record.sessions.is_empty() {
+        node.rooms.mirrors.remove(&room);
+        return;
+    }
+    let sessions = record
+        .sessions
+        .iter()
+        .filter_map(|s| FullJid::new(s).ok())
         .collect();
-    drop(room);
-    for to in targets {
-        node.route(out.with_addresses(None, Some(to.as_str())))
+    node.rooms.mirrors.insert(
+        room,
+        Mirror {
+            home: inbound.peer.clone(),
+            version: record.version,
+            sessions,
+        },
+    );
+}
+
+/// A room's home sends one copy of a room stanza: given to each occupant session known here.
+pub async fn fanout_from_home(node: &Arc<Node>, inbound: Inbound) {
+    let envelope = inbound.envelope;
+    let (Ok(room), Ok(record)) = (
+        BareJid::new(&envelope.route.from),
+        postcard::from_bytes::<FanoutRecord>(&envelope.stanza),
+    ) else {
+        tracing::warn!(peer = %inbound.peer, "unreadable room fan-out dropped");
+        return;
+    };
+    let Ok(stanza) = Stanza::from_frame(Bytes::from(record.stanza)) else {
+        tracing::warn!(peer = %inbound.peer, "unreadable room stanza dropped");
+        return;
+    };
+    let sessions: Vec<FullJid> = match node.rooms.mirrors.get(&room) {
+        Some(mirror) if mirror.version == record.version && mirror.home == inbound.peer => {
+            mirror.sessions.clone()
+        }
+        _ => {
+            // Envelopes of one room come in order, so this means the lists were lost (this
+            // node restarted): the home sends them again when it hears of the restart.
+            tracing::info!(%room, peer = %inbound.peer, "room fan-out without a current occupant list dropped");
+            return;
+        }
+    };
+    for session in sessions {
+        node.route(stanza.with_addresses(None, Some(session.as_str())))
             .await;
+    }
+}
+
+/// Datacenter `peer` (re)started: what it knew of rooms homed here is gone (they are told
+/// again), and the rooms homed there lost their occupants (their lists here are dropped).
+pub async fn peer_started(node: &Arc<Node>, peer: &str) {
+    node.rooms.mirrors.retain(|_, m| m.home != peer);
+    let rooms: Vec<Arc<tokio::sync::Mutex<Room>>> =
+        node.rooms.rooms.iter().map(|e| e.value().clone()).collect();
+    for room in rooms {
+        let mut room = room.lock().await;
+        if room.mirrors.remove(peer).is_some() || !room.occupants.is_empty() {
+            sync_mirrors(node, &mut room).await;
+        }
     }
 }
 
@@ -1650,6 +1850,7 @@ async fn owner_set(node: &Arc<Node>, room: &mut Room, iq: &Element, query: &Elem
             send(node, p).await;
         }
         room.occupants.clear();
+        sync_mirrors(node, room).await;
         room.config.persistent = false;
         return result_for(iq);
     }
@@ -1903,6 +2104,7 @@ async fn kick(node: &Arc<Node>, room: &mut Room, nick: &str, code: u16, reason: 
         send(node, p).await;
     }
     room.occupants.remove(nick);
+    sync_mirrors(node, room).await;
 }
 
 /// Forgets a room that is empty and not persistent: from memory, storage and the routing
@@ -2130,6 +2332,8 @@ pub async fn admin_create_room(
         gone: false,
         salt,
         registered: BTreeMap::new(),
+        mirrors: BTreeMap::new(),
+        mirror_version: 0,
     };
     save(node, &new).await;
     node.rooms
@@ -2380,6 +2584,8 @@ mod tests {
             gone: false,
             salt: [7; 16],
             registered: BTreeMap::new(),
+            mirrors: BTreeMap::new(),
+            mirror_version: 0,
         }
     }
 

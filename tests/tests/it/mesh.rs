@@ -443,3 +443,99 @@ async fn a_thousand_messages_survive_two_link_cuts_in_order() {
     relay.stop().await;
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// The value of the counter `name` in a node's `/metrics`.
+async fn counter(server: &TestServer, name: &str) -> u64 {
+    let text = crate::admin::reqwest_metrics(server.admin_port).await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} in {text}"))
+}
+
+/// XEP-0045 across datacenters: a room homed at dc1 with occupants whose accounts live at dc2
+/// (and one at dc1). A room message crosses the dc1→dc2 bridge once, however many occupants
+/// dc2 delivers to, and every one of them gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_message_crosses_each_bridge_once() {
+    let _one = one_at_a_time().await;
+    let (root, mut servers) = three_dcs("mesh-muc-fanout", "5s");
+    register(&servers[0], "owner");
+    let guests: Vec<String> = (1..=6).map(|n| format!("guest{n}")).collect();
+    for guest in &guests {
+        register(&servers[1], guest);
+    }
+    for server in &servers {
+        wait_home(server, "owner");
+        for guest in &guests {
+            wait_home(server, guest);
+        }
+    }
+    let room = "hall@muc.localhost";
+    let mut owner = login(&servers[0], "owner", "desk").await;
+    owner
+        .send(&format!(
+            "<presence to='{room}/Owner'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+        ))
+        .await;
+    owner.read_until("code='201'").await;
+    owner
+        .send(&format!(
+            "<iq type='set' id='cfg' to='{room}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'/></query></iq>"
+        ))
+        .await;
+    owner.read_until("id='cfg'").await;
+    // The room's home reaches every datacenter's table before the guests join from dc2.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut clients = Vec::new();
+    for guest in &guests {
+        let mut client = login(&servers[1], guest, "phone").await;
+        client
+            .send(&format!("<presence to='{room}/{guest}'><x xmlns='http://jabber.org/protocol/muc'/></presence>"))
+            .await;
+        client.read_until("<subject").await;
+        clients.push(client);
+    }
+    // Presence and joins have settled; now one message.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = counter(&servers[0], "tern_mesh_stanzas_sent_total").await;
+    owner
+        .send(&format!(
+            "<message to='{room}' type='groupchat' id='m1'><body>to everyone</body></message>"
+        ))
+        .await;
+    owner.read_until("to everyone").await;
+    for client in &mut clients {
+        let got = client.read_until("to everyone").await;
+        assert!(got.contains(&format!("from='{room}/Owner'")), "{got}");
+    }
+    let after = counter(&servers[0], "tern_mesh_stanzas_sent_total").await;
+    assert_eq!(
+        after - before,
+        1,
+        "one envelope to dc2 for six occupants there"
+    );
+    // A guest who leaves no longer gets room messages; the others still do.
+    let mut gone = clients.remove(0);
+    gone.send(&format!(
+        "<presence to='{room}/guest1' type='unavailable'/>"
+    ))
+    .await;
+    gone.read_until("type='unavailable'").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    clients[0]
+        .send(&format!(
+            "<message to='{room}' type='groupchat' id='m2'><body>second</body></message>"
+        ))
+        .await;
+    owner.read_until("second").await;
+    for client in &mut clients {
+        client.read_until("second").await;
+    }
+    let late = gone.read_for(Duration::from_millis(500)).await;
+    assert!(!late.contains("second"), "{late}");
+    for server in &mut servers {
+        server.stop();
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
