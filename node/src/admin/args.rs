@@ -1,6 +1,8 @@
 //! Parsing and checking the JIDs and domains that resolvers receive as arguments, with the
 //! [`AdminError`] a client sees when one is wrong.
 
+use std::time::UNIX_EPOCH;
+
 use jid::{BareJid, FullJid, Jid};
 
 use super::error::{AdminError, AdminResult};
@@ -126,6 +128,21 @@ pub(crate) fn local_sender(node: &Node, jid: &str) -> AdminResult<Jid> {
         )));
     }
     Ok(parsed)
+}
+
+/// An RFC 3339 time (UTC: `Z` or no offset) as microseconds since the Unix epoch.
+pub(crate) fn micros_of(text: &str) -> AdminResult<u64> {
+    let bad = || {
+        AdminError::BadInput(format!(
+            "invalid time {text:?}: expected RFC 3339 in UTC, like 2025-01-31T09:30:00Z"
+        ))
+    };
+    let time =
+        humantime::parse_rfc3339_weak(text.trim_end_matches(['Z', 'z'])).map_err(|_| bad())?;
+    time.duration_since(UNIX_EPOCH)
+        .ok()
+        .and_then(|d| u64::try_from(d.as_micros()).ok())
+        .ok_or_else(bad)
 }
 
 #[cfg(test)]

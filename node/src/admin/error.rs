@@ -10,6 +10,7 @@ use async_graphql::ErrorExtensions;
 use tern_raft_store::{ApplyError, GrtError};
 
 use crate::accounts::AccountError;
+use crate::modules::muc::MucAdminError;
 use crate::modules::roster::RosterError;
 
 /// Why an admin operation failed.
@@ -128,6 +129,19 @@ impl AdminError {
                 Self::NotFound(format!("account {jid} does not exist"))
             }
             RosterError::Storage(source) => Self::internal(operation, &source),
+        }
+    }
+
+    /// The error of an administrative room operation as an admin error: an existing room is
+    /// [`Self::Conflict`], a room homed in another datacenter [`Self::NotFound`] naming it.
+    pub(crate) fn from_muc(e: MucAdminError) -> Self {
+        match e {
+            MucAdminError::NotFound(_) | MucAdminError::Elsewhere(_) => {
+                Self::NotFound(e.to_string())
+            }
+            MucAdminError::Exists(_) => Self::Conflict(e.to_string()),
+            MucAdminError::BadInput(why) => Self::BadInput(why),
+            MucAdminError::Unavailable(why) => Self::Unavailable(why),
         }
     }
 }
@@ -250,6 +264,41 @@ mod tests {
             AdminError::from_account("registerUser", AccountError::UnknownDc("mars".into())).code(),
             "BAD_INPUT"
         );
+    }
+
+    #[test]
+    fn muc_errors_map_to_codes() {
+        let cases = [
+            (
+                MucAdminError::NotFound("room r@muc.localhost".into()),
+                "NOT_FOUND",
+                "room r@muc.localhost not found",
+            ),
+            (
+                MucAdminError::Elsewhere("eu-west".into()),
+                "NOT_FOUND",
+                "the room lives in datacenter eu-west: run the command against a node there",
+            ),
+            (
+                MucAdminError::Exists("r@muc.localhost".into()),
+                "CONFLICT",
+                "room r@muc.localhost exists already",
+            ),
+            (
+                MucAdminError::BadInput("no such affiliation".into()),
+                "BAD_INPUT",
+                "no such affiliation",
+            ),
+            (
+                MucAdminError::Unavailable("the MUC service is off".into()),
+                "UNAVAILABLE",
+                "the MUC service is off",
+            ),
+        ];
+        for (e, code, message) in cases {
+            let e = AdminError::from_muc(e);
+            assert_eq!((e.code(), e.to_string().as_str()), (code, message));
+        }
     }
 
     #[test]

@@ -8,10 +8,10 @@
 //! - `http`: the axum router, bearer-token check and [`serve`]; writes `<data_dir>/admin.addr`.
 //! - `schema`: the GraphQL schema root, one namespaced object per category in the
 //!   `mongooseimctl` style (`account`, `session`, `stanza`, `roster`, `server`, `domain`,
-//!   `mesh`, and `offline`, `vcard`, `last`, `private` in `data`).
+//!   `mesh`, `muc`, and `offline`, `vcard`, `last`, `private` in `data`).
 //! - `account`, `session`, `stanza` (sending, and the archive's last messages), `roster`,
-//!   `server`, `domain`, `mesh`, `data`: one category each (or a few), its query and mutation
-//!   objects and the operations behind them.
+//!   `server`, `domain`, `mesh`, `muc` (multi-user chat rooms), `data`: one category each (or a
+//!   few), its query and mutation objects and the operations behind them.
 //! - `args`: parsing and checking the JIDs and domains resolvers receive, and finding an
 //!   account that lives in this datacenter.
 //! - `error`: [`AdminError`], every failure a resolver reports, with its `extensions.code`.
@@ -23,6 +23,7 @@ mod domain;
 mod error;
 mod http;
 mod mesh;
+mod muc;
 mod roster;
 mod schema;
 mod server;

@@ -14,6 +14,7 @@ use super::data::{
 use super::domain::{DomainMutation, DomainQuery};
 use super::error::{AdminError, AdminResult};
 use super::mesh::{MeshMutation, MeshQuery};
+use super::muc::{MucMutation, MucQuery};
 use super::roster::{RosterMutation, RosterQuery};
 use super::server::{ServerMutation, ServerQuery};
 use super::session::{SessionMutation, SessionQuery};
@@ -87,6 +88,11 @@ impl QueryRoot {
         MeshQuery
     }
 
+    /// Multi-user chat (XEP-0045): rooms homed here, their occupants and archives.
+    async fn muc(&self) -> MucQuery {
+        MucQuery
+    }
+
     /// Offline messages (XEP-0160): count.
     async fn offline(&self) -> OfflineQuery {
         OfflineQuery
@@ -149,6 +155,12 @@ impl MutationRoot {
         MeshMutation
     }
 
+    /// Multi-user chat (XEP-0045): create, configure and delete rooms, invite, kick, set
+    /// affiliations, send messages.
+    async fn muc(&self) -> MucMutation {
+        MucMutation
+    }
+
     /// Offline messages (XEP-0160): delete.
     async fn offline(&self) -> OfflineMutation {
         OfflineMutation
@@ -194,6 +206,13 @@ mod tests {
             "type DomainQuery",
             "type DomainMutation",
             "type Domain ",
+            "type MucQuery",
+            "type MucMutation",
+            "type MucRoom ",
+            "type MucOccupant ",
+            "type MucMessage ",
+            "type MucPayload ",
+            "input MucConfigField ",
         ] {
             assert!(sdl.contains(name), "{name} missing from\n{sdl}");
         }

@@ -15,6 +15,7 @@ use tern_xmpp_proto::stanza::Stanza;
 use tern_xmpp_proto::{Element, ns};
 
 use super::args::home_user;
+use super::args::micros_of;
 use super::args::{any_jid, local_sender};
 use super::error::{AdminError, AdminResult, graphql};
 use super::schema::node;
@@ -223,21 +224,6 @@ async fn get_last_messages(
         .iter()
         .map(|(id, message)| archived_stanza(&user, *id, message))
         .collect())
-}
-
-/// An RFC 3339 time (UTC: `Z` or no offset) as microseconds since the Unix epoch.
-fn micros_of(text: &str) -> AdminResult<u64> {
-    let bad = || {
-        AdminError::BadInput(format!(
-            "invalid time {text:?}: expected RFC 3339 in UTC, like 2025-01-31T09:30:00Z"
-        ))
-    };
-    let time =
-        humantime::parse_rfc3339_weak(text.trim_end_matches(['Z', 'z'])).map_err(|_| bad())?;
-    time.duration_since(UNIX_EPOCH)
-        .ok()
-        .and_then(|d| u64::try_from(d.as_micros()).ok())
-        .ok_or_else(bad)
 }
 
 /// What the admin API shows of archived message `id` of `user`.

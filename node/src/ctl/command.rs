@@ -9,8 +9,9 @@ use serde_json::{Value, json};
 
 use super::error::{CtlError, EXIT_REFUSED};
 use super::{
-    AccountCommand, CtlCommand, DomainCommand, LastCommand, MeshCommand, OfflineCommand,
-    PrivateCommand, RosterCommand, ServerCommand, SessionCommand, StanzaCommand, VcardCommand,
+    AccountCommand, CtlCommand, DomainCommand, LastCommand, MeshCommand, MucCommand,
+    OfflineCommand, PrivateCommand, RosterCommand, ServerCommand, SessionCommand, StanzaCommand,
+    VcardCommand,
 };
 
 /// How an answer is printed as text.
@@ -42,6 +43,12 @@ enum Output {
     Contact,
     /// `stanza get-last-messages`: one line per message.
     Messages,
+    /// `muc list-rooms`: one line per room.
+    Rooms,
+    /// `muc list-room-users`: one line per occupant.
+    Occupants,
+    /// `muc get-room-messages`: one line per message.
+    RoomMessages,
 }
 
 /// The fields of a domain that `domain list` and `domain details` ask for.
@@ -79,7 +86,7 @@ impl Call {
 pub(crate) fn plan(command: &CtlCommand, input: &mut dyn BufRead) -> Result<Call, CtlError> {
     use Output::{
         CheckPassword, Contact, Count, DomainDetails, Domains, Last, Lines, MeshStatus, Message,
-        Messages, Status, Text, UserHome,
+        Messages, Occupants, RoomMessages, Rooms, Status, Text, UserHome,
     };
     Ok(match command {
         CtlCommand::Account(c) => match c {
@@ -376,6 +383,110 @@ pub(crate) fn plan(command: &CtlCommand, input: &mut dyn BufRead) -> Result<Call
                 UserHome,
             ),
         },
+        CtlCommand::Muc(c) => match c {
+            MucCommand::CreateRoom { room, owner, name } => Call::new(
+                "mutation($room: String!, $owner: String!, $name: String) \
+                 { muc { createRoom(room: $room, owner: $owner, name: $name) \
+                 { room message } } }",
+                json!({ "room": room, "owner": owner, "name": name }),
+                ["muc", "createRoom"],
+                Message,
+            ),
+            MucCommand::ListRooms { service } => Call::new(
+                "query($service: String) { muc { listRooms(service: $service) \
+                 { jid name occupants persistent public } } }",
+                json!({ "service": service }),
+                ["muc", "listRooms"],
+                Rooms,
+            ),
+            MucCommand::ListRoomUsers { room } => Call::new(
+                "query($room: String!) { muc { listRoomUsers(room: $room) \
+                 { nick jid role affiliation } } }",
+                json!({ "room": room }),
+                ["muc", "listRoomUsers"],
+                Occupants,
+            ),
+            MucCommand::InviteUser {
+                room,
+                sender,
+                recipient,
+                reason,
+            } => Call::new(
+                "mutation($room: String!, $sender: String!, $recipient: String!, \
+                 $reason: String) { muc { inviteUser(room: $room, sender: $sender, \
+                 recipient: $recipient, reason: $reason) { room message } } }",
+                json!({ "room": room, "sender": sender, "recipient": recipient,
+                        "reason": reason }),
+                ["muc", "inviteUser"],
+                Message,
+            ),
+            MucCommand::KickUser { room, nick, reason } => Call::new(
+                "mutation($room: String!, $nick: String!, $reason: String) \
+                 { muc { kickUser(room: $room, nick: $nick, reason: $reason) \
+                 { room message } } }",
+                json!({ "room": room, "nick": nick, "reason": reason }),
+                ["muc", "kickUser"],
+                Message,
+            ),
+            MucCommand::SetAffiliation {
+                room,
+                user,
+                affiliation,
+            } => Call::new(
+                "mutation($room: String!, $user: String!, $affiliation: String!) \
+                 { muc { setUserAffiliation(room: $room, user: $user, \
+                 affiliation: $affiliation) { room message } } }",
+                json!({ "room": room, "user": user, "affiliation": affiliation }),
+                ["muc", "setUserAffiliation"],
+                Message,
+            ),
+            MucCommand::SendMessageToRoom { room, from, body } => Call::new(
+                "mutation($room: String!, $from: String!, $body: String!) \
+                 { muc { sendMessageToRoom(room: $room, from: $from, body: $body) \
+                 { room message } } }",
+                json!({ "room": room, "from": from, "body": body }),
+                ["muc", "sendMessageToRoom"],
+                Message,
+            ),
+            MucCommand::DeleteRoom {
+                room,
+                reason,
+                alternate,
+            } => Call::new(
+                "mutation($room: String!, $reason: String, $alternate: String) \
+                 { muc { deleteRoom(room: $room, reason: $reason, alternate: $alternate) \
+                 { room message } } }",
+                json!({ "room": room, "reason": reason, "alternate": alternate }),
+                ["muc", "deleteRoom"],
+                Message,
+            ),
+            MucCommand::GetRoomMessages {
+                room,
+                limit,
+                before,
+            } => Call::new(
+                "query($room: String!, $limit: Int, $before: String) \
+                 { muc { getRoomMessages(room: $room, limit: $limit, before: $before) \
+                 { id timestamp sender body stanza } } }",
+                json!({ "room": room, "limit": limit, "before": before }),
+                ["muc", "getRoomMessages"],
+                RoomMessages,
+            ),
+            MucCommand::ChangeRoomConfiguration { room, fields } => Call::new(
+                "mutation($room: String!, $fields: [MucConfigField!]!) \
+                 { muc { changeRoomConfiguration(room: $room, fields: $fields) \
+                 { room message } } }",
+                json!({
+                    "room": room,
+                    "fields": fields
+                        .iter()
+                        .map(|(var, value)| json!({ "var": var, "value": value }))
+                        .collect::<Vec<_>>(),
+                }),
+                ["muc", "changeRoomConfiguration"],
+                Message,
+            ),
+        },
         CtlCommand::Domain(c) => match c {
             DomainCommand::Add { domain, host_type } => Call::new(
                 "mutation($domain: String!, $hostType: String!) \
@@ -510,6 +621,9 @@ fn as_text(output: Output, value: &Value) -> String {
                     .join("\n")
             })
             .unwrap_or_else(|| plain(value)),
+        Output::Rooms => each_line(value, room_line),
+        Output::Occupants => each_line(value, occupant_line),
+        Output::RoomMessages => each_line(value, room_message_line),
         Output::UserHome => format!(
             "{}: {} (version {}, as of {})",
             plain(value.get("jid").unwrap_or(&Value::Null)),
@@ -748,6 +862,65 @@ fn message_line(message: &Value) -> String {
         field("sender"),
         field("recipient")
     )
+}
+
+/// The items of a list answer, one line each as `line` prints them.
+fn each_line(value: &Value, line: fn(&Value) -> String) -> String {
+    value
+        .as_array()
+        .map(|items| items.iter().map(line).collect::<Vec<_>>().join("\n"))
+        .unwrap_or_else(|| plain(value))
+}
+
+/// `yes` for true, `no` otherwise.
+fn yes_no(value: Option<&Value>) -> &'static str {
+    if value == Some(&Value::Bool(true)) {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+/// One room of `muc list-rooms`:
+/// `JID occupants=N persistent=yes|no public=yes|no name=NAME`, the JID first; `-` for no name,
+/// quoted as in `roster get-contact` when it holds spaces and the like.
+fn room_line(room: &Value) -> String {
+    let field = |k: &str| plain(room.get(k).unwrap_or(&Value::Null));
+    let name = match room.get("name") {
+        Some(Value::String(name)) if !name.is_empty() => token(name),
+        _ => "-".to_owned(),
+    };
+    format!(
+        "{} occupants={} persistent={} public={} name={name}",
+        field("jid"),
+        field("occupants"),
+        yes_no(room.get("persistent")),
+        yes_no(room.get("public")),
+    )
+}
+
+/// One occupant of `muc list-room-users`: `NICK JID role=R affiliation=A`, the nick quoted
+/// when it holds spaces and the like; `-` for no JID.
+fn occupant_line(occupant: &Value) -> String {
+    let field = |k: &str| plain(occupant.get(k).unwrap_or(&Value::Null));
+    let jid = match field("jid") {
+        jid if jid.is_empty() => "-".to_owned(),
+        jid => jid,
+    };
+    format!(
+        "{} {jid} role={} affiliation={}",
+        token(&field("nick")),
+        field("role"),
+        field("affiliation")
+    )
+}
+
+/// One message of `muc get-room-messages`: `TIMESTAMP FROM: BODY`, line breaks of the body
+/// written `\n` (and `\r`) as in `stanza get-last-messages`.
+fn room_message_line(message: &Value) -> String {
+    let field = |k: &str| plain(message.get(k).unwrap_or(&Value::Null));
+    let body = field("body").replace('\r', "\\r").replace('\n', "\\n");
+    format!("{} {}: {body}", field("timestamp"), field("sender"))
 }
 
 /// `last get` as one line: `U: online`, `U: last seen T (N s ago): STATUS`, or
@@ -1081,6 +1254,171 @@ mod tests {
         );
         let (text, code) = text_of(&call, json!({ "stanza": { "getLastMessages": [] } }));
         assert_eq!((text.as_str(), code), ("", ExitCode::SUCCESS));
+    }
+
+    #[test]
+    fn muc_commands_send_their_arguments_as_variables() {
+        let r = || "team@muc.localhost".to_owned();
+        let cases = [
+            (
+                MucCommand::CreateRoom {
+                    room: r(),
+                    owner: "boss@localhost".into(),
+                    name: Some("Team".into()),
+                },
+                "createRoom(room: $room, owner: $owner, name: $name)",
+                json!({ "room": r(), "owner": "boss@localhost", "name": "Team" }),
+            ),
+            (
+                MucCommand::ListRooms { service: None },
+                "listRooms(service: $service)",
+                json!({ "service": null }),
+            ),
+            (
+                MucCommand::ListRoomUsers { room: r() },
+                "listRoomUsers(room: $room)",
+                json!({ "room": r() }),
+            ),
+            (
+                MucCommand::InviteUser {
+                    room: r(),
+                    sender: "a@localhost".into(),
+                    recipient: "b@localhost".into(),
+                    reason: None,
+                },
+                "inviteUser(room: $room, sender: $sender, recipient: $recipient, reason: $reason)",
+                json!({ "room": r(), "sender": "a@localhost", "recipient": "b@localhost",
+                        "reason": null }),
+            ),
+            (
+                MucCommand::KickUser {
+                    room: r(),
+                    nick: "al".into(),
+                    reason: Some("spam".into()),
+                },
+                "kickUser(room: $room, nick: $nick, reason: $reason)",
+                json!({ "room": r(), "nick": "al", "reason": "spam" }),
+            ),
+            (
+                MucCommand::SetAffiliation {
+                    room: r(),
+                    user: "a@localhost".into(),
+                    affiliation: "outcast".into(),
+                },
+                "setUserAffiliation(room: $room, user: $user, affiliation: $affiliation)",
+                json!({ "room": r(), "user": "a@localhost", "affiliation": "outcast" }),
+            ),
+            (
+                MucCommand::SendMessageToRoom {
+                    room: r(),
+                    from: "a@localhost".into(),
+                    body: "hi \"all\"".into(),
+                },
+                "sendMessageToRoom(room: $room, from: $from, body: $body)",
+                json!({ "room": r(), "from": "a@localhost", "body": "hi \"all\"" }),
+            ),
+            (
+                MucCommand::DeleteRoom {
+                    room: r(),
+                    reason: None,
+                    alternate: Some("new@muc.localhost".into()),
+                },
+                "deleteRoom(room: $room, reason: $reason, alternate: $alternate)",
+                json!({ "room": r(), "reason": null, "alternate": "new@muc.localhost" }),
+            ),
+            (
+                MucCommand::GetRoomMessages {
+                    room: r(),
+                    limit: Some(5),
+                    before: None,
+                },
+                "getRoomMessages(room: $room, limit: $limit, before: $before)",
+                json!({ "room": r(), "limit": 5, "before": null }),
+            ),
+            (
+                MucCommand::ChangeRoomConfiguration {
+                    room: r(),
+                    fields: vec![
+                        ("roomname".into(), "Team = A".into()),
+                        ("muc#roomconfig_publicroom".into(), "0".into()),
+                    ],
+                },
+                "changeRoomConfiguration(room: $room, fields: $fields)",
+                json!({ "room": r(), "fields": [
+                    { "var": "roomname", "value": "Team = A" },
+                    { "var": "muc#roomconfig_publicroom", "value": "0" },
+                ] }),
+            ),
+        ];
+        for (command, field, variables) in cases {
+            let call = plan_of(CtlCommand::Muc(command));
+            assert!(call.query.contains(field), "{field}: {}", call.query);
+            assert!(call.query.contains("{ muc { "), "{}", call.query);
+            assert_eq!(call.variables, variables, "{field}");
+        }
+    }
+
+    #[test]
+    fn muc_lists_print_one_line_each() {
+        let call = plan_of(CtlCommand::Muc(MucCommand::ListRooms {
+            service: Some("muc.localhost".into()),
+        }));
+        let data = json!({ "muc": { "listRooms": [
+            { "jid": "a@muc.localhost", "name": "", "occupants": 0, "persistent": true,
+              "public": false },
+            { "jid": "b@muc.localhost", "name": "Team B", "occupants": 3, "persistent": false,
+              "public": true },
+        ] } });
+        let (text, code) = text_of(&call, data);
+        assert_eq!(code, ExitCode::SUCCESS);
+        assert_eq!(
+            text,
+            "a@muc.localhost occupants=0 persistent=yes public=no name=-\n\
+             b@muc.localhost occupants=3 persistent=no public=yes name=\"Team B\"\n"
+        );
+        let (text, _) = text_of(&call, json!({ "muc": { "listRooms": [] } }));
+        assert_eq!(text, "");
+
+        let call = plan_of(CtlCommand::Muc(MucCommand::ListRoomUsers {
+            room: "a@muc.localhost".into(),
+        }));
+        let data = json!({ "muc": { "listRoomUsers": [
+            { "nick": "Al Ice", "jid": "alice@localhost/desk", "role": "participant",
+              "affiliation": "none" },
+            { "nick": "boss", "jid": "boss@localhost/phone", "role": "moderator",
+              "affiliation": "owner" },
+        ] } });
+        assert_eq!(
+            text_of(&call, data).0,
+            "\"Al Ice\" alice@localhost/desk role=participant affiliation=none\n\
+             boss boss@localhost/phone role=moderator affiliation=owner\n"
+        );
+
+        let call = plan_of(CtlCommand::Muc(MucCommand::GetRoomMessages {
+            room: "a@muc.localhost".into(),
+            limit: None,
+            before: None,
+        }));
+        let data = json!({ "muc": { "getRoomMessages": [
+            { "id": "1", "timestamp": "2025-01-01T00:00:00.000001Z",
+              "sender": "a@muc.localhost/al", "body": "two\nlines", "stanza": "<message/>" },
+            { "id": "2", "timestamp": "2025-01-01T00:00:00.000002Z",
+              "sender": "a@muc.localhost/boss", "body": "ok", "stanza": "<message/>" },
+        ] } });
+        assert_eq!(
+            text_of(&call, data).0,
+            "2025-01-01T00:00:00.000001Z a@muc.localhost/al: two\\nlines\n\
+             2025-01-01T00:00:00.000002Z a@muc.localhost/boss: ok\n"
+        );
+
+        let call = plan_of(CtlCommand::Muc(MucCommand::CreateRoom {
+            room: "a@muc.localhost".into(),
+            owner: "boss@localhost".into(),
+            name: None,
+        }));
+        let data = json!({ "muc": { "createRoom":
+            { "room": "a@muc.localhost", "message": "created room a@muc.localhost" } } });
+        assert_eq!(text_of(&call, data).0, "created room a@muc.localhost\n");
     }
 
     #[test]

@@ -65,6 +65,9 @@ pub enum CtlCommand {
     /// The global routing table: this node's view of its Raft group, users' homes.
     #[command(subcommand)]
     Mesh(MeshCommand),
+    /// Multi-user chat rooms (XEP-0045): create, list, configure, delete; occupants, messages.
+    #[command(subcommand)]
+    Muc(MucCommand),
     /// Offline messages (XEP-0160): count, delete.
     #[command(subcommand)]
     Offline(OfflineCommand),
@@ -413,6 +416,133 @@ pub enum MeshCommand {
     },
 }
 
+/// `tern ctl muc ...`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum MucCommand {
+    /// Create a persistent room homed in this node's datacenter.
+    CreateRoom {
+        /// The room's bare JID, on a MUC service of the node (`room@muc.localhost`).
+        #[arg(long, value_name = "JID")]
+        room: String,
+        /// The room's owner: a user's bare JID.
+        #[arg(long, value_name = "JID")]
+        owner: String,
+        /// The room's name.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List the rooms homed here, one per line:
+    /// `JID occupants=N persistent=yes|no public=yes|no name=NAME`.
+    ListRooms {
+        /// Only rooms of this MUC service (`muc.localhost`).
+        #[arg(long, value_name = "DOMAIN")]
+        service: Option<String>,
+    },
+    /// List a room's occupants, one per line: `NICK JID role=R affiliation=A`.
+    ListRoomUsers {
+        /// The room's bare JID.
+        #[arg(long, value_name = "JID")]
+        room: String,
+    },
+    /// Invite a user to a room on behalf of another (a mediated invitation from the room).
+    InviteUser {
+        /// The room's bare JID.
+        #[arg(long, value_name = "JID")]
+        room: String,
+        /// Who invites: a user's bare JID.
+        #[arg(long, value_name = "JID")]
+        sender: String,
+        /// Who is invited: a user's bare JID.
+        #[arg(long, value_name = "JID")]
+        recipient: String,
+        /// The text of the invitation.
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
+    /// Kick an occupant out of a room (status 307).
+    KickUser {
+        /// The room's bare JID.
+        #[arg(long, value_name = "JID")]
+        room: String,
+        /// The occupant's nick.
+        #[arg(long)]
+        nick: String,
+        /// The text sent with the kick.
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
+    /// Set a user's affiliation with a room (`outcast` bans).
+    SetAffiliation {
+        /// The room's bare JID.
+        #[arg(long, value_name = "JID")]
+        room: String,
+        /// The user's bare JID.
+        #[arg(long, value_name = "JID")]
+        user: String,
+        /// The affiliation.
+        #[arg(long, value_parser = ["owner", "admin", "member", "outcast", "none"])]
+        affiliation: String,
+    },
+    /// Send a groupchat message to a room as one of its occupants.
+    SendMessageToRoom {
+        /// The room's bare JID.
+        #[arg(long, value_name = "JID")]
+        room: String,
+        /// The sender: a user's JID; it must be an occupant of the room.
+        #[arg(long, value_name = "JID")]
+        from: String,
+        /// The message text.
+        #[arg(long, value_name = "TEXT")]
+        body: String,
+    },
+    /// Destroy a room, telling its occupants.
+    DeleteRoom {
+        /// The room's bare JID.
+        #[arg(long, value_name = "JID")]
+        room: String,
+        /// The text sent to the occupants.
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+        /// A room to go to instead (its bare JID), sent to the occupants.
+        #[arg(long, value_name = "JID")]
+        alternate: Option<String>,
+    },
+    /// Print the newest messages of a room's archive, oldest first, one per line:
+    /// `TIMESTAMP FROM: BODY`.
+    GetRoomMessages {
+        /// The room's bare JID.
+        #[arg(long, value_name = "JID")]
+        room: String,
+        /// The most messages printed (default 50, at most 500).
+        #[arg(long, value_name = "N")]
+        limit: Option<u64>,
+        /// Only messages sent before this time (RFC 3339 in UTC, like 2025-01-31T09:30:00Z).
+        #[arg(long, value_name = "TIMESTAMP")]
+        before: Option<String>,
+    },
+    /// Change fields of a room's configuration.
+    ChangeRoomConfiguration {
+        /// The room's bare JID.
+        #[arg(long, value_name = "JID")]
+        room: String,
+        /// A field and its value, `VAR=VALUE`: a `muc#roomconfig_*` name or the same without
+        /// the prefix (`roomname=Team`); repeat for several.
+        #[arg(long = "field", value_name = "VAR=VALUE", required = true,
+              value_parser = config_field)]
+        fields: Vec<(String, String)>,
+    },
+}
+
+/// A `--field VAR=VALUE` argument, split at the first `=`.
+fn config_field(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((var, value)) if !var.trim().is_empty() => {
+            Ok((var.trim().to_owned(), value.to_owned()))
+        }
+        _ => Err(format!("expected VAR=VALUE, found {text:?}")),
+    }
+}
+
 /// `tern ctl domain ...`.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
 pub enum DomainCommand {
@@ -652,6 +782,119 @@ mod tests {
                 before: None,
             })
         );
+    }
+
+    #[test]
+    fn parses_muc_commands_exactly_as_scripts_write_them() {
+        let r = || "team@muc.localhost".to_owned();
+        let cases = [
+            (
+                "ctl muc create-room --room team@muc.localhost --owner boss@localhost --name Team",
+                MucCommand::CreateRoom {
+                    room: r(),
+                    owner: "boss@localhost".into(),
+                    name: Some("Team".into()),
+                },
+            ),
+            (
+                "ctl muc list-rooms --service muc.localhost",
+                MucCommand::ListRooms {
+                    service: Some("muc.localhost".into()),
+                },
+            ),
+            (
+                "ctl muc list-rooms",
+                MucCommand::ListRooms { service: None },
+            ),
+            (
+                "ctl muc list-room-users --room team@muc.localhost",
+                MucCommand::ListRoomUsers { room: r() },
+            ),
+            (
+                "ctl muc invite-user --room team@muc.localhost --sender a@localhost \
+                 --recipient b@localhost --reason come",
+                MucCommand::InviteUser {
+                    room: r(),
+                    sender: "a@localhost".into(),
+                    recipient: "b@localhost".into(),
+                    reason: Some("come".into()),
+                },
+            ),
+            (
+                "ctl muc kick-user --room team@muc.localhost --nick al",
+                MucCommand::KickUser {
+                    room: r(),
+                    nick: "al".into(),
+                    reason: None,
+                },
+            ),
+            (
+                "ctl muc set-affiliation --room team@muc.localhost --user a@localhost \
+                 --affiliation outcast",
+                MucCommand::SetAffiliation {
+                    room: r(),
+                    user: "a@localhost".into(),
+                    affiliation: "outcast".into(),
+                },
+            ),
+            (
+                "ctl muc send-message-to-room --room team@muc.localhost --from a@localhost \
+                 --body hi",
+                MucCommand::SendMessageToRoom {
+                    room: r(),
+                    from: "a@localhost".into(),
+                    body: "hi".into(),
+                },
+            ),
+            (
+                "ctl muc delete-room --room team@muc.localhost --reason bye \
+                 --alternate new@muc.localhost",
+                MucCommand::DeleteRoom {
+                    room: r(),
+                    reason: Some("bye".into()),
+                    alternate: Some("new@muc.localhost".into()),
+                },
+            ),
+            (
+                "ctl muc get-room-messages --room team@muc.localhost --limit 5 \
+                 --before 2025-01-31T09:30:00Z",
+                MucCommand::GetRoomMessages {
+                    room: r(),
+                    limit: Some(5),
+                    before: Some("2025-01-31T09:30:00Z".into()),
+                },
+            ),
+            (
+                "ctl muc change-room-configuration --room team@muc.localhost \
+                 --field roomname=A=B --field muc#roomconfig_publicroom=0 --field roomdesc=",
+                MucCommand::ChangeRoomConfiguration {
+                    room: r(),
+                    fields: vec![
+                        ("roomname".into(), "A=B".into()),
+                        ("muc#roomconfig_publicroom".into(), "0".into()),
+                        ("roomdesc".into(), String::new()),
+                    ],
+                },
+            ),
+        ];
+        for (line, command) in cases {
+            let args = parse(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+            assert_eq!(args.command, CtlCommand::Muc(command), "{line}");
+        }
+        for line in [
+            "ctl muc create-room --room team@muc.localhost",
+            "ctl muc list-room-users",
+            "ctl muc kick-user --room team@muc.localhost",
+            "ctl muc set-affiliation --room r@m --user a@d --affiliation king",
+            "ctl muc send-message-to-room --room r@m --from a@d",
+            "ctl muc get-room-messages --room r@m --limit lots",
+            "ctl muc change-room-configuration --room r@m",
+            "ctl muc change-room-configuration --room r@m --field roomname",
+            "ctl muc change-room-configuration --room r@m --field =x",
+            "ctl muc rename-room --room r@m",
+        ] {
+            assert!(parse(line).is_err(), "{line}");
+        }
     }
 
     #[test]

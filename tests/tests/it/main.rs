@@ -11,6 +11,7 @@ mod edge;
 mod grt;
 mod mesh;
 mod mesh_pki;
+mod muc_admin;
 mod offline;
 mod pep;
 mod roster;
