@@ -237,7 +237,7 @@ struct Room {
     /// Registered nicks, by bare JID.
     registered: BTreeMap<String, String>,
     /// Per datacenter that delivers to some occupants: the occupant sessions it was told of.
-    mirrors: BTreeMap<String, Vec<String>>,
+    mirrors: BTreeMap<String, MirrorSent>,
     /// Version of the occupant lists sent to other datacenters.
     mirror_version: u64,
 }
@@ -257,6 +257,8 @@ struct Mirror {
     home: String,
     version: u64,
     sessions: Vec<FullJid>,
+    /// Those of them whose occupant is a moderator (they see real JIDs).
+    moderators: std::collections::HashSet<String>,
 }
 
 /// [`EnvelopeKind::RoomOccupants`]'s payload.
@@ -264,6 +266,7 @@ struct Mirror {
 struct OccupantsRecord {
     version: u64,
     sessions: Vec<String>,
+    moderators: Vec<String>,
 }
 
 /// [`EnvelopeKind::RoomFanout`]'s payload.
@@ -271,6 +274,18 @@ struct OccupantsRecord {
 struct FanoutRecord {
     version: u64,
     stanza: Vec<u8>,
+    /// The stanza as moderators see it, when that differs (an occupant's presence with its real
+    /// JID in a semi-anonymous room).
+    moderator_stanza: Option<Vec<u8>>,
+    /// Sessions that get their own copy from the home (the occupant's own, for its presence).
+    skip: Vec<String>,
+}
+
+/// What a room told a datacenter of its occupants there.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct MirrorSent {
+    sessions: Vec<String>,
+    moderators: Vec<String>,
 }
 
 impl Rooms {
@@ -584,7 +599,7 @@ async fn presence(
             if let Some(occupant) = room.occupants.get_mut(&nick) {
                 occupant.presence = presence_children(&element);
             }
-            broadcast_presence(node, &room, &nick, &[], false).await;
+            broadcast_presence(node, &mut room, &nick, &[], false).await;
         }
         Some(current) => change_nick(node, &mut room, from, &current, &nick, &element).await,
         None => join(node, &mut room, from, &nick, &element).await,
@@ -890,9 +905,36 @@ fn occupant_presence(
     unavailable: bool,
     codes: &[u16],
 ) -> Element {
-    let mut p = Element::new("presence", ns::CLIENT)
-        .with_attr("from", format!("{}/{nick}", room.jid))
-        .with_attr("to", to.to_string());
+    let to_is_moderator = room
+        .nick_of(to)
+        .and_then(|n| room.occupants.get(&n))
+        .is_some_and(|o| o.role == Role::Moderator);
+    let own = occupant.sessions.contains(to);
+    presence_view(
+        room,
+        nick,
+        occupant,
+        to_is_moderator,
+        own,
+        unavailable,
+        codes,
+    )
+    .with_attr("to", to.to_string())
+}
+
+/// Occupant `nick`'s presence, without `to`, as a moderator (`moderator_view`) or another
+/// occupant sees it, or as its own sessions do (`own`).
+fn presence_view(
+    room: &Room,
+    nick: &str,
+    occupant: &Occupant,
+    moderator_view: bool,
+    own: bool,
+    unavailable: bool,
+    codes: &[u16],
+) -> Element {
+    let mut p =
+        Element::new("presence", ns::CLIENT).with_attr("from", format!("{}/{nick}", room.jid));
     if unavailable {
         p.set_attr("type", "unavailable");
     }
@@ -902,11 +944,7 @@ fn occupant_presence(
         }
     }
     p.append_child(room.occupant_id_element(&occupant.bare));
-    let to_is_moderator = room
-        .nick_of(to)
-        .and_then(|n| room.occupants.get(&n))
-        .is_some_and(|o| o.role == Role::Moderator);
-    let show_jid = room.config.whois == Whois::Anyone || to_is_moderator;
+    let show_jid = room.config.whois == Whois::Anyone || moderator_view;
     let mut item = Element::new("item", NS_USER)
         .with_attr("affiliation", room.affiliation(&occupant.bare).name())
         .with_attr(
@@ -921,7 +959,6 @@ fn occupant_presence(
         item.set_attr("jid", first.to_string());
     }
     let mut x = Element::new("x", NS_USER).with_child(item);
-    let own = occupant.sessions.contains(to);
     for code in codes {
         // 110 goes only to the occupant itself; 100/201 only in its own presence too.
         if matches!(code, 100 | 201 | 110) && !own {
@@ -939,18 +976,75 @@ fn occupant_presence(
 /// Sends occupant `nick`'s presence to every occupant's sessions.
 async fn broadcast_presence(
     node: &Arc<Node>,
-    room: &Room,
+    room: &mut Room,
     nick: &str,
     codes: &[u16],
     unavailable: bool,
 ) {
-    let Some(occupant) = room.occupants.get(nick) else {
+    // Roles may have changed: the other datacenters learn who the moderators are first.
+    sync_mirrors(node, room).await;
+    let Some(occupant) = room.occupants.get(nick).cloned() else {
         return;
     };
+    fan_presence(node, room, nick, &occupant, unavailable, codes).await;
+}
+
+/// Sends occupant `nick`'s presence to every occupant session: its own sessions and those no
+/// other datacenter delivers get theirs one by one, each datacenter that delivers to some gets
+/// one copy (and one as moderators see it, if that differs).
+async fn fan_presence(
+    node: &Arc<Node>,
+    room: &Room,
+    nick: &str,
+    occupant: &Occupant,
+    unavailable: bool,
+    codes: &[u16],
+) {
+    let mut mirrored: std::collections::HashSet<String> = std::collections::HashSet::new();
+    if let Some(mesh) = node.mesh.get()
+        && !room.mirrors.is_empty()
+    {
+        let plain = presence_view(room, nick, occupant, false, false, unavailable, codes);
+        let moderators = (room.config.whois != Whois::Anyone)
+            .then(|| presence_view(room, nick, occupant, true, false, unavailable, codes));
+        let bytes = |e: &Element| {
+            Stanza::from_element(e, ns::CLIENT)
+                .ok()
+                .map(|s| s.raw().to_vec())
+        };
+        if let Some(plain) = bytes(&plain) {
+            let moderator_stanza = moderators.as_ref().and_then(bytes);
+            let skip: Vec<String> = occupant.sessions.iter().map(ToString::to_string).collect();
+            for (dc, sent) in &room.mirrors {
+                let record = FanoutRecord {
+                    version: room.mirror_version,
+                    stanza: plain.clone(),
+                    moderator_stanza: moderator_stanza.clone(),
+                    skip: skip.clone(),
+                };
+                let Ok(payload) = postcard::to_allocvec(&record) else {
+                    continue;
+                };
+                if mesh
+                    .send(
+                        dc,
+                        room_route(&room.jid, EnvelopeKind::RoomFanout),
+                        Bytes::from(payload),
+                    )
+                    .is_ok()
+                {
+                    node.metrics.mesh_sent();
+                    mirrored.extend(sent.sessions.iter().filter(|s| !skip.contains(s)).cloned());
+                }
+            }
+        }
+    }
     for other in room.occupants.values() {
         for session in &other.sessions {
-            let p = occupant_presence(room, nick, occupant, session, unavailable, codes);
-            send(node, p).await;
+            if !mirrored.contains(session.as_str()) {
+                let p = occupant_presence(room, nick, occupant, session, unavailable, codes);
+                send(node, p).await;
+            }
         }
     }
 }
@@ -978,16 +1072,7 @@ async fn leave(
         occupant.presence = presence_children(element);
     }
     let gone = occupant.clone();
-    let mut targets: Vec<FullJid> = room
-        .occupants
-        .values()
-        .flat_map(|o| o.sessions.iter().cloned())
-        .collect();
-    targets.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-    for to in &targets {
-        let p = occupant_presence(room, nick, &gone, to, true, &[]);
-        send(node, p).await;
-    }
+    fan_presence(node, room, nick, &gone, true, &[]).await;
     room.occupants.remove(nick);
 }
 
@@ -1181,10 +1266,13 @@ async fn message(
 async fn broadcast_message(node: &Arc<Node>, room: &Room, stanza: &Stanza) {
     let mut mirrored: std::collections::HashSet<&str> = std::collections::HashSet::new();
     if let Some(mesh) = node.mesh.get() {
-        for (dc, sessions) in &room.mirrors {
+        for (dc, sent) in &room.mirrors {
+            let sessions = &sent.sessions;
             let record = FanoutRecord {
                 version: room.mirror_version,
                 stanza: stanza.raw().to_vec(),
+                moderator_stanza: None,
+                skip: Vec::new(),
             };
             let Ok(payload) = postcard::to_allocvec(&record) else {
                 continue;
@@ -1229,27 +1317,31 @@ async fn sync_mirrors(node: &Arc<Node>, room: &mut Room) {
     let Some(mesh) = node.mesh.get() else {
         return;
     };
-    let mut wanted: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut wanted: BTreeMap<String, MirrorSent> = BTreeMap::new();
     for occupant in room.occupants.values() {
         if let Some((dc, _)) = node.remote_home(&occupant.bare) {
-            wanted
-                .entry(dc)
-                .or_default()
-                .extend(occupant.sessions.iter().map(ToString::to_string));
+            let sent = wanted.entry(dc).or_default();
+            let sessions = occupant.sessions.iter().map(ToString::to_string);
+            if occupant.role == Role::Moderator {
+                sent.moderators.extend(sessions.clone());
+            }
+            sent.sessions.extend(sessions);
         }
     }
     let dcs: std::collections::BTreeSet<String> =
         wanted.keys().chain(room.mirrors.keys()).cloned().collect();
     for dc in dcs {
-        let mut sessions = wanted.remove(&dc).unwrap_or_default();
-        sessions.sort();
-        if room.mirrors.get(&dc) == Some(&sessions) {
+        let mut sent = wanted.remove(&dc).unwrap_or_default();
+        sent.sessions.sort();
+        sent.moderators.sort();
+        if room.mirrors.get(&dc) == Some(&sent) {
             continue;
         }
         room.mirror_version += 1;
         let record = OccupantsRecord {
             version: room.mirror_version,
-            sessions: sessions.clone(),
+            sessions: sent.sessions.clone(),
+            moderators: sent.moderators.clone(),
         };
         let Ok(payload) = postcard::to_allocvec(&record) else {
             continue;
@@ -1259,11 +1351,11 @@ async fn sync_mirrors(node: &Arc<Node>, room: &mut Room) {
             room_route(&room.jid, EnvelopeKind::RoomOccupants),
             Bytes::from(payload),
         ) {
-            Ok(()) if sessions.is_empty() => {
+            Ok(()) if sent.sessions.is_empty() => {
                 room.mirrors.remove(&dc);
             }
             Ok(()) => {
-                room.mirrors.insert(dc, sessions);
+                room.mirrors.insert(dc, sent);
             }
             Err(e) => {
                 // Not told: its occupants get room stanzas one by one until it can be.
@@ -1299,6 +1391,7 @@ pub fn occupants_from_home(node: &Node, inbound: &Inbound) {
             home: inbound.peer.clone(),
             version: record.version,
             sessions,
+            moderators: record.moderators.into_iter().collect(),
         },
     );
 }
@@ -1317,10 +1410,16 @@ pub async fn fanout_from_home(node: &Arc<Node>, inbound: Inbound) {
         tracing::warn!(peer = %inbound.peer, "unreadable room stanza dropped");
         return;
     };
-    let sessions: Vec<FullJid> = match node.rooms.mirrors.get(&room) {
-        Some(mirror) if mirror.version == record.version && mirror.home == inbound.peer => {
-            mirror.sessions.clone()
-        }
+    let for_moderators = record
+        .moderator_stanza
+        .and_then(|bytes| Stanza::from_frame(Bytes::from(bytes)).ok());
+    let sessions: Vec<(FullJid, bool)> = match node.rooms.mirrors.get(&room) {
+        Some(mirror) if mirror.version == record.version && mirror.home == inbound.peer => mirror
+            .sessions
+            .iter()
+            .filter(|s| !record.skip.iter().any(|k| k == s.as_str()))
+            .map(|s| (s.clone(), mirror.moderators.contains(s.as_str())))
+            .collect(),
         _ => {
             // Envelopes of one room come in order, so this means the lists were lost (this
             // node restarted): the home sends them again when it hears of the restart.
@@ -1328,8 +1427,12 @@ pub async fn fanout_from_home(node: &Arc<Node>, inbound: Inbound) {
             return;
         }
     };
-    for session in sessions {
-        node.route(stanza.with_addresses(None, Some(session.as_str())))
+    for (session, moderator) in sessions {
+        let copy = match (&for_moderators, moderator) {
+            (Some(variant), true) => variant,
+            _ => &stanza,
+        };
+        node.route(copy.with_addresses(None, Some(session.as_str())))
             .await;
     }
 }

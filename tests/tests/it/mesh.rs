@@ -515,6 +515,25 @@ async fn a_room_message_crosses_each_bridge_once() {
         1,
         "one envelope to dc2 for six occupants there"
     );
+    // The same for presence: the owner's new status reaches the six guests in one envelope,
+    // each with the room's muc#user item.
+    owner
+        .send(&format!(
+            "<presence to='{room}/Owner'><show>away</show></presence>"
+        ))
+        .await;
+    for client in &mut clients {
+        let got = client.read_until("<show>away</show>").await;
+        assert!(got.contains(&format!("from='{room}/Owner'")), "{got}");
+        let rest = client.read_until("</presence>").await;
+        assert!(rest.contains("role='moderator'"), "{rest}");
+        assert!(
+            !rest.contains("jid="),
+            "a semi-anonymous room hides the owner's JID: {rest}"
+        );
+    }
+    let presence_sent = counter(&servers[0], "tern_mesh_stanzas_sent_total").await;
+    assert_eq!(presence_sent - after, 1, "one presence envelope to dc2");
     // A guest who leaves no longer gets room messages; the others still do.
     let mut gone = clients.remove(0);
     gone.send(&format!(
