@@ -342,3 +342,30 @@ async def test_limits_registration_and_voice(strict):
     finally:
         for client in (j, k, le):
             await client.close()
+
+
+async def test_requests_to_an_occupant_are_forwarded(server, clients):
+    """An occupant asks another occupant's vCard at its room JID (as clients do for avatars):
+    the room forwards it and the answer comes back from the occupant JID."""
+    mia, ned = server.new_account("mia"), server.new_account("ned")
+    plugins = PLUGINS + ("xep_0054",)
+    m = clients(mia, resource="m", plugins=plugins)
+    n = clients(ned, resource="n", plugins=plugins)
+    await m.online()
+    await n.online()
+    vcard = n.plugin["xep_0054"].make_vcard()
+    vcard["FN"] = "Ned Occupant"
+    await n.plugin["xep_0054"].publish_vcard(vcard)
+    room = "faces@muc.localhost"
+    await instant_room(m, room, "Mia")
+    await n.plugin["xep_0045"].join_muc_wait(room, "Ned", timeout=WAIT)
+    got = await m.plugin["xep_0054"].get_vcard(f"{room}/Ned", cached=False, timeout=WAIT)
+    assert got["vcard_temp"]["FN"] == "Ned Occupant"
+    assert str(got["from"]) == f"{room}/Ned"
+    # Someone who is not an occupant gets nothing forwarded.
+    other = server.new_account("oli")
+    o = clients(other, resource="o", plugins=plugins)
+    await o.online()
+    with pytest.raises(IqError) as err:
+        await o.plugin["xep_0054"].get_vcard(f"{room}/Ned", cached=False, timeout=WAIT)
+    assert err.value.condition == "item-not-found"

@@ -248,6 +248,17 @@ pub struct Rooms {
     rooms: DashMap<BareJid, Arc<tokio::sync::Mutex<Room>>>,
     /// Rooms homed in other datacenters: the occupant sessions this one delivers to.
     mirrors: DashMap<BareJid, Mirror>,
+    /// Requests forwarded to occupants, by the id they were given (ids grow with time, so the
+    /// first key is the oldest).
+    forwarded: std::sync::Mutex<BTreeMap<String, Forwarded>>,
+}
+
+/// A request forwarded to an occupant, waiting for its answer.
+#[derive(Debug)]
+struct Forwarded {
+    requester: FullJid,
+    id: String,
+    target: String,
 }
 
 /// What a datacenter knows of a room homed elsewhere: its occupant sessions that it delivers
@@ -415,6 +426,14 @@ pub async fn route(node: &Arc<Node>, stanza: Stanza, to: Jid, mesh: bool) {
     let room = BareJid::from_parts(Some(room_node), to.domain());
     if mesh && let Some((dc, index)) = home_elsewhere(node, &room) {
         return node.route_to_dc(stanza, &to, &dc, index, None).await;
+    }
+    if stanza.kind == StanzaKind::Iq
+        && (stanza.is_type("result") || stanza.is_type("error"))
+        && to.resource().is_some()
+    {
+        // An answer to a request the room forwarded (it may come from a bare JID: an
+        // account's server answering for it).
+        return answer_forwarded(node, &stanza).await;
     }
     let Some(from) = stanza.from().and_then(|f| FullJid::new(f).ok()) else {
         if stanza.kind != StanzaKind::Presence {
@@ -1591,7 +1610,10 @@ async fn iq(
             Some(q) if q.is("ping", ns::PING) => {
                 StanzaError::new(StanzaCondition::NotAcceptable).reply_to(&iq)
             }
-            _ => StanzaError::new(StanzaCondition::FeatureNotImplemented).reply_to(&iq),
+            _ => match forward_iq(node, &room, from, &nick, &iq) {
+                Some(forwarded) => forwarded,
+                None => StanzaError::new(StanzaCondition::ItemNotFound).reply_to(&iq),
+            },
         };
         return send(node, reply).await;
     }
@@ -1675,6 +1697,79 @@ async fn iq(
         _ => StanzaError::new(StanzaCondition::FeatureNotImplemented).reply_to(&iq),
     };
     send(node, reply).await;
+}
+
+/// Most requests forwarded to occupants and not answered yet; past it the oldest are forgotten.
+const MAX_FORWARDED: usize = 10_000;
+
+/// A request an occupant sent to another occupant's JID, forwarded to the latter (a vCard
+/// request to the occupant's account, whose server answers it; anything else to its session):
+/// the request with its id replaced and `from` made the sender's occupant JID, so the answer
+/// comes back to the room. `None` when the target is not in the room or the sender is not an
+/// occupant.
+fn forward_iq(
+    node: &Node,
+    room: &Room,
+    from: &FullJid,
+    target_nick: &str,
+    iq: &Element,
+) -> Option<Element> {
+    let sender_nick = room.nick_of(from)?;
+    let target = room.occupants.get(target_nick)?;
+    let to = if iq.has_child("vCard", super::vcard::NS) {
+        target.bare.to_string()
+    } else {
+        target.sessions.first()?.to_string()
+    };
+    let id = format!("tern-muc-{:x}", crate::modules::mam::next_id());
+    {
+        let mut pending = node
+            .rooms
+            .forwarded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if pending.len() >= MAX_FORWARDED
+            && let Some(oldest) = pending.keys().next().cloned()
+        {
+            pending.remove(&oldest);
+        }
+        pending.insert(
+            id.clone(),
+            Forwarded {
+                requester: from.clone(),
+                id: iq.attr("id").unwrap_or_default().to_owned(),
+                target: format!("{}/{target_nick}", room.jid),
+            },
+        );
+    }
+    let mut out = iq.clone();
+    out.set_attr("id", id);
+    out.set_attr("from", format!("{}/{sender_nick}", room.jid));
+    out.set_attr("to", to);
+    Some(out)
+}
+
+/// The answer to a forwarded request: back to who asked, from the target's occupant JID.
+async fn answer_forwarded(node: &Arc<Node>, stanza: &Stanza) {
+    let Some(id) = stanza.id().filter(|id| id.starts_with("tern-muc-")) else {
+        return;
+    };
+    let pending = node
+        .rooms
+        .forwarded
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .remove(id);
+    let Some(pending) = pending else {
+        return;
+    };
+    let Ok(mut answer) = stanza.element(ns::CLIENT) else {
+        return;
+    };
+    answer.set_attr("id", pending.id);
+    answer.set_attr("from", pending.target);
+    answer.set_attr("to", pending.requester.to_string());
+    send(node, answer).await;
 }
 
 /// XEP-0045 §7.10: registering (or giving up) a nick with the room; a registered user becomes
