@@ -96,6 +96,14 @@ pub enum Command {
         /// Domain name.
         domain: String,
     },
+    /// Homes a new MUC room in `dc`, unless the room already has a home (then nothing
+    /// changes: two datacenters creating one room at once agree on the first).
+    CreateRoom {
+        /// Room bare JID.
+        jid: String,
+        /// Home datacenter.
+        dc: String,
+    },
 }
 
 /// Why bytes are not a command.
@@ -173,6 +181,10 @@ mod tests {
                 enabled: false,
             },
             Command::RemoveDomain { domain: "x".into() },
+            Command::CreateRoom {
+                jid: "r@muc.x".into(),
+                dc: "eu".into(),
+            },
         ];
         for command in commands {
             let bytes = command.encode();

@@ -678,6 +678,18 @@ impl RoutingTable {
                 }
             }
             Command::DeleteRoom { jid } => remove(&mut self.rooms, &bare(jid)?),
+            Command::CreateRoom { jid, dc } => {
+                let jid_bare = bare(jid)?;
+                let dc = self
+                    .dc_id(dc)
+                    .ok_or_else(|| ApplyError::UnknownDc(dc.clone()))?;
+                if find_mut(&mut self.rooms, &jid_bare).is_some() {
+                    false
+                } else {
+                    insert(&mut self.rooms, &jid_bare, dc, index)?;
+                    true
+                }
+            }
             Command::AddDomain {
                 domain,
                 host_type,
@@ -1523,6 +1535,20 @@ mod tests {
         assert_eq!(t.room_home(&jid("r@dyn.test")).home, None);
         assert!(t.room_home(&jid("r@muc.notdyn.test")).home.is_some());
         assert!(t.room_home(&jid("r@conference.example.com")).home.is_some());
+    }
+
+    #[test]
+    fn a_room_created_twice_keeps_its_first_home() {
+        let (mut t, n) = table();
+        let create_room = |dc: &str| Command::CreateRoom {
+            jid: "r@muc.example.com".into(),
+            dc: dc.into(),
+        };
+        assert!(t.apply(n + 1, &create_room("eu")).expect("create").changed);
+        assert!(!t.apply(n + 2, &create_room("us")).expect("again").changed);
+        let eu = t.dc_id("eu");
+        assert_eq!(t.room_home(&jid("r@muc.example.com")).home, eu);
+        assert_eq!(t.room_home(&jid("r@muc.example.com")).version, n + 1);
     }
 
     #[test]

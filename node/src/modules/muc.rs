@@ -594,7 +594,8 @@ async fn presence(
             Some(room) => room,
             None if unavailable => return,
             None => match create(node, room_jid, from).await {
-                Ok(room) => room,
+                Ok(Some(room)) => room,
+                Ok(None) => return node.route(stanza).await,
                 Err(condition) => {
                     let refusal = error_presence(room_jid, Some(&nick), from, condition);
                     return send(node, refusal).await;
@@ -685,7 +686,7 @@ async fn create(
     node: &Arc<Node>,
     room_jid: &BareJid,
     creator: &FullJid,
-) -> Result<Arc<tokio::sync::Mutex<Room>>, StanzaCondition> {
+) -> Result<Option<Arc<tokio::sync::Mutex<Room>>>, StanzaCondition> {
     if !node.serves(creator.domain().as_str()) {
         // Rooms are created by users of the domains served here.
         return Err(StanzaCondition::NotAllowed);
@@ -706,14 +707,29 @@ async fn create(
     }
     let applied = node
         .grt
-        .write(Command::SetRoomHome {
+        .write(Command::CreateRoom {
             jid: room_jid.to_string(),
             dc: node.config.cluster.dc.clone(),
         })
         .await;
-    if let Err(e) = applied {
-        tracing::warn!(room = %room_jid, error = %e, "room home not recorded");
-        return Err(StanzaCondition::ServiceUnavailable);
+    match applied {
+        Ok(applied) => {
+            if let Err(e) = node
+                .grt
+                .wait_applied(applied.index, Duration::from_secs(5))
+                .await
+            {
+                tracing::warn!(room = %room_jid, error = %e, "room home slow to show here");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(room = %room_jid, error = %e, "room home not recorded");
+            return Err(StanzaCondition::ServiceUnavailable);
+        }
+    }
+    if home_elsewhere(node, room_jid).is_some() {
+        // Another datacenter created it first: the join goes there.
+        return Ok(None);
     }
     let mut affiliations = BTreeMap::new();
     affiliations.insert(creator.to_bare().to_string(), Affiliation::Owner);
@@ -743,7 +759,7 @@ async fn create(
         .or_insert(room)
         .clone();
     tracing::debug!(room = %room_jid, creator = %creator, "room created");
-    Ok(entry)
+    Ok(Some(entry))
 }
 
 async fn join(node: &Arc<Node>, room: &mut Room, from: &FullJid, nick: &str, element: &Element) {
@@ -2501,8 +2517,9 @@ pub async fn admin_create_room(
             "a room JID needs a local part".to_owned(),
         ));
     }
-    node.grt
-        .write(Command::SetRoomHome {
+    let applied = node
+        .grt
+        .write(Command::CreateRoom {
             jid: room.to_string(),
             dc: node.config.cluster.dc.clone(),
         })
@@ -2510,6 +2527,17 @@ pub async fn admin_create_room(
         .map_err(|e| {
             MucAdminError::Unavailable(format!("the routing table did not record the room: {e}"))
         })?;
+    if let Err(e) = node
+        .grt
+        .wait_applied(applied.index, Duration::from_secs(5))
+        .await
+    {
+        tracing::warn!(%room, error = %e, "room home slow to show here");
+    }
+    if let Some((dc, _)) = home_elsewhere(node, room) {
+        // Another datacenter created it first.
+        return Err(MucAdminError::Elsewhere(dc));
+    }
     let mut config = RoomConfig::defaults(node);
     config.persistent = true;
     if let Some(name) = name {
