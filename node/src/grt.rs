@@ -484,6 +484,10 @@ pub async fn remove_domain_data(
     let removal = node.storage.remove_domain(domain).await?;
     node.privacy.forget_domain(domain);
     node.mam_prefs.forget_domain(domain);
+    let rooms = crate::modules::muc::remove_service_rooms(node, domain).await;
+    if rooms > 0 {
+        tracing::info!(%domain, rooms, "removed domain's rooms destroyed");
+    }
     if removal != crate::storage::DomainRemoval::default() {
         tracing::info!(
             %domain,

@@ -2339,6 +2339,9 @@ async fn destroy_quietly(node: &Arc<Node>, jid: &BareJid) {
     if let Err(e) = node.storage.put_room(jid, None).await {
         tracing::warn!(room = %jid, error = %e, "room record not deleted");
     }
+    if let Err(e) = node.storage.archive_remove(jid).await {
+        tracing::warn!(room = %jid, error = %e, "room archive not deleted");
+    }
     if let Err(e) = node
         .grt
         .write(Command::DeleteRoom {
@@ -2349,6 +2352,41 @@ async fn destroy_quietly(node: &Arc<Node>, jid: &BareJid) {
         tracing::warn!(room = %jid, error = %e, "room home not forgotten");
     }
     tracing::debug!(room = %jid, "room destroyed");
+}
+
+/// A served domain is removed: its MUC service's rooms here are destroyed (occupants told),
+/// their records and archives deleted; returns how many. The routing table drops their
+/// entries with the domain's.
+pub async fn remove_service_rooms(node: &Arc<Node>, domain: &str) -> usize {
+    let service = service_for(node, domain);
+    let rooms: Vec<(BareJid, Arc<tokio::sync::Mutex<Room>>)> = node
+        .rooms
+        .rooms
+        .iter()
+        .filter(|e| e.key().domain().as_str() == service)
+        .map(|e| (e.key().clone(), e.value().clone()))
+        .collect();
+    let mut removed = 0;
+    for (jid, room) in rooms {
+        {
+            let mut guard = room.lock().await;
+            let reason = Element::new("reason", NS_OWNER).with_text("the domain was removed");
+            let query = Element::new("query", NS_OWNER)
+                .with_child(Element::new("destroy", NS_OWNER).with_child(reason));
+            let iq = Element::new("iq", ns::CLIENT).with_attr("type", "set");
+            owner_set(node, &mut guard, &iq, &query).await;
+            guard.gone = true;
+            node.rooms.rooms.remove(&jid);
+        }
+        if let Err(e) = node.storage.put_room(&jid, None).await {
+            tracing::warn!(room = %jid, error = %e, "room record not deleted");
+        }
+        if let Err(e) = node.storage.archive_remove(&jid).await {
+            tracing::warn!(room = %jid, error = %e, "room archive not deleted");
+        }
+        removed += 1;
+    }
+    removed
 }
 
 // ---- Administration (`tern ctl muc`, the admin API) ---------------------------------------------
@@ -2866,6 +2904,19 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn removing_a_domain_destroys_its_rooms() {
+        let (node, _dir) = test_node("muc-domain").await;
+        let owner = BareJid::new("boss@localhost").unwrap();
+        for name in ["a", "b"] {
+            let room = BareJid::new(&format!("{name}@muc.localhost")).unwrap();
+            admin_create_room(&node, &room, &owner, None).await.unwrap();
+        }
+        assert_eq!(remove_service_rooms(&node, "localhost").await, 2);
+        assert!(admin_list_rooms(&node, None).await.is_empty());
+        assert!(node.storage.list_rooms().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
     async fn the_service_domain_follows_the_host_pattern() {
         let (node, _dir) = test_node("muc-service").await;
         assert!(is_service(&node, "muc.localhost"));
@@ -2929,9 +2980,29 @@ mod tests {
             record.affiliations.get("m@localhost"),
             Some(&Affiliation::Member)
         );
+        let archived = crate::storage::ArchivedMessage {
+            with: "team@muc.localhost/boss".into(),
+            incoming: true,
+            stanza: b"<message type='groupchat'><body>x</body></message>".to_vec(),
+        };
+        node.storage
+            .archive_append(&room, 1, archived)
+            .await
+            .unwrap();
+        assert_eq!(
+            admin_messages(&node, &room, 10, None).await.unwrap().len(),
+            1
+        );
         admin_destroy_room(&node, &room, Some("done"), None)
             .await
             .unwrap();
+        let all = crate::storage::ArchiveQuery {
+            to: u64::MAX,
+            max: 10,
+            ..Default::default()
+        };
+        let left = node.storage.archive_query(&room, all).await.unwrap();
+        assert_eq!(left.count, 0, "the archive goes with the room");
         assert!(admin_list_rooms(&node, None).await.is_empty());
         assert!(node.storage.list_rooms().await.unwrap().is_empty());
         assert!(matches!(

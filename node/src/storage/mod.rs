@@ -153,6 +153,10 @@ pub trait Storage: Send + Sync + 'static {
     /// Deletes archived messages with ids below `before`, of every account; returns how many.
     async fn archive_prune(&self, before: u64) -> Result<u64>;
 
+    /// Deletes the whole archive kept under `owner` (a MUC room that is destroyed; an account's
+    /// goes with [`Storage::remove_user`]).
+    async fn archive_remove(&self, owner: &BareJid) -> Result<()>;
+
     /// Everything stored for `user` (one read transaction), or `None` without an account.
     async fn export_user(&self, user: &BareJid) -> Result<Option<AccountData>>;
 

@@ -826,6 +826,22 @@ impl Storage for RedbStorage {
         .await
     }
 
+    async fn archive_remove(&self, owner: &BareJid) -> Result<()> {
+        self.archive.settle().await;
+        let key = user_key(owner);
+        self.blocking_write(move |txn| {
+            let mut archive = txn.open_table(ARCHIVE).or_backend("open_table")?;
+            archive
+                .retain_in::<(&str, u64), _>(
+                    (key.as_str(), 0)..=(key.as_str(), u64::MAX),
+                    |_, _| false,
+                )
+                .or_backend("remove")?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn archive_prune(&self, before: u64) -> Result<u64> {
         self.blocking_write(move |txn| {
             let mut table = txn.open_table(ARCHIVE).or_backend("open_table")?;
