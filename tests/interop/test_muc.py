@@ -163,6 +163,22 @@ async def test_a_room_from_creation_to_conversation(server, clients):
     info = await d.plugin["xep_0030"].get_info(jid=room)
     assert "muc_temporary" in info["disco_info"]["features"]
 
+    # A configuration change is announced to the occupants (104; 172: now non-anonymous).
+    notices: asyncio.Queue = asyncio.Queue()
+
+    def catch_notice(stanza):
+        if stanza.xml.find(f"{MUC_USER}x/{MUC_USER}status[@code='104']") is not None:
+            notices.put_nowait(stanza)
+        return stanza
+    a.add_filter("in", catch_notice)
+    form = a.plugin["xep_0004"].make_form(ftype="submit")
+    form.add_field(var="FORM_TYPE", ftype="hidden",
+                   value="http://jabber.org/protocol/muc#roomconfig")
+    form.add_field(var="muc#roomconfig_whois", value="anyone")
+    await a.plugin["xep_0045"].set_room_config(room, form)
+    notice = await asyncio.wait_for(notices.get(), WAIT)
+    assert {"104", "172"} <= codes(notice)
+
 
 async def test_the_room_goes_when_its_last_occupant_leaves(server, clients):
     erin = server.new_account("erin")

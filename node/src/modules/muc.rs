@@ -2117,6 +2117,15 @@ async fn owner_set(node: &Arc<Node>, room: &mut Room, iq: &Element, query: &Elem
             _ => {}
         }
     }
+    // XEP-0045 §10.2.1: occupants learn of a change (104), and of the room becoming
+    // non-anonymous (172) or semi-anonymous (173).
+    let mut codes = Vec::new();
+    if !room.locked && c != room.config {
+        codes.push(104);
+        if c.whois != room.config.whois {
+            codes.push(if c.whois == Whois::Anyone { 172 } else { 173 });
+        }
+    }
     room.config = c;
     room.locked = false;
     while room.history.len() > room.config.history as usize {
@@ -2126,6 +2135,20 @@ async fn owner_set(node: &Arc<Node>, room: &mut Room, iq: &Element, query: &Elem
         save(node, room).await;
     } else if was_persistent && let Err(e) = node.storage.put_room(&room.jid, None).await {
         tracing::warn!(room = %room.jid, error = %e, "room record not deleted");
+    }
+    if !codes.is_empty() {
+        let mut x = Element::new("x", NS_USER);
+        for code in codes {
+            x.append_child(Element::new("status", NS_USER).with_attr("code", code.to_string()));
+        }
+        let notice = Element::new("message", ns::CLIENT)
+            .with_attr("from", room.jid.to_string())
+            .with_attr("type", "groupchat")
+            .with_attr("id", format!("tern-config-{:x}", now_micros()))
+            .with_child(x);
+        if let Ok(notice) = Stanza::from_element(&notice, ns::CLIENT) {
+            broadcast_message(node, room, &notice).await;
+        }
     }
     result_for(iq)
 }
