@@ -238,7 +238,7 @@ struct Room {
     registered: BTreeMap<String, String>,
     /// Per datacenter that delivers to some occupants: the occupant sessions it was told of.
     mirrors: BTreeMap<String, MirrorSent>,
-    /// Version of the occupant lists sent to other datacenters.
+    /// The last version given to an occupant list sent to another datacenter.
     mirror_version: u64,
 }
 
@@ -297,6 +297,8 @@ struct FanoutRecord {
 struct MirrorSent {
     sessions: Vec<String>,
     moderators: Vec<String>,
+    /// The version of that list (each datacenter has its own).
+    version: u64,
 }
 
 impl Rooms {
@@ -1052,7 +1054,7 @@ async fn fan_presence(
             let skip: Vec<String> = occupant.sessions.iter().map(ToString::to_string).collect();
             for (dc, sent) in &room.mirrors {
                 let record = FanoutRecord {
-                    version: room.mirror_version,
+                    version: sent.version,
                     stanza: plain.clone(),
                     moderator_stanza: moderator_stanza.clone(),
                     skip: skip.clone(),
@@ -1304,7 +1306,7 @@ async fn broadcast_message(node: &Arc<Node>, room: &Room, stanza: &Stanza) {
         for (dc, sent) in &room.mirrors {
             let sessions = &sent.sessions;
             let record = FanoutRecord {
-                version: room.mirror_version,
+                version: sent.version,
                 stanza: stanza.raw().to_vec(),
                 moderator_stanza: None,
                 skip: Vec::new(),
@@ -1369,12 +1371,17 @@ async fn sync_mirrors(node: &Arc<Node>, room: &mut Room) {
         let mut sent = wanted.remove(&dc).unwrap_or_default();
         sent.sessions.sort();
         sent.moderators.sort();
-        if room.mirrors.get(&dc) == Some(&sent) {
+        if room
+            .mirrors
+            .get(&dc)
+            .is_some_and(|old| old.sessions == sent.sessions && old.moderators == sent.moderators)
+        {
             continue;
         }
         room.mirror_version += 1;
+        sent.version = room.mirror_version;
         let record = OccupantsRecord {
-            version: room.mirror_version,
+            version: sent.version,
             sessions: sent.sessions.clone(),
             moderators: sent.moderators.clone(),
         };

@@ -454,16 +454,18 @@ async fn counter(server: &TestServer, name: &str) -> u64 {
 }
 
 /// XEP-0045 across datacenters: a room homed at dc1 with occupants whose accounts live at dc2
-/// (and one at dc1). A room message crosses the dc1→dc2 bridge once, however many occupants
-/// dc2 delivers to, and every one of them gets it.
+/// and dc3 (three each) and one at dc1. A room message crosses each bridge once, however many
+/// occupants the datacenter behind it delivers to, and every one of them gets it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_message_crosses_each_bridge_once() {
     let _one = one_at_a_time().await;
     let (root, mut servers) = three_dcs("mesh-muc-fanout", "5s");
     register(&servers[0], "owner");
     let guests: Vec<String> = (1..=6).map(|n| format!("guest{n}")).collect();
-    for guest in &guests {
-        register(&servers[1], guest);
+    // Odd guests live at dc2, even ones at dc3.
+    let home = |n: usize| if n.is_multiple_of(2) { 1 } else { 2 };
+    for (n, guest) in guests.iter().enumerate() {
+        register(&servers[home(n)], guest);
     }
     for server in &servers {
         wait_home(server, "owner");
@@ -485,11 +487,11 @@ async fn a_room_message_crosses_each_bridge_once() {
         ))
         .await;
     owner.read_until("id='cfg'").await;
-    // The room's home reaches every datacenter's table before the guests join from dc2.
+    // The room's home reaches every datacenter's table before the guests join.
     tokio::time::sleep(Duration::from_millis(800)).await;
     let mut clients = Vec::new();
-    for guest in &guests {
-        let mut client = login(&servers[1], guest, "phone").await;
+    for (n, guest) in guests.iter().enumerate() {
+        let mut client = login(&servers[home(n)], guest, "phone").await;
         client
             .send(&format!("<presence to='{room}/{guest}'><x xmlns='http://jabber.org/protocol/muc'/></presence>"))
             .await;
@@ -512,11 +514,11 @@ async fn a_room_message_crosses_each_bridge_once() {
     let after = counter(&servers[0], "tern_mesh_stanzas_sent_total").await;
     assert_eq!(
         after - before,
-        1,
-        "one envelope to dc2 for six occupants there"
+        2,
+        "one envelope to each of dc2 and dc3 for three occupants there each"
     );
-    // The same for presence: the owner's new status reaches the six guests in one envelope,
-    // each with the room's muc#user item.
+    // The same for presence: the owner's new status reaches the six guests in one envelope per
+    // datacenter, each with the room's muc#user item.
     owner
         .send(&format!(
             "<presence to='{room}/Owner'><show>away</show></presence>"
@@ -533,7 +535,11 @@ async fn a_room_message_crosses_each_bridge_once() {
         );
     }
     let presence_sent = counter(&servers[0], "tern_mesh_stanzas_sent_total").await;
-    assert_eq!(presence_sent - after, 1, "one presence envelope to dc2");
+    assert_eq!(
+        presence_sent - after,
+        2,
+        "one presence envelope to each datacenter"
+    );
     // A guest who leaves no longer gets room messages; the others still do.
     let mut gone = clients.remove(0);
     gone.send(&format!(
