@@ -20,9 +20,17 @@ pub(crate) struct Cli {
 /// Options shared by every scenario.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct Global {
-    /// The server's client listener.
-    #[arg(long, global = true, default_value = "127.0.0.1:5222")]
-    pub(crate) server: SocketAddr,
+    /// The server's client listener; several, comma-separated (`HOST:PORT,HOST:PORT,…`), spread
+    /// the accounts: account i connects to the (i mod k)-th (the datacenters of a mesh, say).
+    #[arg(
+        long,
+        visible_alias = "servers",
+        global = true,
+        value_name = "HOST:PORT[,HOST:PORT…]",
+        value_parser = Servers::parse,
+        default_value = "127.0.0.1:5222"
+    )]
+    pub(crate) server: Servers,
     /// The XMPP domain of the accounts (stream `to`, TLS server name).
     #[arg(long, global = true, default_value = "localhost")]
     pub(crate) domain: String,
@@ -45,17 +53,21 @@ pub(crate) struct Global {
     #[arg(long, global = true, value_enum, default_value_t = Provision::None)]
     pub(crate) provision: Provision,
     /// A Tern data directory: where `--provision admin` finds `admin.addr` and `admin.token`.
-    #[arg(long, global = true)]
-    pub(crate) tern_data: Option<PathBuf>,
-    /// Tern's admin API (`http://127.0.0.1:5551`), instead of `--tern-data`.
-    #[arg(long, global = true)]
-    pub(crate) admin_url: Option<String>,
-    /// Tern's admin API bearer token, instead of `--tern-data`.
-    #[arg(long, global = true)]
-    pub(crate) admin_token: Option<String>,
-    /// The server's process id: its RSS and CPU time are read from /proc.
-    #[arg(long, global = true)]
-    pub(crate) server_pid: Option<u32>,
+    /// With several servers, one directory per server (comma-separated, same order) registers
+    /// each account in the datacenter it connects to; a single one registers them all there.
+    #[arg(long, global = true, value_delimiter = ',')]
+    pub(crate) tern_data: Vec<PathBuf>,
+    /// Tern's admin API (`http://127.0.0.1:5551`), instead of `--tern-data`; comma-separated,
+    /// one per server, as `--tern-data`.
+    #[arg(long, global = true, value_delimiter = ',')]
+    pub(crate) admin_url: Vec<String>,
+    /// Tern's admin API bearer token, instead of `--tern-data`: one, or one per `--admin-url`.
+    #[arg(long, global = true, value_delimiter = ',')]
+    pub(crate) admin_token: Vec<String>,
+    /// The server's process id: its RSS and CPU time are read from /proc. Several
+    /// (comma-separated) are summed: the nodes of a mesh on one machine.
+    #[arg(long, global = true, value_delimiter = ',')]
+    pub(crate) server_pid: Vec<u32>,
     /// The name of the server under test, written into the reports.
     #[arg(long, global = true, default_value = "server")]
     pub(crate) label: String,
@@ -82,6 +94,50 @@ pub(crate) struct Global {
     /// server is answered with the count of stanzas handled), as mobile clients do.
     #[arg(long, global = true)]
     pub(crate) stream_management: bool,
+}
+
+/// The client listeners to connect to, at least one; account `i` uses the `i mod k`-th.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Servers(Vec<SocketAddr>);
+
+impl Servers {
+    /// The listener account `index` connects to.
+    pub(crate) fn for_account(&self, index: usize) -> SocketAddr {
+        self.0[index % self.0.len()]
+    }
+
+    pub(crate) fn all(&self) -> &[SocketAddr] {
+        &self.0
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// `HOST:PORT[,HOST:PORT…]`: one or more socket addresses, no empty entries.
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
+        let addresses = text
+            .split(',')
+            .map(|part| {
+                part.trim().parse::<SocketAddr>().map_err(|e| {
+                    format!("{:?}: {e} (want HOST:PORT with an IP address)", part.trim())
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self(addresses))
+    }
+}
+
+impl std::fmt::Display for Servers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, address) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{address}")?;
+        }
+        Ok(())
+    }
 }
 
 /// How a connection gets TLS.
@@ -142,6 +198,9 @@ pub(crate) enum Scenario {
     Idle(IdleArgs),
     /// Roster-heavy logins, then a presence broadcast storm.
     Presence(PresenceArgs),
+    /// Every user joins one XEP-0045 room; some of them send groupchat messages into it at an
+    /// aggregate rate, each delivered to every occupant.
+    Muc(MucArgs),
     /// Run the scenario a TOML file describes (top-level keys are global options, the table
     /// named after the scenario holds its options); flags after the file override it.
     Run(RunArgs),
@@ -159,6 +218,7 @@ impl Scenario {
             Self::Ramp(_) => "ramp",
             Self::Idle(_) => "idle",
             Self::Presence(_) => "presence",
+            Self::Muc(_) => "muc",
             Self::Run(_) => "run",
             Self::Compare(_) => "compare",
         }
@@ -241,6 +301,30 @@ pub(crate) struct PresenceArgs {
     /// Length of the storm.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     pub(crate) duration: Duration,
+}
+
+/// `muc` options.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct MucArgs {
+    /// The room's bare JID (default `loadtest@muc.{domain}`); every user joins it with its
+    /// local part as nick, and the first creates it if it does not exist.
+    #[arg(long)]
+    pub(crate) room: Option<String>,
+    /// Aggregate target rate, groupchat messages per second (each delivered to every occupant).
+    #[arg(long, default_value_t = 50.0)]
+    pub(crate) rate: f64,
+    /// Occupants that send, chosen at random; the rate is spread over them.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) senders: usize,
+    /// How long messages are sent.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "20s")]
+    pub(crate) duration: Duration,
+    /// How long to wait after the last send for deliveries still in flight.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    pub(crate) drain: Duration,
+    /// Size of each message body in bytes (at least the 40 bytes of sequence data).
+    #[arg(long, default_value_t = 100)]
+    pub(crate) body_size: usize,
 }
 
 /// `run` options.
@@ -351,7 +435,7 @@ mod tests {
         let args = file_to_args(Path::new("s.toml"), text).expect("args");
         let cli = Cli::try_parse_from(&args).expect("parse");
         assert_eq!(cli.global.users, 50);
-        assert_eq!(cli.global.server.port(), 5322);
+        assert_eq!(cli.global.server.for_account(0).port(), 5322);
         assert!(cli.global.quiet);
         let Scenario::Chat(chat) = cli.scenario else {
             panic!("not chat: {args:?}");
@@ -404,5 +488,88 @@ mod tests {
             panic!("not chat");
         };
         assert_eq!(chat.rate, 20.0);
+    }
+
+    #[test]
+    fn several_servers_share_the_accounts() {
+        let cli = Cli::try_parse_from([
+            "tern-loadtest",
+            "--server",
+            "127.0.0.1:6222, 127.0.0.1:7222,127.0.0.1:8222",
+            "--server-pid",
+            "11,12",
+            "--tern-data",
+            "m/dc1/data,m/dc2/data,m/dc3/data",
+            "muc",
+            "--room",
+            "bench@muc.localhost",
+            "--senders",
+            "4",
+        ])
+        .expect("parse");
+        let servers = &cli.global.server;
+        assert_eq!(servers.len(), 3);
+        let ports: Vec<u16> = (0..5).map(|i| servers.for_account(i).port()).collect();
+        assert_eq!(ports, [6222, 7222, 8222, 6222, 7222]);
+        assert_eq!(
+            servers.to_string(),
+            "127.0.0.1:6222,127.0.0.1:7222,127.0.0.1:8222"
+        );
+        assert_eq!(cli.global.server_pid, [11, 12]);
+        // Lists add up when repeated; `--server`, one value, is replaced like any option.
+        let repeated = Cli::try_parse_from([
+            "tern-loadtest",
+            "--server-pid",
+            "1",
+            "--server",
+            "127.0.0.1:1,127.0.0.1:2",
+            "--server-pid",
+            "2,3",
+            "--server",
+            "127.0.0.1:3",
+            "provision",
+        ])
+        .expect("parse");
+        assert_eq!(repeated.global.server_pid, [1, 2, 3]);
+        assert_eq!(repeated.global.server.to_string(), "127.0.0.1:3");
+        assert_eq!(cli.global.tern_data.len(), 3);
+        assert_eq!(cli.global.tern_data[1], Path::new("m/dc2/data"));
+        let Scenario::Muc(muc) = cli.scenario else {
+            panic!("not muc");
+        };
+        assert_eq!(muc.room.as_deref(), Some("bench@muc.localhost"));
+        assert_eq!((muc.senders, muc.rate), (4, 50.0));
+        // The alias, and the default.
+        let cli = Cli::try_parse_from(["tern-loadtest", "--servers", "127.0.0.1:1", "provision"])
+            .expect("parse");
+        assert_eq!(cli.global.server.for_account(7).port(), 1);
+        let cli = Cli::try_parse_from(["tern-loadtest", "provision"]).expect("parse");
+        assert_eq!(cli.global.server.to_string(), "127.0.0.1:5222");
+        assert!(cli.global.server_pid.is_empty());
+        let err = Cli::try_parse_from(["tern-loadtest", "--server", "127.0.0.1:1,", "provision"])
+            .expect_err("empty entry");
+        assert!(err.to_string().contains("want HOST:PORT"), "{err}");
+    }
+
+    #[test]
+    fn a_muc_scenario_file_lists_servers_in_one_string() {
+        let text = r#"
+            scenario = "muc"
+            server = "127.0.0.1:6222,127.0.0.1:7222"
+            users = 300
+            [muc]
+            room = "big@muc.localhost"
+            rate = 30
+            senders = 3
+            duration = "5s"
+        "#;
+        let args = file_to_args(Path::new("m.toml"), text).expect("args");
+        let cli = Cli::try_parse_from(&args).expect("parse");
+        assert_eq!(cli.global.server.len(), 2);
+        let Scenario::Muc(muc) = cli.scenario else {
+            panic!("not muc: {args:?}");
+        };
+        assert_eq!((muc.rate, muc.senders), (30.0, 3));
+        assert_eq!(muc.duration, Duration::from_secs(5));
     }
 }

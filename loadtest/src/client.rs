@@ -25,7 +25,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use crate::cli::{Global, SaslChoice, TlsMode};
+use crate::cli::{Global, SaslChoice, Servers, TlsMode};
 
 /// How long one login or registration may take, TCP connect to the last answer.
 pub(crate) const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -41,7 +41,8 @@ pub(crate) type Io = TlsStream<TcpStream>;
 
 /// Everything needed to open connections, shared by all of them.
 pub(crate) struct Client {
-    server: SocketAddr,
+    /// Account `i` connects to the `i mod k`-th listener.
+    servers: Servers,
     pub(crate) domain: String,
     tls: TlsMode,
     sasl: SaslChoice,
@@ -61,21 +62,24 @@ pub(crate) struct Client {
 
 impl Client {
     pub(crate) fn new(global: &Global) -> Arc<Self> {
-        let sources = match (global.server.ip(), global.sources) {
-            (IpAddr::V4(ip), n) if ip.is_loopback() => {
-                let n = if n == 0 {
-                    u8::try_from(global.users.div_ceil(20_000).clamp(1, 250)).unwrap_or(250)
-                } else {
-                    n
-                };
-                (1..=n)
-                    .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, i)))
-                    .collect()
-            }
-            _ => Vec::new(),
+        let loopback = global
+            .server
+            .all()
+            .iter()
+            .all(|a| matches!(a.ip(), IpAddr::V4(ip) if ip.is_loopback()));
+        let sources = if loopback {
+            let n = match global.sources {
+                0 => u8::try_from(global.users.div_ceil(20_000).clamp(1, 250)).unwrap_or(250),
+                n => n,
+            };
+            (1..=n)
+                .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, i)))
+                .collect()
+        } else {
+            Vec::new()
         };
         Arc::new(Self {
-            server: global.server,
+            servers: global.server.clone(),
             domain: global.domain.clone(),
             tls: global.tls,
             sasl: global.sasl,
@@ -112,17 +116,18 @@ impl Client {
     }
 
     async fn tcp(&self, index: usize) -> Result<TcpStream> {
+        let server = self.servers.for_account(index);
         let tcp = if self.sources.is_empty() {
-            TcpStream::connect(self.server).await
+            TcpStream::connect(server).await
         } else {
             let source = self.sources[index % self.sources.len()];
             let socket = TcpSocket::new_v4().context("socket")?;
             socket
                 .bind(SocketAddr::new(source, 0))
                 .with_context(|| format!("bind {source}"))?;
-            socket.connect(self.server).await
+            socket.connect(server).await
         }
-        .with_context(|| format!("connect to {}", self.server))?;
+        .with_context(|| format!("connect to {server}"))?;
         tcp.set_nodelay(true).context("nodelay")?;
         Ok(tcp)
     }
@@ -417,6 +422,30 @@ impl Conn {
     }
 }
 
+/// The value of attribute `name` in the start tag `head` (`<name a='…' …`, either quote), as
+/// written (still escaped).
+pub(crate) fn attr<'a>(head: &'a [u8], name: &str) -> Option<&'a str> {
+    let text = std::str::from_utf8(head).ok()?;
+    let bytes = text.as_bytes();
+    let mut from = 0;
+    while let Some(at) = text[from..].find(name) {
+        let start = from + at;
+        let after = start + name.len();
+        from = after;
+        let separated = start > 0 && bytes[start - 1].is_ascii_whitespace();
+        let quote = match bytes.get(after..after + 2) {
+            Some([b'=', quote @ (b'\'' | b'"')]) => *quote as char,
+            _ => continue,
+        };
+        if !separated {
+            continue;
+        }
+        let value = &text[after + 2..];
+        return Some(&value[..value.find(quote)?]);
+    }
+    None
+}
+
 /// Whether `frame` is a stanza (counted for XEP-0198).
 pub(crate) fn is_stanza(frame: &[u8]) -> bool {
     frame.starts_with(b"<message") || frame.starts_with(b"<presence") || frame.starts_with(b"<iq")
@@ -599,4 +628,20 @@ fn insecure_connector() -> TlsConnector {
         .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
         .with_no_client_auth();
     TlsConnector::from(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attributes_are_read_from_start_tags() {
+        let head = b"<presence xml:lang='en' from=\"a@b/c\" type='error' id='x-type='";
+        assert_eq!(attr(head, "from"), Some("a@b/c"));
+        assert_eq!(attr(head, "type"), Some("error"));
+        assert_eq!(attr(head, "lang"), None);
+        assert_eq!(attr(head, "id"), Some("x-type="));
+        assert_eq!(attr(b"<iq to='unterminated", "to"), None);
+        assert_eq!(attr(b"<message totype='x'", "type"), None);
+    }
 }

@@ -13,7 +13,9 @@
 //! - `stats`: HDR latency histograms and per-pair loss / duplicate / reordering accounting.
 //! - `monitor`: per-second time series, CPU and memory of server and harness, progress line.
 //! - `procstat`: `/proc` readings.
-//! - `scenario`: login, chat, ramp, idle, presence.
+//! - `room`: XEP-0045 for the `muc` scenario: the room's JID, join and configuration stanzas,
+//!   and what the room answers.
+//! - `scenario`: login, chat, ramp, idle, presence; `scenario/muc`: one room, many occupants.
 //! - `report`: JSON summary, terminal table, HTML page.
 //! - `compare`: several servers' summaries side by side in `docs/benchmarks.md`.
 
@@ -24,6 +26,7 @@ mod monitor;
 mod procstat;
 mod provision;
 mod report;
+mod room;
 mod scenario;
 mod stats;
 mod swarm;

@@ -56,7 +56,11 @@ pub(crate) struct Tick {
 /// CPU and memory over a whole run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Resources {
+    /// The first (or only) server process watched.
     pub(crate) server_pid: Option<u32>,
+    /// Every server process watched (their CPU and memory are summed).
+    #[serde(default)]
+    pub(crate) server_pids: Vec<u32>,
     pub(crate) server_cpu_s: Option<f64>,
     pub(crate) server_cores_avg: Option<f64>,
     pub(crate) server_rss_max_bytes: Option<u64>,
@@ -93,7 +97,7 @@ impl Monitor {
     pub(crate) fn start(
         counters: Arc<Counters>,
         recorder: Arc<Recorder>,
-        server_pid: Option<u32>,
+        server_pids: &[u32],
         threads: usize,
         quiet: bool,
     ) -> Self {
@@ -110,7 +114,7 @@ impl Monitor {
         let mut monitor = Self {
             counters,
             recorder,
-            server: server_pid.map(Proc::pid),
+            server: (!server_pids.is_empty()).then(|| Proc::pids(server_pids)),
             harness: Proc::harness(),
             threads,
             started: Instant::now(),
@@ -125,8 +129,8 @@ impl Monitor {
         monitor.task = Some(tokio::spawn(sample_loop(
             monitor.counters.clone(),
             monitor.recorder.clone(),
-            monitor.server,
-            monitor.harness,
+            monitor.server.clone(),
+            monitor.harness.clone(),
             monitor.started,
             monitor.progress.clone(),
         )));
@@ -145,20 +149,20 @@ impl Monitor {
 
     /// The server process being watched, if its pid was given.
     pub(crate) fn server(&self) -> Option<Proc> {
-        self.server
+        self.server.clone()
     }
 
     /// CPU readings of both processes now, to measure a part of the run.
     pub(crate) fn span(&self) -> Span {
         Span {
-            server: self.server.and_then(|p| p.sample()),
+            server: self.server.as_ref().and_then(Proc::sample),
             harness: self.harness.sample(),
         }
     }
 
     /// Server CPU seconds between `from` and now.
     pub(crate) fn server_cpu_since(&self, from: &Span) -> Option<f64> {
-        let now = self.server?.sample()?;
+        let now = self.server.as_ref()?.sample()?;
         Some(now.cpu_s - from.server?.cpu_s)
     }
 
@@ -196,7 +200,11 @@ impl Monitor {
         let busiest_harness = ticks.iter().map(|t| t.harness_cores).fold(0.0, f64::max);
         let lag_ms = self.counters.schedule_lag_us.load(Ordering::Relaxed) as f64 / 1000.0;
         let resources = Resources {
-            server_pid: self.server.and_then(|p| p.id()),
+            server_pid: self.server.as_ref().and_then(|p| p.ids().first().copied()),
+            server_pids: self
+                .server
+                .as_ref()
+                .map_or_else(Vec::new, |p| p.ids().to_vec()),
             server_cpu_s,
             server_cores_avg: server_cpu_s.map(|s| s / wall),
             server_rss_max_bytes: ticks.iter().filter_map(|t| t.server_rss_bytes).max(),
@@ -222,7 +230,7 @@ async fn sample_loop(
     let mut interval = tokio::time::interval(Duration::from_secs(1));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     interval.tick().await;
-    let mut last_server = server.and_then(|p| p.sample());
+    let mut last_server = server.as_ref().and_then(Proc::sample);
     let mut last_harness = harness.sample();
     let (mut last_sent, mut last_received) = (0, 0);
     while !counters.stop.load(Ordering::Relaxed) {
@@ -230,7 +238,7 @@ async fn sample_loop(
         let sent = counters.sent.load(Ordering::Relaxed);
         let received = counters.received.load(Ordering::Relaxed);
         let latency = Latency::of(&recorder.take_tick());
-        let server_now = server.and_then(|p| p.sample());
+        let server_now = server.as_ref().and_then(Proc::sample);
         let harness_now = harness.sample();
         let server_cores = match (&last_server, &server_now) {
             (Some(a), Some(b)) => Some(cores_used(a, b)),

@@ -1,6 +1,7 @@
 //! Reading processes and the machine off `/proc`: resident memory and CPU time of the server
 //! under test and of the harness itself.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -15,49 +16,67 @@ pub(crate) struct ProcSample {
     pub(crate) rss: u64,
 }
 
-/// A process to watch: `None` reads the harness itself.
-#[derive(Debug, Clone, Copy)]
+/// Processes to watch, summed (the nodes of a mesh on one machine); none reads the harness
+/// itself.
+#[derive(Debug, Clone)]
 pub(crate) struct Proc {
-    pid: Option<u32>,
+    pids: Arc<[u32]>,
     ticks_per_s: f64,
 }
 
 impl Proc {
     pub(crate) fn harness() -> Self {
         Self {
-            pid: None,
+            pids: Arc::new([]),
             ticks_per_s: clock_ticks(),
         }
     }
 
-    pub(crate) fn pid(pid: u32) -> Self {
+    /// The processes `pids` (at least one).
+    pub(crate) fn pids(pids: &[u32]) -> Self {
         Self {
-            pid: Some(pid),
+            pids: pids.into(),
             ticks_per_s: clock_ticks(),
         }
     }
 
-    /// The watched process id (`None` for the harness itself).
-    pub(crate) fn id(&self) -> Option<u32> {
-        self.pid
+    /// The watched process ids (empty for the harness itself).
+    pub(crate) fn ids(&self) -> &[u32] {
+        &self.pids
     }
 
-    fn path(&self, file: &str) -> String {
-        match self.pid {
+    fn read(&self, pid: Option<u32>) -> Option<ProcSample> {
+        let path = |file: &str| match pid {
             Some(pid) => format!("/proc/{pid}/{file}"),
             None => format!("/proc/self/{file}"),
-        }
-    }
-
-    /// The process's CPU time and RSS now; `None` if it is gone or /proc is unreadable.
-    pub(crate) fn sample(&self) -> Option<ProcSample> {
-        let stat = std::fs::read_to_string(self.path("stat")).ok()?;
-        let status = std::fs::read_to_string(self.path("status")).ok()?;
+        };
+        let stat = std::fs::read_to_string(path("stat")).ok()?;
+        let status = std::fs::read_to_string(path("status")).ok()?;
         Some(ProcSample {
             at: Instant::now(),
             cpu_s: cpu_ticks(&stat)? as f64 / self.ticks_per_s,
             rss: rss_bytes(&status)?,
         })
+    }
+
+    /// The processes' CPU time and RSS now, summed; `None` if one is gone or /proc is
+    /// unreadable.
+    pub(crate) fn sample(&self) -> Option<ProcSample> {
+        if self.pids.is_empty() {
+            return self.read(None);
+        }
+        let mut total = ProcSample {
+            at: Instant::now(),
+            cpu_s: 0.0,
+            rss: 0,
+        };
+        for &pid in self.pids.iter() {
+            let one = self.read(Some(pid))?;
+            total.cpu_s += one.cpu_s;
+            total.rss += one.rss;
+            total.at = one.at;
+        }
+        Some(total)
     }
 }
 
@@ -158,5 +177,21 @@ mod tests {
         assert!(sample.rss > 0);
         assert!(sample.cpu_s >= 0.0);
         assert!((1.0..=10_000.0).contains(&clock_ticks()));
+    }
+
+    #[test]
+    fn several_processes_are_summed() {
+        let me = std::process::id();
+        let one = Proc::pids(&[me]).sample().expect("own entry");
+        let twice = Proc::pids(&[me, me]).sample().expect("own entry twice");
+        // Memory is steady enough between two reads; CPU only grows.
+        assert!(
+            twice.rss.abs_diff(2 * one.rss) <= one.rss / 10,
+            "{one:?} {twice:?}"
+        );
+        assert!(twice.cpu_s >= 2.0 * one.cpu_s);
+        assert_eq!(Proc::pids(&[me, me]).ids(), &[me, me]);
+        // A process that is gone makes the whole reading unavailable.
+        assert!(Proc::pids(&[me, u32::MAX]).sample().is_none());
     }
 }

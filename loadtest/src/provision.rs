@@ -32,8 +32,8 @@ pub(crate) async fn provision(
     let (created, existed) = match global.provision {
         Provision::None => return Ok(None),
         Provision::Admin => {
-            let admin = Admin::locate(global)?;
-            admin.register_all(client, count).await?
+            let admins = Admin::locate_all(global)?;
+            register_through(&admins, client, count).await?
         }
         Provision::Ibr => register_in_band(client, count, global.concurrency).await?,
     };
@@ -74,52 +74,102 @@ struct Admin {
     token: String,
 }
 
-impl Admin {
-    /// From `--admin-url`/`--admin-token`, or the files a node writes into its data directory.
-    fn locate(global: &Global) -> Result<Self> {
-        let from_dir = |file: &str| -> Result<String> {
-            let dir = global.tern_data.as_deref().ok_or_else(|| {
-                anyhow!("--provision admin needs --tern-data DIR, or --admin-url and --admin-token")
-            })?;
-            read_trimmed(&dir.join(file))
-        };
-        let address = match &global.admin_url {
-            Some(url) => url
-                .trim_start_matches("http://")
-                .trim_end_matches('/')
-                .parse()
-                .with_context(|| format!("--admin-url {url}: want http://HOST:PORT"))?,
-            None => {
-                let text = from_dir("admin.addr")?;
-                text.parse()
-                    .with_context(|| format!("admin.addr holds {text:?}, not HOST:PORT"))?
-            }
-        };
-        let token = match &global.admin_token {
-            Some(token) => token.clone(),
-            None => from_dir("admin.token")?,
-        };
-        Ok(Self { address, token })
-    }
+/// Which of `admins` registers account `index`: with one per server, the admin API of the
+/// datacenter the account connects to (so it is homed there); with one, that one.
+fn admin_for(admins: usize, index: usize) -> usize {
+    index % admins.max(1)
+}
 
-    async fn register_all(&self, client: &Arc<Client>, count: usize) -> Result<(usize, usize)> {
-        let gate = Arc::new(Semaphore::new(ADMIN_PARALLEL));
-        let mut set = JoinSet::new();
-        for start in (0..count).step_by(BATCH) {
-            let indices: Vec<usize> = (start..(start + BATCH).min(count)).collect();
-            let (admin, client, gate) = (self.clone(), client.clone(), gate.clone());
+/// Registers accounts `0..count`, each through [`admin_for`] its admin API, in batches of
+/// [`BATCH`] with [`ADMIN_PARALLEL`] requests in flight.
+async fn register_through(
+    admins: &[Admin],
+    client: &Arc<Client>,
+    count: usize,
+) -> Result<(usize, usize)> {
+    let gate = Arc::new(Semaphore::new(ADMIN_PARALLEL));
+    let mut set = JoinSet::new();
+    for (which, admin) in admins.iter().enumerate() {
+        let mine: Vec<usize> = (0..count)
+            .filter(|&index| admin_for(admins.len(), index) == which)
+            .collect();
+        for batch in mine.chunks(BATCH) {
+            let indices = batch.to_vec();
+            let (admin, client, gate) = (admin.clone(), client.clone(), gate.clone());
             set.spawn(async move {
                 let _permit = gate.acquire_owned().await;
                 admin.register_batch(&client, &indices).await
             });
         }
-        let (mut created, mut existed) = (0, 0);
-        while let Some(joined) = set.join_next().await {
-            let (c, e) = joined??;
-            created += c;
-            existed += e;
-        }
-        Ok((created, existed))
+    }
+    let (mut created, mut existed) = (0, 0);
+    while let Some(joined) = set.join_next().await {
+        let (c, e) = joined??;
+        created += c;
+        existed += e;
+    }
+    Ok((created, existed))
+}
+
+impl Admin {
+    /// From `--admin-url`/`--admin-token`, or the files nodes write into their data
+    /// directories: one admin API, or one per server.
+    fn locate_all(global: &Global) -> Result<Vec<Self>> {
+        let admins = if global.admin_url.is_empty() {
+            ensure!(
+                !global.tern_data.is_empty(),
+                "--provision admin needs --tern-data DIR, or --admin-url and --admin-token"
+            );
+            global
+                .tern_data
+                .iter()
+                .map(|dir| Self::from_data_dir(dir, global.admin_token.first()))
+                .collect::<Result<Vec<_>>>()?
+        } else {
+            let (urls, tokens) = (&global.admin_url, &global.admin_token);
+            ensure!(
+                tokens.len() == 1 || tokens.len() == urls.len(),
+                "--admin-url names {} APIs and --admin-token {} tokens: give one token, or one per API",
+                urls.len(),
+                tokens.len()
+            );
+            urls.iter()
+                .enumerate()
+                .map(|(i, url)| {
+                    let address = url
+                        .trim_start_matches("http://")
+                        .trim_end_matches('/')
+                        .parse()
+                        .with_context(|| format!("--admin-url {url}: want http://HOST:PORT"))?;
+                    let token = tokens[i.min(tokens.len() - 1)].clone();
+                    Ok(Self { address, token })
+                })
+                .collect::<Result<Vec<_>>>()?
+        };
+        let servers = global.server.len();
+        ensure!(
+            admins.len() == 1 || admins.len() == servers,
+            "{} admin APIs for {servers} servers: give one, or one per server in the order of --server",
+            admins.len()
+        );
+        Ok(admins)
+    }
+
+    /// The admin API a node's data directory names (`admin.addr`, `admin.token`); `token`
+    /// overrides the file.
+    fn from_data_dir(dir: &Path, token: Option<&String>) -> Result<Self> {
+        let text = read_trimmed(&dir.join("admin.addr"))?;
+        let address = text.parse().with_context(|| {
+            format!(
+                "{}: holds {text:?}, not HOST:PORT",
+                dir.join("admin.addr").display()
+            )
+        })?;
+        let token = match token {
+            Some(token) => token.clone(),
+            None => read_trimmed(&dir.join("admin.token"))?,
+        };
+        Ok(Self { address, token })
     }
 
     async fn register_batch(&self, client: &Client, indices: &[usize]) -> Result<(usize, usize)> {
@@ -230,6 +280,21 @@ fn read_trimmed(path: &Path) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_account_is_registered_where_it_connects() {
+        // One admin API: all of them there.
+        assert!((0..10).all(|i| admin_for(1, i) == 0));
+        // One per server: account i connects to server i mod 3, and is registered there.
+        let servers =
+            crate::cli::Servers::parse("127.0.0.1:1,127.0.0.1:2,127.0.0.1:3").expect("servers");
+        for index in 0..10 {
+            assert_eq!(
+                servers.for_account(index).port() as usize,
+                admin_for(3, index) + 1
+            );
+        }
+    }
 
     #[test]
     fn dechunks_bodies() {

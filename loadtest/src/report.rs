@@ -33,8 +33,9 @@ pub(crate) struct Summary {
     pub(crate) ramp: Option<RampResult>,
     pub(crate) idle: Option<IdleResult>,
     pub(crate) presence: Option<PresenceResult>,
+    pub(crate) muc: Option<MucResult>,
     pub(crate) resources: Resources,
-    /// Latency distribution of the whole run (chat and presence deliveries, or logins).
+    /// Latency distribution of the whole run (chat, presence and room deliveries, or logins).
     pub(crate) latency_buckets: Vec<Bucket>,
     pub(crate) timeline: Vec<Tick>,
     pub(crate) warnings: Vec<String>,
@@ -152,6 +153,47 @@ pub(crate) struct PresenceResult {
     pub(crate) delivery: Delivery,
     pub(crate) deliveries_per_s: f64,
     pub(crate) latency: Latency,
+}
+
+/// The `muc` scenario: one room, every user in it, groupchat messages from a few of them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct MucResult {
+    /// The room's JID.
+    pub(crate) room: String,
+    /// Occupants: every user, spread over `servers` client listeners.
+    pub(crate) occupants: usize,
+    pub(crate) servers: usize,
+    /// Whether this run created the room (and made it an instant room).
+    pub(crate) created: bool,
+    /// From the first join sent to the last occupant's own presence back.
+    pub(crate) join_seconds: f64,
+    pub(crate) joins_per_s: f64,
+    /// Join sent → the occupant's own presence (status 110) back.
+    pub(crate) join_latency: Latency,
+    /// Occupants that send (chosen at random).
+    pub(crate) senders: usize,
+    pub(crate) target_rate: f64,
+    pub(crate) duration_s: f64,
+    pub(crate) body_size: usize,
+    /// Messages scheduled.
+    pub(crate) scheduled: u64,
+    /// Messages written to the room.
+    pub(crate) messages: u64,
+    /// Messages written per second over the send period.
+    pub(crate) send_rate: f64,
+    /// Deliveries: each message is expected at every occupant, its sender included, so
+    /// `delivery.sent` = messages × occupants; pairs are (sender, occupant).
+    pub(crate) delivery: Delivery,
+    /// Deliveries per second, first send to the end of the drain.
+    pub(crate) deliveries_per_s: f64,
+    /// Messages that came back as errors, and the first one's condition.
+    pub(crate) bounced: u64,
+    pub(crate) first_bounce: Option<String>,
+    pub(crate) connection_failures: u64,
+    /// Scheduled send → receipt, one value per delivery.
+    pub(crate) latency: Latency,
+    /// Server CPU per delivery (one message at one occupant).
+    pub(crate) server_cpu_us_per_msg: Option<f64>,
 }
 
 fn ms(latency: &Latency) -> String {
@@ -304,6 +346,9 @@ pub(crate) fn table(s: &Summary) -> String {
         ));
         rows.push(("deliveries".into(), delivery_line(&p.delivery)));
     }
+    if let Some(m) = &s.muc {
+        muc_rows(&mut rows, m);
+    }
     let r = &s.resources;
     if let (Some(cpu), Some(cores)) = (r.server_cpu_s, r.server_cores_avg) {
         rows.push((
@@ -343,6 +388,69 @@ pub(crate) fn table(s: &Summary) -> String {
         let _ = writeln!(out, "{key:>width$}  {value}");
     }
     out
+}
+
+fn muc_rows(rows: &mut Vec<(String, String)>, m: &MucResult) {
+    rows.push((
+        "room".into(),
+        format!(
+            "{}: {} occupants over {} server{}, {} this run",
+            m.room,
+            m.occupants,
+            m.servers,
+            if m.servers == 1 { "" } else { "s" },
+            if m.created {
+                "created"
+            } else {
+                "existed before"
+            }
+        ),
+    ));
+    rows.push((
+        "joins".into(),
+        format!(
+            "{} in {:.2} s = {:.0}/s; {}",
+            m.join_latency.count,
+            m.join_seconds,
+            m.joins_per_s,
+            ms(&m.join_latency)
+        ),
+    ));
+    rows.push((
+        "muc rate".into(),
+        format!(
+            "target {:.0}/s from {} senders, sent {:.0}/s, {} B bodies",
+            m.target_rate, m.senders, m.send_rate, m.body_size
+        ),
+    ));
+    rows.push((
+        "deliveries".into(),
+        format!(
+            "{} messages × {} occupants = {} expected, {} received = {:.0}/s",
+            m.messages, m.occupants, m.delivery.sent, m.delivery.delivered, m.deliveries_per_s
+        ),
+    ));
+    rows.push(("delivery".into(), delivery_line(&m.delivery)));
+    if m.bounced > 0 {
+        rows.push((
+            "bounced".into(),
+            format!(
+                "{} messages came back as errors (the first: {})",
+                m.bounced,
+                m.first_bounce.as_deref().unwrap_or("?")
+            ),
+        ));
+    }
+    rows.push(("latency".into(), ms(&m.latency)));
+    if let Some(cpu) = m.server_cpu_us_per_msg {
+        rows.push((
+            "server cpu".into(),
+            format!(
+                "{cpu:.2} µs per delivered message ({:.1} µs per message sent to the room)",
+                cpu * m.occupants as f64
+            ),
+        ));
+    }
 }
 
 /// One line of a chart: name, colour, points.
@@ -570,5 +678,50 @@ mod tests {
         let page = html(&summary);
         assert!(page.contains("max sustained"));
         assert!(page.contains("1234 msgs/s"));
+    }
+
+    #[test]
+    fn muc_table_shows_the_room_and_its_deliveries() {
+        let summary = Summary {
+            scenario: "muc".into(),
+            muc: Some(MucResult {
+                room: "bench@muc.localhost".into(),
+                occupants: 20,
+                servers: 3,
+                created: true,
+                messages: 40,
+                delivery: Delivery {
+                    sent: 800,
+                    delivered: 799,
+                    lost: 1,
+                    ..Delivery::default()
+                },
+                bounced: 2,
+                first_bounce: Some("resource-constraint".into()),
+                server_cpu_us_per_msg: Some(1.5),
+                ..MucResult::default()
+            }),
+            ..Summary::default()
+        };
+        let table = table(&summary);
+        assert!(
+            table.contains("bench@muc.localhost: 20 occupants over 3 servers, created this run"),
+            "{table}"
+        );
+        assert!(
+            table.contains("40 messages × 20 occupants = 800 expected, 799 received"),
+            "{table}"
+        );
+        assert!(table.contains("the first: resource-constraint"), "{table}");
+        assert!(table.contains("1.50 µs per delivered message (30.0 µs per message sent"));
+        // Summaries written before the scenario existed still read.
+        let mut old = serde_json::to_value(Summary::default()).expect("json");
+        old.as_object_mut().expect("object").remove("muc");
+        old["resources"]
+            .as_object_mut()
+            .expect("resources")
+            .remove("server_pids");
+        let back: Summary = serde_json::from_value(old).expect("old summary");
+        assert!(back.muc.is_none());
     }
 }

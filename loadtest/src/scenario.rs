@@ -1,4 +1,7 @@
 //! The scenarios: each logs users in, drives load, and fills its part of the [`Summary`].
+//! `muc` lives in its own module.
+
+mod muc;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -9,7 +12,7 @@ use anyhow::{Result, bail, ensure};
 use crate::cli::{
     ChatArgs, Global, IdleArgs, LoginArgs, PresenceArgs, RampArgs, SaslChoice, Scenario,
 };
-use crate::client::Client;
+use crate::client::{Client, Conn};
 use crate::monitor::{Counters, Monitor};
 use crate::procstat::{Machine, Proc};
 use crate::provision::provision;
@@ -18,7 +21,7 @@ use crate::report::{
     Summary, Target,
 };
 use crate::stats::{Latency, Recorder, buckets};
-use crate::swarm::{Swarm, close_all, login_all};
+use crate::swarm::{Load, Swarm, close_all, login_all};
 
 /// Latency histogram shards (a few per harness thread).
 const SHARDS: usize = 16;
@@ -58,17 +61,7 @@ impl Run<'_> {
         roster: bool,
         body_size: usize,
     ) -> Result<(Swarm, Vec<usize>)> {
-        self.monitor
-            .phase(format!("logging {} users in", self.global.users));
-        let batch = login_all(
-            &self.client,
-            self.global.users,
-            self.global.concurrency,
-            (roster, true),
-            |_| {},
-        )
-        .await;
-        let conns = batch.all()?;
+        let conns = self.login_everyone(roster).await?;
         let contacts = conns.iter().map(|c| c.mutual_contacts).collect();
         let swarm = Swarm::new(
             &self.client,
@@ -77,10 +70,30 @@ impl Run<'_> {
             self.recorder().clone(),
             body_size,
         );
+        self.before_load().await;
+        Ok((swarm, contacts))
+    }
+
+    /// Logs every user in, with initial presence (all must succeed).
+    async fn login_everyone(&self, roster: bool) -> Result<Vec<Conn>> {
+        self.monitor
+            .phase(format!("logging {} users in", self.global.users));
+        login_all(
+            &self.client,
+            self.global.users,
+            self.global.concurrency,
+            (roster, true),
+            |_| {},
+        )
+        .await
+        .all()
+    }
+
+    /// Lets the server finish what the set-up gave it, then starts a new latency window.
+    async fn before_load(&self) {
         tokio::time::sleep(SETTLE).await;
         self.settle().await;
         self.recorder().take_window();
-        Ok((swarm, contacts))
     }
 
     /// Waits until the server is idle again (when its pid is known): a slow server may still be
@@ -120,7 +133,7 @@ pub(crate) async fn run(global: &Global, scenario: &Scenario, threads: usize) ->
     let monitor = Monitor::start(
         Arc::new(Counters::default()),
         Arc::new(Recorder::new(SHARDS)),
-        global.server_pid,
+        &global.server_pid,
         threads,
         global.quiet,
     );
@@ -149,11 +162,12 @@ pub(crate) async fn run(global: &Global, scenario: &Scenario, threads: usize) ->
             ..Summary::default()
         },
     };
-    if global
+    if let Some(pid) = global
         .server_pid
-        .is_some_and(|pid| Proc::pid(pid).sample().is_none())
+        .iter()
+        .find(|&&pid| Proc::pids(&[pid]).sample().is_none())
     {
-        bail!("--server-pid {:?}: no such process", global.server_pid);
+        bail!("--server-pid {pid}: no such process");
     }
     run.monitor.phase("provisioning");
     run.summary.provision = provision(global, &run.client, global.users).await?;
@@ -164,6 +178,7 @@ pub(crate) async fn run(global: &Global, scenario: &Scenario, threads: usize) ->
         Scenario::Ramp(args) => ramp(&mut run, args).await?,
         Scenario::Idle(args) => idle(&mut run, args).await?,
         Scenario::Presence(args) => presence(&mut run, args).await?,
+        Scenario::Muc(args) => muc::muc(&mut run, args).await?,
         Scenario::Run(_) | Scenario::Compare(_) => bail!("not a load scenario"),
     }
     run.summary.duration_s = run.monitor.elapsed().as_secs_f64();
@@ -248,7 +263,9 @@ async fn chat(run: &mut Run<'_>, args: &ChatArgs) -> Result<()> {
     run.monitor.phase(format!("chat at {:.0}/s", args.rate));
     let span = run.monitor.span();
     let started = Instant::now();
-    let scheduled = swarm.run_schedule(args.rate, args.duration, false).await;
+    let scheduled = swarm
+        .run_schedule(args.rate, args.duration, Load::Chat)
+        .await;
     run.written(scheduled, args.drain).await;
     let send_seconds = started.elapsed().as_secs_f64();
     let sent = run.counters().sent.load(Ordering::Relaxed);
@@ -369,7 +386,9 @@ async fn ramp_step(
     let failures_before = load(&counters.dropped_connections);
     let span = run.monitor.span();
     let started = Instant::now();
-    let scheduled = swarm.run_schedule(rate, args.step_duration, false).await;
+    let scheduled = swarm
+        .run_schedule(rate, args.step_duration, Load::Chat)
+        .await;
     run.written(sent_before + scheduled, args.drain).await;
     let send_seconds = started.elapsed().as_secs_f64();
     let sent_now = load(&counters.sent);
@@ -431,16 +450,16 @@ async fn ramp_step(
 
 async fn idle(run: &mut Run<'_>, args: &IdleArgs) -> Result<()> {
     let server = run.monitor.server();
-    let before = server.and_then(|p| p.sample()).map(|s| s.rss);
+    let before = server.as_ref().and_then(Proc::sample).map(|s| s.rss);
     let swarm = run.swarm(true, 0).await?;
     run.monitor
         .phase(format!("holding {} connections", swarm.len()));
     tokio::time::sleep(args.hold).await;
     // Then until the server's RSS settles: two reads a second apart within 1% (30 s at most).
-    let mut after = server.and_then(|p| p.sample()).map(|s| s.rss);
+    let mut after = server.as_ref().and_then(Proc::sample).map(|s| s.rss);
     for _ in 0..30 {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let now = server.and_then(|p| p.sample()).map(|s| s.rss);
+        let now = server.as_ref().and_then(Proc::sample).map(|s| s.rss);
         let settled = match (after, now) {
             (Some(a), Some(b)) => a.abs_diff(b) * 100 <= a,
             _ => true,
@@ -557,7 +576,9 @@ async fn presence(run: &mut Run<'_>, args: &PresenceArgs) -> Result<()> {
     let counters = run.counters().clone();
     let received_before = counters.received.load(Ordering::Relaxed);
     let started = Instant::now();
-    let scheduled = swarm.run_schedule(args.rate, args.duration, true).await;
+    let scheduled = swarm
+        .run_schedule(args.rate, args.duration, Load::Presence)
+        .await;
     run.written(scheduled, Duration::from_secs(10)).await;
     let broadcasts = counters.sent.load(Ordering::Relaxed);
     swarm

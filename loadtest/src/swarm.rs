@@ -6,6 +6,10 @@
 //! Reading never waits for writing, so a server that pushes while it reads cannot deadlock
 //! against the harness.
 //!
+//! In a room (the `muc` scenario) the readers also follow the joins (the room's presences and its
+//! answer to the owner's configuration), and every groupchat message comes back to every
+//! occupant, its sender included.
+//!
 //! Payload format, in a message `<body>` or a presence `<status>`:
 //! `LT {sender} {seq} {scheduled_ns} xxxx…`, where `scheduled_ns` is when the schedule wanted
 //! the stanza sent (nanoseconds since the swarm's epoch), so latency includes any delay of the
@@ -21,14 +25,17 @@ use anyhow::{Result, bail};
 use memchr::memmem;
 use rand::Rng as _;
 use rand::SeedableRng as _;
-use tern_xmpp_proto::Frame;
 use tern_xmpp_proto::element::escape;
+use tern_xmpp_proto::{Element, Frame, ns};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::client::{Client, Conn, Io, READ_CHUNK, ack, answer_iq, is_ack_request, is_stanza};
+use crate::client::{
+    Client, Conn, Io, READ_CHUNK, ack, answer_iq, attr, is_ack_request, is_stanza, stanza_condition,
+};
 use crate::monitor::Counters;
+use crate::room::{Joins, RoomJid};
 use crate::stats::{Arrival, Hist, Ledger, PairReceipt, Recorder, new_histogram};
 
 /// How long `finish` waits for servers to close the streams before it stops reading.
@@ -41,10 +48,23 @@ pub(crate) enum Cmd {
     Chat { to: u32, at_ns: u64 },
     /// A presence broadcast to the roster, scheduled at `at_ns`.
     Presence { at_ns: u64 },
+    /// A groupchat message to the swarm's room, scheduled at `at_ns`.
+    Groupchat { at_ns: u64 },
     /// Raw XML.
     Raw(Vec<u8>),
     /// Close the stream.
     Close,
+}
+
+/// What the open-loop schedule sends.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Load<'a> {
+    /// 1:1 chat messages from a random user to a random other user.
+    Chat,
+    /// Presence broadcasts of random users.
+    Presence,
+    /// Groupchat messages into the swarm's room, each from a random one of `senders`.
+    Groupchat { senders: &'a [u32] },
 }
 
 /// The outcome of logging many accounts in.
@@ -161,14 +181,26 @@ struct Shared {
     recorder: Arc<Recorder>,
     /// Presence stanzas of type `subscribed` received, all connections together.
     subscribed: std::sync::atomic::AtomicU64,
+    /// The room every user joins, and how the joins are going (`muc` only).
+    joins: Option<Joins>,
+    /// The condition of the first stanza error that came back for a message.
+    first_bounce: std::sync::OnceLock<String>,
     /// Print every stanza received (`TERN_LOADTEST_TRACE=1`), for debugging a server.
     trace: bool,
+}
+
+impl Shared {
+    /// Nanoseconds since the swarm's epoch.
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
 }
 
 /// What one connection's reader or writer task returns (each fills only its half).
 #[derive(Debug, Default)]
 struct Tally {
-    /// receiver → messages sent to it (chat), or broadcasts sent (presence: key `u32::MAX`).
+    /// receiver → messages sent to it (chat), or broadcasts sent (presence, groupchat: key
+    /// `u32::MAX`).
     sent: HashMap<u32, u64>,
     /// sender → what arrived from it.
     received: HashMap<u32, PairReceipt>,
@@ -192,11 +224,39 @@ impl Swarm {
         recorder: Arc<Recorder>,
         body_size: usize,
     ) -> Self {
+        Self::build(client, conns, counters, recorder, body_size, None)
+    }
+
+    /// [`Swarm::new`] for users that will join `room` ([`Swarm::join`]) and send groupchat
+    /// messages there.
+    pub(crate) fn in_room(
+        client: &Arc<Client>,
+        conns: Vec<Conn>,
+        counters: Arc<Counters>,
+        recorder: Arc<Recorder>,
+        body_size: usize,
+        room: RoomJid,
+    ) -> Self {
+        let joins = Joins::new(room, conns.len());
+        Self::build(client, conns, counters, recorder, body_size, Some(joins))
+    }
+
+    fn build(
+        client: &Arc<Client>,
+        conns: Vec<Conn>,
+        counters: Arc<Counters>,
+        recorder: Arc<Recorder>,
+        body_size: usize,
+        joins: Option<Joins>,
+    ) -> Self {
+        let room_xml = joins.as_ref().map(|j| j.room.xml().to_owned());
         let shared = Arc::new(Shared {
             epoch: Instant::now(),
             counters,
             recorder,
             subscribed: std::sync::atomic::AtomicU64::new(0),
+            joins,
+            first_bounce: std::sync::OnceLock::new(),
             trace: std::env::var_os("TERN_LOADTEST_TRACE").is_some(),
         });
         let mut writers = Vec::with_capacity(conns.len());
@@ -217,6 +277,7 @@ impl Swarm {
                 tally: Tally::default(),
                 seq: HashMap::new(),
                 broadcast_seq: 0,
+                room_xml: room_xml.clone(),
             };
             let reader = Reader {
                 index,
@@ -247,7 +308,7 @@ impl Swarm {
 
     /// Nanoseconds since the swarm's epoch.
     fn now_ns(&self) -> u64 {
-        u64::try_from(self.shared.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+        self.shared.now_ns()
     }
 
     /// Presence `subscribed` stanzas received so far.
@@ -261,11 +322,38 @@ impl Swarm {
         let _ = self.writers[index].send(Cmd::Raw(xml.into_bytes()));
     }
 
+    /// The room and its joins (a swarm made by [`Swarm::in_room`]).
+    pub(crate) fn joins(&self) -> Option<&Joins> {
+        self.shared.joins.as_ref()
+    }
+
+    /// User `index` joins the room as `nick` (its own presence from the room, counted by
+    /// [`Joins`], says it is in).
+    pub(crate) fn join(&self, index: usize, nick: &str) {
+        if let Some(joins) = &self.shared.joins {
+            joins.sent(index, self.now_ns());
+            self.send_raw(index, joins.room.join(nick));
+        }
+    }
+
+    /// The condition of the first stanza error that came back for a message, if any did.
+    pub(crate) fn first_bounce(&self) -> Option<&str> {
+        self.shared.first_bounce.get().map(String::as_str)
+    }
+
     /// Runs the open-loop schedule: `rate` stanzas per second for `duration`, each from a
-    /// random user (to a random other user for chat). Returns how many were scheduled.
-    pub(crate) async fn run_schedule(&self, rate: f64, duration: Duration, presence: bool) -> u64 {
+    /// random user (to a random other user for chat, from a random sender for groupchat).
+    /// Returns how many were scheduled.
+    pub(crate) async fn run_schedule(&self, rate: f64, duration: Duration, load: Load<'_>) -> u64 {
         let users = self.writers.len();
-        if users < 2 || rate <= 0.0 {
+        let enough = match load {
+            Load::Chat => users >= 2,
+            Load::Presence => users >= 1,
+            Load::Groupchat { senders } => {
+                !senders.is_empty() && senders.iter().all(|&s| (s as usize) < users)
+            }
+        };
+        if !enough || rate <= 0.0 {
             return 0;
         }
         let total = (rate * duration.as_secs_f64()).round() as u64;
@@ -288,17 +376,20 @@ impl Swarm {
             }
             while scheduled < due {
                 let at_ns = start_ns + (scheduled as f64 * ns_per_msg) as u64;
-                let from = rng.random_range(0..users);
-                let cmd = if presence {
-                    Cmd::Presence { at_ns }
-                } else {
-                    let mut to = rng.random_range(0..users - 1);
-                    if to >= from {
-                        to += 1;
+                let (from, cmd) = match load {
+                    Load::Chat => {
+                        let from = rng.random_range(0..users);
+                        let mut to = rng.random_range(0..users - 1);
+                        if to >= from {
+                            to += 1;
+                        }
+                        let to = u32::try_from(to).unwrap_or(u32::MAX);
+                        (from, Cmd::Chat { to, at_ns })
                     }
-                    Cmd::Chat {
-                        to: u32::try_from(to).unwrap_or(u32::MAX),
-                        at_ns,
+                    Load::Presence => (rng.random_range(0..users), Cmd::Presence { at_ns }),
+                    Load::Groupchat { senders } => {
+                        let from = senders[rng.random_range(0..senders.len())] as usize;
+                        (from, Cmd::Groupchat { at_ns })
                     }
                 };
                 let _ = self.writers[from].send(cmd);
@@ -324,7 +415,8 @@ impl Swarm {
     }
 
     /// Closes every stream and gathers the sequence accounting. `contacts` maps a sender to
-    /// the receivers of its presence broadcasts (empty for chat).
+    /// the receivers of its broadcasts (presence: its contacts, groupchat: every occupant;
+    /// empty for chat).
     pub(crate) async fn finish(mut self, contacts: impl Fn(u32) -> Vec<u32>) -> Ledger {
         for writer in &self.writers {
             let _ = writer.send(Cmd::Close);
@@ -383,8 +475,10 @@ struct Writer {
     tally: Tally,
     /// Next sequence number per receiver (chat).
     seq: HashMap<u32, u64>,
-    /// Next sequence number of this user's presence broadcasts.
+    /// Next sequence number of this user's broadcasts (presence, or groupchat messages).
     broadcast_seq: u64,
+    /// The room's JID escaped for an attribute (a swarm in a room).
+    room_xml: Option<String>,
 }
 
 impl Writer {
@@ -404,6 +498,11 @@ impl Writer {
                     Cmd::Presence { at_ns } => {
                         self.presence(&mut out, at_ns);
                         written += 1;
+                    }
+                    Cmd::Groupchat { at_ns } => {
+                        if self.groupchat(&mut out, at_ns) {
+                            written += 1;
+                        }
                     }
                     Cmd::Raw(xml) => out.extend_from_slice(&xml),
                     Cmd::Close => close = true,
@@ -455,6 +554,24 @@ impl Writer {
         let _ = write!(out, "' type='chat' id='m{}-{this}'><body>", self.index);
         self.payload(out, this, at_ns);
         out.extend_from_slice(b"</body></message>");
+    }
+
+    /// Writes a groupchat message to the room; `false` in a swarm without a room.
+    fn groupchat(&mut self, out: &mut Vec<u8>, at_ns: u64) -> bool {
+        let Some(room) = &self.room_xml else {
+            return false;
+        };
+        let this = self.broadcast_seq;
+        self.broadcast_seq += 1;
+        *self.tally.sent.entry(u32::MAX).or_insert(0) += 1;
+        let _ = write!(
+            out,
+            "<message to='{room}' type='groupchat' id='g{}-{this}'><body>",
+            self.index
+        );
+        self.payload(out, this, at_ns);
+        out.extend_from_slice(b"</body></message>");
+        true
     }
 
     fn presence(&mut self, out: &mut Vec<u8>, at_ns: u64) {
@@ -546,11 +663,23 @@ impl Reader {
         if stanza.starts_with(b"<message") {
             if is_error {
                 self.shared.counters.bounced.fetch_add(1, Ordering::Relaxed);
+                if self.shared.first_bounce.get().is_none() {
+                    let condition = Element::parse(stanza, ns::CLIENT).map_or_else(
+                        |_| "(unparsable error)".to_owned(),
+                        |e| stanza_condition(&e),
+                    );
+                    let _ = self.shared.first_bounce.set(condition);
+                }
             } else {
-                self.payload(stanza, b"<body>LT ");
+                // Every groupchat message comes back to its sender too: a delivery like any.
+                self.payload(stanza, b"<body>LT ", true);
             }
         } else if stanza.starts_with(b"<presence") {
-            if is_error {
+            if let Some(joins) = &self.shared.joins
+                && joins.presence(self.index, stanza, self.shared.now_ns())
+            {
+                // The room's presences: joins, refusals, other occupants.
+            } else if is_error {
                 self.shared.counters.bounced.fetch_add(1, Ordering::Relaxed);
             } else if let Some(from) = presence_type(head, b"subscribe") {
                 // Approve every subscription request (the presence scenario's setup).
@@ -560,15 +689,21 @@ impl Reader {
             } else if presence_type(head, b"subscribed").is_some() {
                 self.shared.subscribed.fetch_add(1, Ordering::Relaxed);
             } else {
-                self.payload(stanza, b"<status>LT ");
+                // A server may echo a user's presence to the user: not a delivery to a contact.
+                self.payload(stanza, b"<status>LT ", false);
             }
+        } else if let Some(joins) = &self.shared.joins
+            && joins.iq(stanza)
+        {
+            // The room's answer to the owner's configuration.
         } else if let Some(answer) = answer_iq(stanza) {
             let _ = self.answers.send(Cmd::Raw(answer.into_bytes()));
         }
     }
 
-    /// Accounts for a harness payload after `marker`, if there is one.
-    fn payload(&mut self, stanza: &[u8], marker: &[u8]) {
+    /// Accounts for a harness payload after `marker`, if there is one; one of this user's own
+    /// payloads counts only with `own`.
+    fn payload(&mut self, stanza: &[u8], marker: &[u8], own: bool) {
         let Some(at) = memmem::find(stanza, marker) else {
             return;
         };
@@ -582,10 +717,9 @@ impl Reader {
         else {
             return;
         };
-        let now_ns = u64::try_from(self.shared.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let now_ns = self.shared.now_ns();
         let sender = u32::try_from(sender).unwrap_or(u32::MAX);
-        if sender == self.index {
-            // A server may echo a user's presence to the user: not a delivery to a contact.
+        if sender == self.index && !own {
             return;
         }
         let counters = &self.shared.counters;
@@ -608,22 +742,10 @@ impl Reader {
 
 /// The `from` of a presence start tag whose `type` is `kind`.
 fn presence_type(head: &[u8], kind: &[u8]) -> Option<String> {
-    let text = std::str::from_utf8(head).ok()?;
-    let value = |name: &str| {
-        [format!(" {name}='"), format!(" {name}=\"")]
-            .iter()
-            .find_map(|prefix| {
-                let start = text.find(prefix.as_str())? + prefix.len();
-                let quote = prefix.as_bytes()[prefix.len() - 1] as char;
-                let end = text[start..].find(quote)? + start;
-                Some(text[start..end].to_owned())
-            })
-    };
-    let kind = std::str::from_utf8(kind).ok()?;
-    if value("type")? != kind {
+    if attr(head, "type")?.as_bytes() != kind {
         return None;
     }
-    value("from")
+    attr(head, "from").map(str::to_owned)
 }
 
 #[cfg(test)]

@@ -236,6 +236,87 @@ fn tern_chat_and_login_are_counted_without_loss() {
     std::fs::remove_dir_all(&scratch).ok();
 }
 
+#[test]
+fn tern_room_messages_reach_every_occupant() {
+    // At most 20 occupants per room, so a 21st user is refused.
+    let server = TestServer::start("loadtest-muc", "[modules.muc]\nmax_users = 20\n");
+    let address = format!("127.0.0.1:{}", server.starttls_port);
+    let data = server.dir.join("data");
+    let data = data.to_str().expect("utf-8 path");
+    let scratch = temp_dir("loadtest-muc-out");
+    let common = [
+        "--server",
+        &address,
+        "--provision",
+        "admin",
+        "--tern-data",
+        data,
+        "--concurrency",
+        "8",
+    ];
+
+    // 20 occupants, 10 of them sending 20 messages/s for 2 s: 40 messages, each at all 20.
+    let mut args = common.to_vec();
+    args.extend([
+        "--users",
+        "20",
+        "muc",
+        "--room",
+        "bench@muc.localhost",
+        "--rate",
+        "20",
+        "--duration",
+        "2s",
+    ]);
+    let summary = loadtest(&args, &scratch.join("muc.json"));
+    assert_eq!(summary["scenario"], "muc");
+    let muc = &summary["muc"];
+    assert_eq!(muc["room"], "bench@muc.localhost");
+    assert_eq!(u(&muc["occupants"]), 20, "{summary}");
+    assert_eq!(muc["created"], true, "{summary}");
+    assert_eq!(u(&muc["senders"]), 10, "{summary}");
+    check_latency(&muc["join_latency"], 20);
+    assert_eq!(u(&muc["messages"]), 40, "{summary}");
+    let delivery = &muc["delivery"];
+    assert_eq!(u(&delivery["sent"]), 40 * 20, "{summary}");
+    assert_eq!(u(&delivery["delivered"]), 40 * 20, "{summary}");
+    for field in [
+        "lost",
+        "duplicates",
+        "reordered",
+        "unexpected",
+        "pairs_with_loss",
+    ] {
+        assert_eq!(u(&delivery[field]), 0, "{field}: {summary}");
+    }
+    assert_eq!(u(&muc["bounced"]), 0, "{summary}");
+    // Every delivery measured once, the sender's own echo included.
+    check_latency(&muc["latency"], 40 * 20);
+
+    // The room went away with its last occupant; now one user too many: the room refuses the
+    // last join, and the run fails naming the condition.
+    let mut args = common.to_vec();
+    args.extend([
+        "--users",
+        "21",
+        "--quiet",
+        "muc",
+        "--room",
+        "bench@muc.localhost",
+    ]);
+    let out = Command::new(env!("CARGO_BIN_EXE_tern-loadtest"))
+        .args(&args)
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("refused") && stderr.contains("service-unavailable"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&scratch).ok();
+}
+
 /// What the fake server did to the messages it was given.
 #[derive(Debug, Default, Clone, Copy)]
 struct Faults {
