@@ -250,3 +250,27 @@ impl Drop for TestServer {
         }
     }
 }
+
+/// Runs `tern ctl` against `server` and expects success; returns its output.
+pub fn ctl_ok(server: &TestServer, args: &[&str]) -> String {
+    let out = server.ctl(args);
+    assert!(
+        out.status.success(),
+        "tern ctl {args:?}: {}",
+        output_text(&out)
+    );
+    output_text(&out)
+}
+
+/// Runs `tern ctl` against `server` and expects exit code 1 (the node refused the request);
+/// returns its output.
+pub fn ctl_refused(server: &TestServer, args: &[&str]) -> String {
+    let out = server.ctl(args);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "tern ctl {args:?}: {}",
+        output_text(&out)
+    );
+    output_text(&out)
+}

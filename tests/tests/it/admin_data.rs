@@ -3,29 +3,7 @@
 //! same rosters and archives.
 
 use tern_tests::client::RawClient;
-use tern_tests::server::{TestServer, output_text};
-
-fn ctl_ok(server: &TestServer, args: &[&str]) -> String {
-    let out = server.ctl(args);
-    assert!(
-        out.status.success(),
-        "tern ctl {args:?}: {}",
-        output_text(&out)
-    );
-    output_text(&out)
-}
-
-/// `tern ctl` that must fail with exit code 1 (the node refused); returns its output.
-fn ctl_refused(server: &TestServer, args: &[&str]) -> String {
-    let out = server.ctl(args);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "tern ctl {args:?}: {}",
-        output_text(&out)
-    );
-    output_text(&out)
-}
+use tern_tests::server::{TestServer, ctl_ok, ctl_refused};
 
 #[tokio::test]
 async fn roster_commands_change_what_clients_see() {

@@ -2,17 +2,7 @@
 //! the same data.
 
 use tern_tests::client::RawClient;
-use tern_tests::server::{TestServer, output_text};
-
-fn ctl_ok(server: &TestServer, args: &[&str]) -> String {
-    let out = server.ctl(args);
-    assert!(
-        out.status.success(),
-        "tern ctl {args:?}: {}",
-        output_text(&out)
-    );
-    output_text(&out)
-}
+use tern_tests::server::{TestServer, ctl_ok, output_text};
 
 #[tokio::test]
 async fn per_account_data_through_tern_ctl() {

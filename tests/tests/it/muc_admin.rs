@@ -2,31 +2,9 @@
 //! line, and what raw clients joined to them see.
 
 use tern_tests::client::RawClient;
-use tern_tests::server::{TestServer, output_text};
+use tern_tests::server::{TestServer, ctl_ok, ctl_refused};
 
 const ROOM: &str = "team@muc.localhost";
-
-fn ctl_ok(server: &TestServer, args: &[&str]) -> String {
-    let out = server.ctl(args);
-    assert!(
-        out.status.success(),
-        "tern ctl {args:?}: {}",
-        output_text(&out)
-    );
-    output_text(&out)
-}
-
-/// `tern ctl` that must fail with exit code 1 (the node refused); returns its output.
-fn ctl_refused(server: &TestServer, args: &[&str]) -> String {
-    let out = server.ctl(args);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "tern ctl {args:?}: {}",
-        output_text(&out)
-    );
-    output_text(&out)
-}
 
 /// Sends an XEP-0199 ping to the server and waits for the answer: everything the client sent
 /// before has been handled.
