@@ -140,6 +140,9 @@ pub enum EnvelopeKind {
     /// A room's home → such a datacenter: one copy of a stanza for every occupant it delivers
     /// to (payload: the node's record), so a room message crosses each bridge once.
     RoomFanout,
+    /// A room's home → the datacenter of a joining occupant's account: everything that answers
+    /// the join (the occupants' presence, its own, history, subject), in order, in one envelope.
+    RoomBatch,
 }
 
 /// One frame on a bridge stream.

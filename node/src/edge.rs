@@ -631,6 +631,13 @@ impl Node {
                 };
                 crate::modules::muc::fanout_from_home(self, inbound).await;
             }
+            EnvelopeKind::RoomBatch => {
+                let inbound = Inbound {
+                    peer: peer.to_owned(),
+                    envelope,
+                };
+                crate::modules::muc::batch_from_home(self, inbound).await;
+            }
             EnvelopeKind::Message | EnvelopeKind::Presence | EnvelopeKind::Iq => {}
         }
     }

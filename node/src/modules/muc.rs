@@ -292,6 +292,107 @@ struct FanoutRecord {
     skip: Vec<String>,
 }
 
+/// [`EnvelopeKind::RoomBatch`]'s payload.
+#[derive(Debug, Serialize, Deserialize)]
+struct BatchRecord {
+    stanzas: Vec<Vec<u8>>,
+}
+
+/// Most bytes of stanzas in one [`EnvelopeKind::RoomBatch`] (a frame holds about 1 MiB).
+const BATCH_BYTES: usize = 512 * 1024;
+
+/// The stanzas answering a join: routed one by one, or, for a newcomer whose account lives in
+/// another datacenter, gathered and sent there in order, in as few envelopes as fit.
+struct JoinReply {
+    batch: Option<(String, Vec<Vec<u8>>)>,
+}
+
+impl JoinReply {
+    fn for_session(node: &Node, session: &FullJid) -> Self {
+        let batch = node
+            .remote_home(&session.to_bare())
+            .map(|(dc, _)| (dc, Vec::new()));
+        Self { batch }
+    }
+
+    async fn push(&mut self, node: &Arc<Node>, element: Element) {
+        match &mut self.batch {
+            Some((_, stanzas)) => {
+                if let Ok(stanza) = Stanza::from_element(&element, ns::CLIENT) {
+                    stanzas.push(stanza.raw().to_vec());
+                }
+            }
+            None => send(node, element).await,
+        }
+    }
+
+    async fn push_stanza(&mut self, node: &Arc<Node>, stanza: Stanza) {
+        match &mut self.batch {
+            Some((_, stanzas)) => stanzas.push(stanza.raw().to_vec()),
+            None => node.route(stanza).await,
+        }
+    }
+
+    async fn finish(self, node: &Arc<Node>, room: &BareJid) {
+        let Some((dc, stanzas)) = self.batch else {
+            return;
+        };
+        let mut chunks: Vec<Vec<Vec<u8>>> = vec![Vec::new()];
+        let mut size = 0;
+        for stanza in stanzas {
+            if size + stanza.len() > BATCH_BYTES && !chunks.last().is_some_and(Vec::is_empty) {
+                chunks.push(Vec::new());
+                size = 0;
+            }
+            size += stanza.len();
+            if let Some(last) = chunks.last_mut() {
+                last.push(stanza);
+            }
+        }
+        for chunk in chunks.into_iter().filter(|c| !c.is_empty()) {
+            let sent = node.mesh.get().and_then(|mesh| {
+                let payload = postcard::to_allocvec(&BatchRecord {
+                    stanzas: chunk.clone(),
+                })
+                .ok()?;
+                mesh.send(
+                    &dc,
+                    room_route(room, EnvelopeKind::RoomBatch),
+                    Bytes::from(payload),
+                )
+                .ok()
+            });
+            if sent.is_some() {
+                node.metrics.mesh_sent();
+                continue;
+            }
+            // The bridge refused: one by one (each then fails or bounces as routing says).
+            for bytes in chunk {
+                if let Ok(stanza) = Stanza::from_frame(Bytes::from(bytes)) {
+                    node.route(stanza).await;
+                }
+            }
+        }
+    }
+}
+
+/// A room's home sends what answers a join of an occupant whose account lives here: routed,
+/// in order.
+pub async fn batch_from_home(node: &Arc<Node>, inbound: Inbound) {
+    let Ok(record) = postcard::from_bytes::<BatchRecord>(&inbound.envelope.stanza) else {
+        tracing::warn!(peer = %inbound.peer, "unreadable room batch dropped");
+        return;
+    };
+    for bytes in record.stanzas {
+        match Stanza::from_frame(Bytes::from(bytes)) {
+            Ok(stanza) => node.route(stanza).await,
+            Err(_) => {
+                tracing::warn!(peer = %inbound.peer, "unreadable stanza in a room batch dropped")
+            }
+        }
+    }
+}
+
 /// What a room told a datacenter of its occupants there.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 struct MirrorSent {
@@ -809,11 +910,12 @@ async fn join(node: &Arc<Node>, room: &mut Room, from: &FullJid, nick: &str, ele
         return send(node, refuse(StanzaCondition::ServiceUnavailable)).await;
     }
     let created = room.locked && room.occupants.is_empty();
+    let mut reply = JoinReply::for_session(node, from);
     // The occupants already there, to the newcomer.
     for (other_nick, other) in &room.occupants {
         if other_nick != nick {
             let p = occupant_presence(room, other_nick, other, from, false, &[]);
-            send(node, p).await;
+            reply.push(node, p).await;
         }
     }
     let role = room.default_role(affiliation);
@@ -846,11 +948,19 @@ async fn join(node: &Arc<Node>, room: &mut Room, from: &FullJid, nick: &str, ele
     if created {
         codes.push(201);
     }
-    broadcast_presence(node, room, nick, &codes, false).await;
+    // Its presence to everyone (its own copy joins the reply, in order).
+    sync_mirrors(node, room).await;
+    if let Some(occupant) = room.occupants.get(nick).cloned()
+        && let Some(own) =
+            fan_presence(node, room, nick, &occupant, false, &codes, Some(from)).await
+    {
+        reply.push(node, own).await;
+    }
     // History, then the subject (XEP-0045 §7.2.15–16).
     for bytes in history_for(room, muc.and_then(|x| x.get_child("history", NS))) {
         if let Ok(message) = Stanza::from_frame(bytes) {
-            node.route(message.with_addresses(None, Some(from.as_str())))
+            reply
+                .push_stanza(node, message.with_addresses(None, Some(from.as_str())))
                 .await;
         }
     }
@@ -860,15 +970,13 @@ async fn join(node: &Arc<Node>, room: &mut Room, from: &FullJid, nick: &str, ele
     } else {
         format!("{}/{subject_nick}", room.jid)
     };
-    send(
-        node,
-        Element::new("message", ns::CLIENT)
-            .with_attr("from", subject_from)
-            .with_attr("to", from.to_string())
-            .with_attr("type", "groupchat")
-            .with_child(Element::new("subject", ns::CLIENT).with_text(subject)),
-    )
-    .await;
+    let subject = Element::new("message", ns::CLIENT)
+        .with_attr("from", subject_from)
+        .with_attr("to", from.to_string())
+        .with_attr("type", "groupchat")
+        .with_child(Element::new("subject", ns::CLIENT).with_text(subject));
+    reply.push(node, subject).await;
+    reply.finish(node, &room.jid).await;
 }
 
 /// The history to send a newcomer, as the `<history/>` it asked for allows.
@@ -1023,7 +1131,7 @@ async fn broadcast_presence(
     let Some(occupant) = room.occupants.get(nick).cloned() else {
         return;
     };
-    fan_presence(node, room, nick, &occupant, unavailable, codes).await;
+    fan_presence(node, room, nick, &occupant, unavailable, codes, None).await;
 }
 
 /// Sends occupant `nick`'s presence to every occupant session: its own sessions and those no
@@ -1036,7 +1144,8 @@ async fn fan_presence(
     occupant: &Occupant,
     unavailable: bool,
     codes: &[u16],
-) {
+    hold: Option<&FullJid>,
+) -> Option<Element> {
     let mut mirrored: std::collections::HashSet<String> = std::collections::HashSet::new();
     if let Some(mesh) = node.mesh.get()
         && !room.mirrors.is_empty()
@@ -1076,14 +1185,20 @@ async fn fan_presence(
             }
         }
     }
+    let mut held = None;
     for other in room.occupants.values() {
         for session in &other.sessions {
             if !mirrored.contains(session.as_str()) {
                 let p = occupant_presence(room, nick, occupant, session, unavailable, codes);
-                send(node, p).await;
+                if hold == Some(session) {
+                    held = Some(p);
+                } else {
+                    send(node, p).await;
+                }
             }
         }
     }
+    held
 }
 
 /// `from` leaves (or is removed): its sessions under `nick` go, the others see it.
@@ -1109,7 +1224,7 @@ async fn leave(
         occupant.presence = presence_children(element);
     }
     let gone = occupant.clone();
-    fan_presence(node, room, nick, &gone, true, &[]).await;
+    fan_presence(node, room, nick, &gone, true, &[], None).await;
     room.occupants.remove(nick);
 }
 

@@ -490,14 +490,24 @@ async fn a_room_message_crosses_each_bridge_once() {
     // The room's home reaches every datacenter's table before the guests join.
     tokio::time::sleep(Duration::from_millis(800)).await;
     let mut clients = Vec::new();
+    let mut last_join = 0;
     for (n, guest) in guests.iter().enumerate() {
         let mut client = login(&servers[home(n)], guest, "phone").await;
+        let before_join = counter(&servers[0], "tern_mesh_stanzas_sent_total").await;
         client
             .send(&format!("<presence to='{room}/{guest}'><x xmlns='http://jabber.org/protocol/muc'/></presence>"))
             .await;
-        client.read_until("<subject").await;
+        let joined = client.read_until("<subject").await;
+        // Everything answering the join came in order: the others' presence, then its own.
+        assert_eq!(joined.matches("<presence").count(), n + 2, "{joined}");
+        assert!(joined.contains("code='110'"), "{joined}");
+        last_join = counter(&servers[0], "tern_mesh_stanzas_sent_total").await - before_join;
         clients.push(client);
     }
+    // The last newcomer's join crossed dc1's bridges in at most four envelopes (its occupant
+    // list, its presence to each other datacenter, and everything answering it in one batch),
+    // not one per occupant already there.
+    assert!(last_join <= 4, "{last_join} envelopes for the sixth join");
     // Presence and joins have settled; now one message.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = counter(&servers[0], "tern_mesh_stanzas_sent_total").await;
