@@ -47,6 +47,16 @@ const ACCOUNT_ITEM: TableDefinition<'_, (&str, &str), &[u8]> = TableDefinition::
 /// Persistent MUC rooms: room bare JID -> the MUC module's bytes.
 const MUC_ROOM: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("muc_room");
 
+/// Deletes every row of the owner `key` from a table keyed by (owner, sequence or id).
+fn clear_owner(
+    table: &mut redb::Table<'_, (&'static str, u64), &'static [u8]>,
+    key: &str,
+) -> Result<()> {
+    table
+        .retain_in::<(&str, u64), _>((key, 0)..=(key, u64::MAX), |_, _| false)
+        .or_backend("remove")
+}
+
 /// The item key of `key` within `kind`.
 fn item_key(kind: &str, key: &str) -> String {
     format!("{kind}\0{key}")
@@ -423,23 +433,13 @@ impl Storage for RedbStorage {
             let mut rosters = txn.open_table(JID_ROSTER).or_backend("open_table")?;
             rosters.remove(key.as_str()).or_backend("remove")?;
             let mut offline = txn.open_table(OFFLINE_MSG).or_backend("open_table")?;
-            offline
-                .retain_in::<(&str, u64), _>(
-                    (key.as_str(), 0)..=(key.as_str(), u64::MAX),
-                    |_, _| false,
-                )
-                .or_backend("remove")?;
+            clear_owner(&mut offline, &key)?;
             let mut items = txn.open_table(ACCOUNT_ITEM).or_backend("open_table")?;
             items
                 .retain_in::<(&str, &str), _>(user_items(&key), |_, _| false)
                 .or_backend("remove")?;
             let mut archive = txn.open_table(ARCHIVE).or_backend("open_table")?;
-            archive
-                .retain_in::<(&str, u64), _>(
-                    (key.as_str(), 0)..=(key.as_str(), u64::MAX),
-                    |_, _| false,
-                )
-                .or_backend("remove")?;
+            clear_owner(&mut archive, &key)?;
             let mut counts = txn.open_table(DOMAIN_USERCOUNT).or_backend("open_table")?;
             let count = counts
                 .get(domain.as_str())
@@ -831,12 +831,7 @@ impl Storage for RedbStorage {
         let key = user_key(owner);
         self.blocking_write(move |txn| {
             let mut archive = txn.open_table(ARCHIVE).or_backend("open_table")?;
-            archive
-                .retain_in::<(&str, u64), _>(
-                    (key.as_str(), 0)..=(key.as_str(), u64::MAX),
-                    |_, _| false,
-                )
-                .or_backend("remove")?;
+            clear_owner(&mut archive, &key)?;
             Ok(())
         })
         .await
@@ -981,12 +976,7 @@ impl Storage for RedbStorage {
                 .insert(key.as_str(), roster.as_slice())
                 .or_backend("insert")?;
             let mut table = txn.open_table(OFFLINE_MSG).or_backend("open_table")?;
-            table
-                .retain_in::<(&str, u64), _>(
-                    (key.as_str(), 0)..=(key.as_str(), u64::MAX),
-                    |_, _| false,
-                )
-                .or_backend("remove")?;
+            clear_owner(&mut table, &key)?;
             for (seq, message) in (0u64..).zip(&offline) {
                 table
                     .insert((key.as_str(), seq), message.as_slice())
@@ -1003,12 +993,7 @@ impl Storage for RedbStorage {
                     .or_backend("insert")?;
             }
             let mut table = txn.open_table(ARCHIVE).or_backend("open_table")?;
-            table
-                .retain_in::<(&str, u64), _>(
-                    (key.as_str(), 0)..=(key.as_str(), u64::MAX),
-                    |_, _| false,
-                )
-                .or_backend("remove")?;
+            clear_owner(&mut table, &key)?;
             for (id, message) in &archive {
                 table
                     .insert((key.as_str(), *id), message.as_slice())
