@@ -19,13 +19,43 @@ pub fn tern_bin() -> PathBuf {
     path
 }
 
-/// `N` distinct free TCP ports on 127.0.0.1: all are held at once while they are picked, so the
-/// kernel cannot hand the same ephemeral port out twice (as one bind-and-release per port may).
+/// The block test ports come from: above the ranges `tern dev mesh` tests lay their
+/// datacenters out in (10,000–29,400) and below the kernel's ephemeral range (32,768 up), so no
+/// outgoing connection or `bind(0)` of a test running at the same time can take a port between
+/// its pick and the server's bind (which happened when ports were picked by binding port 0).
+const TEST_PORTS: std::ops::Range<u32> = 29_500..32_700;
+
+/// The next candidate port: a process-wide counter through [`TEST_PORTS`], starting at an
+/// offset from the process id, so tests of one process never get the same port twice (until
+/// the block wraps, thousands of picks later) and two processes rarely start at one place.
+fn next_candidate() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let span = TEST_PORTS.end - TEST_PORTS.start;
+    let seed = (std::process::id().wrapping_mul(2_654_435_761)) % span;
+    let _ = NEXT.compare_exchange(u32::MAX, seed, Ordering::Relaxed, Ordering::Relaxed);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) % span;
+    u16::try_from(TEST_PORTS.start + n).expect("test ports fit in u16")
+}
+
+/// `N` distinct ports on 127.0.0.1 that are free for TCP right now, from [`TEST_PORTS`].
 pub fn free_ports<const N: usize>() -> [u16; N] {
-    let listeners: Vec<TcpListener> = (0..N)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port"))
-        .collect();
-    std::array::from_fn(|i| listeners[i].local_addr().expect("local address").port())
+    std::array::from_fn(|_| free_port_where(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()))
+}
+
+/// A port on 127.0.0.1 free for UDP right now (a bridge endpoint), from [`TEST_PORTS`].
+pub fn free_udp_port() -> u16 {
+    free_port_where(|p| std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok())
+}
+
+fn free_port_where(free: impl Fn(u16) -> bool) -> u16 {
+    for _ in TEST_PORTS {
+        let port = next_candidate();
+        if free(port) {
+            return port;
+        }
+    }
+    panic!("no free port in {TEST_PORTS:?}");
 }
 
 /// A fresh, unique temporary directory (removed when the test server is dropped).

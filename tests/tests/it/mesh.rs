@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tern_tests::client::RawClient;
-use tern_tests::server::{TestServer, free_ports, output_text, temp_dir, tern_bin};
+use tern_tests::server::{TestServer, free_ports, free_udp_port, output_text, temp_dir, tern_bin};
 
 /// Three-datacenter tests run one at a time: each starts three servers and their bridges, and
 /// several at once on a small machine both slow each other down and race for free ports.
@@ -62,13 +62,6 @@ pub(crate) async fn available(server: &TestServer, user: &str, resource: &str) -
 }
 
 /// A UDP port free right now on 127.0.0.1.
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("udp port")
-}
-
 fn mesh_pki(dir: &Path, dcs: &[&str]) {
     let run = |args: &[&str]| {
         let out = Command::new(tern_bin())
