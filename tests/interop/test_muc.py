@@ -385,3 +385,99 @@ async def test_requests_to_an_occupant_are_forwarded(server, clients):
     with pytest.raises(IqError) as err:
         await o.plugin["xep_0054"].get_vcard(f"{room}/Ned", cached=False, timeout=WAIT)
     assert err.value.condition == "item-not-found"
+
+
+async def test_admin_edits_are_all_or_nothing_and_roles_shape_presence(server, clients):
+    """A muc#admin request with several items applies all of them or none (one bad item leaves
+    the lists as they were); `presencebroadcast` hides visitors from the others, and
+    `getmemberlist` decides whether a participant may read the member list."""
+    pat, quinn, rae = (server.new_account(n) for n in ("pat", "quinn", "rae"))
+    p = clients(pat, resource="p", plugins=PLUGINS)
+    q = clients(quinn, resource="q", plugins=PLUGINS)
+    r = clients(rae, resource="r", plugins=PLUGINS)
+    for client in (p, q, r):
+        await client.online()
+    room = "lists@muc.localhost"
+    await instant_room(p, room, "Pat")
+
+    async def admin_set(items):
+        iq = p.make_iq_set(ito=room)
+        query = ET.SubElement(iq.xml, "{http://jabber.org/protocol/muc#admin}query")
+        for attrs in items:
+            ET.SubElement(query, "{http://jabber.org/protocol/muc#admin}item", attrs)
+        return await iq.send(timeout=WAIT)
+
+    # Two members and an item without a JID: refused, and neither member was added.
+    with pytest.raises(IqError) as err:
+        await admin_set([{"affiliation": "member", "jid": quinn.jid},
+                         {"affiliation": "member", "jid": rae.jid},
+                         {"affiliation": "member"}])
+    assert err.value.condition == "bad-request"
+    assert await p.plugin["xep_0045"].get_affiliation_list(room, "member") == []
+    # Making the only owner a member in the same request as a new member: conflict, nothing.
+    with pytest.raises(IqError) as err:
+        await admin_set([{"affiliation": "member", "jid": quinn.jid},
+                         {"affiliation": "member", "jid": pat.jid}])
+    assert err.value.condition == "conflict"
+    assert await p.plugin["xep_0045"].get_affiliation_list(room, "member") == []
+    # Both good items: both applied.
+    await admin_set([{"affiliation": "member", "jid": quinn.jid},
+                     {"affiliation": "member", "jid": rae.jid}])
+    members = await p.plugin["xep_0045"].get_affiliation_list(room, "member")
+    assert sorted(members) == sorted([quinn.jid, rae.jid])
+
+    # Moderated, visitors' presence not broadcast, the member list for moderators only.
+    form = p.plugin["xep_0004"].make_form(ftype="submit")
+    form.add_field(var="FORM_TYPE", ftype="hidden",
+                   value="http://jabber.org/protocol/muc#roomconfig")
+    form.add_field(var="muc#roomconfig_presencebroadcast", ftype="list-multi",
+                   value=["moderator", "participant"])
+    form.add_field(var="muc#roomconfig_getmemberlist", ftype="list-multi", value=["moderator"])
+    await p.plugin["xep_0045"].set_room_config(room, form)
+    config = await p.plugin["xep_0045"].get_room_config(room)
+    values = config.get_fields()["muc#roomconfig_presencebroadcast"]["value"]
+    assert sorted(values) == ["moderator", "participant"], values
+
+    # quinn joins as a participant (a member) and is seen, but may not read the member list;
+    # rae joins as a participant too, then pat makes her a visitor: she sees her new role,
+    # nobody else hears of her any more.
+    p_pres = muc_presences(p)
+    await q.plugin["xep_0045"].join_muc_wait(room, "Quinn", timeout=WAIT)
+    await wait_muc(p_pres, lambda x: str(x["from"]) == f"{room}/Quinn")
+    with pytest.raises(IqError) as err:
+        await q.plugin["xep_0045"].get_affiliation_list(room, "member")
+    assert err.value.condition == "forbidden"
+    r_pres = muc_presences(r)
+    await r.plugin["xep_0045"].join_muc_wait(room, "Rae", timeout=WAIT)
+    await wait_muc(p_pres, lambda x: str(x["from"]) == f"{room}/Rae")
+    await p.plugin["xep_0045"].set_role(room, "Rae", "visitor")
+    own = await wait_muc(r_pres, lambda x: str(x["from"]) == f"{room}/Rae" and
+                         x.xml.find(f"{MUC_USER}x/{MUC_USER}item").get("role") == "visitor")
+    assert "110" in codes(own)
+    # A newcomer does not see the visitor among the occupants, and pat got no visitor update.
+    sam = server.new_account("sam")
+    s = clients(sam, resource="s", plugins=PLUGINS)
+    await s.online()
+    s_pres = muc_presences(s)
+    await s.plugin["xep_0045"].join_muc_wait(room, "Sam", timeout=WAIT)
+    seen = set()
+    while not s_pres.empty():
+        seen.add(str(s_pres.get_nowait()["from"]))
+    assert f"{room}/Pat" in seen and f"{room}/Quinn" in seen
+    assert f"{room}/Rae" not in seen
+    # pat hears of sam (who joined after the role change), and heard nothing of rae before.
+    while True:
+        x = await asyncio.wait_for(p_pres.get(), WAIT)
+        if str(x["from"]) == f"{room}/Sam":
+            break
+        assert str(x["from"]) != f"{room}/Rae", x
+
+    # With the member list open to participants, quinn may read it.
+    form = p.plugin["xep_0004"].make_form(ftype="submit")
+    form.add_field(var="FORM_TYPE", ftype="hidden",
+                   value="http://jabber.org/protocol/muc#roomconfig")
+    form.add_field(var="muc#roomconfig_getmemberlist", ftype="list-multi",
+                   value=["moderator", "participant"])
+    await p.plugin["xep_0045"].set_room_config(room, form)
+    members = await q.plugin["xep_0045"].get_affiliation_list(room, "member")
+    assert sorted(members) == sorted([quinn.jid, rae.jid])

@@ -452,10 +452,12 @@ enum FieldKind {
     Number,
     /// `anyone` or `moderators`.
     Whois,
+    /// Roles separated by commas (`moderator,participant`), possibly none.
+    Roles,
 }
 
 /// The configuration fields a room accepts (XEP-0045 §10.2 and §15.5.3), with their kinds.
-const CONFIG_FIELDS: [(&str, FieldKind); 13] = [
+const CONFIG_FIELDS: [(&str, FieldKind); 15] = [
     ("muc#roomconfig_roomname", FieldKind::Text),
     ("muc#roomconfig_roomdesc", FieldKind::Text),
     ("muc#roomconfig_persistentroom", FieldKind::Boolean),
@@ -469,6 +471,8 @@ const CONFIG_FIELDS: [(&str, FieldKind); 13] = [
     ("muc#roomconfig_allowinvites", FieldKind::Boolean),
     ("muc#roomconfig_changesubject", FieldKind::Boolean),
     ("muc#maxhistoryfetch", FieldKind::Number),
+    ("muc#roomconfig_presencebroadcast", FieldKind::Roles),
+    ("muc#roomconfig_getmemberlist", FieldKind::Roles),
 ];
 
 /// A field of a configuration change, by its full name, with its value checked and booleans
@@ -512,6 +516,22 @@ fn config_change(var: &str, value: &str) -> AdminResult<(String, String)> {
             "anyone" | "moderators" => value.to_owned(),
             _ => return Err(bad("anyone or moderators")),
         },
+        FieldKind::Roles => {
+            let roles: Vec<&str> = value
+                .split(',')
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+                .collect();
+            if let Some(other) = roles
+                .iter()
+                .find(|r| !matches!(**r, "moderator" | "participant" | "visitor"))
+            {
+                return Err(bad(&format!(
+                    "roles separated by commas (moderator, participant, visitor), not {other:?}"
+                )));
+            }
+            roles.join(",")
+        }
     };
     Ok((full, value))
 }
@@ -959,6 +979,21 @@ mod tests {
         assert_eq!(
             config_change("muc#roomconfig_whois", "anyone").unwrap(),
             ("muc#roomconfig_whois".to_owned(), "anyone".to_owned())
+        );
+        assert_eq!(
+            config_change("presencebroadcast", "moderator, participant").unwrap(),
+            (
+                "muc#roomconfig_presencebroadcast".to_owned(),
+                "moderator,participant".to_owned()
+            )
+        );
+        assert!(matches!(
+            config_change("getmemberlist", "moderator,owner"),
+            Err(AdminError::BadInput(m)) if m.contains("\"owner\"")
+        ));
+        assert_eq!(
+            config_change("getmemberlist", "").unwrap(),
+            ("muc#roomconfig_getmemberlist".to_owned(), String::new())
         );
     }
 

@@ -154,6 +154,54 @@ pub struct RoomConfig {
     pub change_subject: bool,
     /// Most messages kept for history on join.
     pub history: u32,
+    /// `muc#roomconfig_presencebroadcast`: the roles whose presence the other occupants see.
+    pub presence_broadcast: RoleSet,
+    /// `muc#roomconfig_getmemberlist`: the roles (besides admins and owners) that may read the
+    /// member list.
+    pub get_member_list: RoleSet,
+}
+
+/// A set of the three roles an occupant may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleSet(u8);
+
+impl RoleSet {
+    /// Every role.
+    pub const ALL: Self = Self(0b111);
+
+    fn bit(role: Role) -> u8 {
+        match role {
+            Role::None => 0,
+            Role::Visitor => 0b001,
+            Role::Participant => 0b010,
+            Role::Moderator => 0b100,
+        }
+    }
+
+    /// Whether `role` is in the set.
+    pub fn contains(self, role: Role) -> bool {
+        self.0 & Self::bit(role) != 0
+    }
+
+    /// The set named by form values (`moderator`, `participant`, `visitor`); unknown names are
+    /// `None`.
+    fn parse<'a>(values: impl IntoIterator<Item = &'a str>) -> Option<Self> {
+        let mut set = 0;
+        for value in values {
+            match Role::from_name(value) {
+                Some(role) if role != Role::None => set |= Self::bit(role),
+                _ => return None,
+            }
+        }
+        Some(Self(set))
+    }
+
+    fn names(self) -> impl Iterator<Item = &'static str> {
+        [Role::Moderator, Role::Participant, Role::Visitor]
+            .into_iter()
+            .filter(move |r| self.contains(*r))
+            .map(Role::name)
+    }
 }
 
 impl RoomConfig {
@@ -172,6 +220,8 @@ impl RoomConfig {
             allow_invites: false,
             change_subject: false,
             history: c.history,
+            presence_broadcast: RoleSet::ALL,
+            get_member_list: RoleSet::ALL,
         }
     }
 }
@@ -913,7 +963,7 @@ async fn join(node: &Arc<Node>, room: &mut Room, from: &FullJid, nick: &str, ele
     let mut reply = JoinReply::for_session(node, from);
     // The occupants already there, to the newcomer.
     for (other_nick, other) in &room.occupants {
-        if other_nick != nick {
+        if other_nick != nick && room.config.presence_broadcast.contains(other.role) {
             let p = occupant_presence(room, other_nick, other, from, false, &[]);
             reply.push(node, p).await;
         }
@@ -1147,8 +1197,12 @@ async fn fan_presence(
     hold: Option<&FullJid>,
 ) -> Option<Element> {
     let mut mirrored: std::collections::HashSet<String> = std::collections::HashSet::new();
+    // An occupant whose role the room does not broadcast is seen by its own sessions only
+    // (leaving is always told: the others saw it arrive under a broadcast role, or not at all).
+    let hidden = !unavailable && !room.config.presence_broadcast.contains(occupant.role);
     if let Some(mesh) = node.mesh.get()
         && !room.mirrors.is_empty()
+        && !hidden
     {
         let plain = presence_view(room, nick, occupant, false, false, unavailable, codes);
         let moderators = (room.config.whois != Whois::Anyone)
@@ -1187,6 +1241,9 @@ async fn fan_presence(
     }
     let mut held = None;
     for other in room.occupants.values() {
+        if hidden && other.bare != occupant.bare {
+            continue;
+        }
         for session in &other.sessions {
             if !mirrored.contains(session.as_str()) {
                 let p = occupant_presence(room, nick, occupant, session, unavailable, codes);
@@ -2155,6 +2212,32 @@ fn config_form(room: &Room) -> Element {
             "text-single",
             c.history.to_string(),
         ))
+        .with_child(roles_field(
+            "muc#roomconfig_presencebroadcast",
+            c.presence_broadcast,
+        ))
+        .with_child(roles_field(
+            "muc#roomconfig_getmemberlist",
+            c.get_member_list,
+        ))
+}
+
+/// A `list-multi` field of roles with the three options.
+fn roles_field(var: &str, set: RoleSet) -> Element {
+    let mut f = Element::new("field", NS_DATA)
+        .with_attr("var", var.to_owned())
+        .with_attr("type", "list-multi");
+    for role in RoleSet::ALL.names() {
+        f.append_child(
+            Element::new("option", NS_DATA)
+                .with_attr("label", role.to_owned())
+                .with_child(Element::new("value", NS_DATA).with_text(role.to_owned())),
+        );
+    }
+    for role in set.names() {
+        f.append_child(Element::new("value", NS_DATA).with_text(role.to_owned()));
+    }
+    f
 }
 
 /// A submitted configuration form, the cancel of one, or a destruction.
@@ -2236,6 +2319,21 @@ async fn owner_set(node: &Arc<Node>, room: &mut Room, iq: &Element, query: &Elem
                     c.history = n.min(1000);
                 }
             }
+            var @ ("muc#roomconfig_presencebroadcast" | "muc#roomconfig_getmemberlist") => {
+                let values: Vec<String> = field
+                    .children()
+                    .filter(|v| v.is("value", NS_DATA))
+                    .map(|v| v.text().trim().to_owned())
+                    .collect();
+                let Some(set) = RoleSet::parse(values.iter().map(String::as_str)) else {
+                    return StanzaError::new(StanzaCondition::NotAcceptable).reply_to(iq);
+                };
+                if var == "muc#roomconfig_presencebroadcast" {
+                    c.presence_broadcast = set;
+                } else {
+                    c.get_member_list = set;
+                }
+            }
             _ => {}
         }
     }
@@ -2297,7 +2395,16 @@ async fn admin(
         return StanzaError::new(StanzaCondition::BadRequest).reply_to(iq);
     }
     if get {
-        if actor_affiliation < Affiliation::Admin && actor_role < Role::Moderator {
+        // Admins and moderators read every list; others the member list, when their role may.
+        let members_only_asked = items
+            .iter()
+            .all(|i| i.attr("affiliation") == Some("member"));
+        let may_read = actor_affiliation >= Affiliation::Admin
+            || actor_role >= Role::Moderator
+            || (members_only_asked
+                && actor_role != Role::None
+                && room.config.get_member_list.contains(actor_role));
+        if !may_read {
             return StanzaError::new(StanzaCondition::Forbidden).reply_to(iq);
         }
         let mut out = Element::new("query", NS_ADMIN);
@@ -2327,6 +2434,11 @@ async fn admin(
         }
         return result_for(iq).with_child(out);
     }
+    // Every item is checked against the room as the earlier items leave it, and only when all
+    // pass is anything applied: a request either changes everything it asks for or nothing.
+    let mut affiliations = room.affiliations.clone();
+    let mut roles: BTreeMap<String, Role> = BTreeMap::new();
+    let mut changes = Vec::new();
     for item in items {
         let reason = item.get_child("reason", NS_ADMIN).map(Element::text);
         if let Some(affiliation) = item.attr("affiliation").and_then(Affiliation::from_name) {
@@ -2337,7 +2449,10 @@ async fn admin(
             else {
                 return StanzaError::new(StanzaCondition::BadRequest).reply_to(iq);
             };
-            let current = room.affiliation(&jid);
+            let current = affiliations
+                .get(jid.as_str())
+                .copied()
+                .unwrap_or(Affiliation::None);
             // Owners change anything; admins change members, outcasts and none, below admin.
             let allowed = actor_affiliation == Affiliation::Owner
                 || (actor_affiliation == Affiliation::Admin
@@ -2346,33 +2461,33 @@ async fn admin(
             if !allowed {
                 return StanzaError::new(StanzaCondition::NotAllowed).reply_to(iq);
             }
+            if affiliation == Affiliation::None {
+                affiliations.remove(jid.as_str());
+            } else {
+                affiliations.insert(jid.to_string(), affiliation);
+            }
             if current == Affiliation::Owner
-                && affiliation != Affiliation::Owner
-                && room
-                    .affiliations
-                    .values()
-                    .filter(|a| **a == Affiliation::Owner)
-                    .count()
-                    == 1
+                && !affiliations.values().any(|a| *a == Affiliation::Owner)
             {
                 // A room keeps at least one owner.
                 return StanzaError::new(StanzaCondition::Conflict).reply_to(iq);
             }
-            if affiliation == Affiliation::None {
-                room.affiliations.remove(jid.as_str());
-            } else {
-                room.affiliations.insert(jid.to_string(), affiliation);
-            }
-            save(node, room).await;
-            apply_affiliation(node, room, &jid, affiliation, reason.as_deref()).await;
+            changes.push(AdminChange::Affiliation(jid, affiliation, reason));
         } else if let Some(role) = item.attr("role").and_then(Role::from_name) {
             let Some(nick) = item.attr("nick").map(str::to_owned) else {
                 return StanzaError::new(StanzaCondition::BadRequest).reply_to(iq);
             };
-            let Some(target) = room.occupants.get(&nick).cloned() else {
+            let Some(target) = room.occupants.get(&nick) else {
                 return StanzaError::new(StanzaCondition::ItemNotFound).reply_to(iq);
             };
-            let target_affiliation = room.affiliation(&target.bare);
+            if roles.get(&nick) == Some(&Role::None) {
+                // Kicked by an earlier item of this request.
+                return StanzaError::new(StanzaCondition::ItemNotFound).reply_to(iq);
+            }
+            let target_affiliation = affiliations
+                .get(target.bare.as_str())
+                .copied()
+                .unwrap_or(Affiliation::None);
             if actor_role < Role::Moderator && actor_affiliation < Affiliation::Admin {
                 return StanzaError::new(StanzaCondition::Forbidden).reply_to(iq);
             }
@@ -2382,19 +2497,39 @@ async fn admin(
             {
                 return StanzaError::new(StanzaCondition::NotAllowed).reply_to(iq);
             }
-            if role == Role::None {
-                kick(node, room, &nick, 307, reason.as_deref()).await;
-            } else {
-                if let Some(o) = room.occupants.get_mut(&nick) {
-                    o.role = role;
-                }
-                broadcast_presence(node, room, &nick, &[], false).await;
-            }
+            roles.insert(nick.clone(), role);
+            changes.push(AdminChange::Role(nick, role, reason));
         } else {
             return StanzaError::new(StanzaCondition::BadRequest).reply_to(iq);
         }
     }
+    if affiliations != room.affiliations {
+        room.affiliations = affiliations;
+        save(node, room).await;
+    }
+    for change in changes {
+        match change {
+            AdminChange::Affiliation(jid, affiliation, reason) => {
+                apply_affiliation(node, room, &jid, affiliation, reason.as_deref()).await;
+            }
+            AdminChange::Role(nick, Role::None, reason) => {
+                kick(node, room, &nick, 307, reason.as_deref()).await;
+            }
+            AdminChange::Role(nick, role, _) => {
+                if let Some(o) = room.occupants.get_mut(&nick) {
+                    o.role = role;
+                    broadcast_presence(node, room, &nick, &[], false).await;
+                }
+            }
+        }
+    }
     result_for(iq)
+}
+
+/// One checked item of a `muc#admin` change, applied once every item of the request passed.
+enum AdminChange {
+    Affiliation(BareJid, Affiliation, Option<String>),
+    Role(String, Role, Option<String>),
 }
 
 /// Applies a new affiliation to a user's occupants: banned ones are removed (301), members-only
@@ -2894,11 +3029,16 @@ pub async fn admin_configure(
     let mut guard = handle.lock().await;
     let mut form = Element::new("x", NS_DATA).with_attr("type", "submit");
     for (var, value) in changes {
-        form.append_child(
-            Element::new("field", NS_DATA)
-                .with_attr("var", var.clone())
-                .with_child(Element::new("value", NS_DATA).with_text(value.clone())),
-        );
+        let mut field = Element::new("field", NS_DATA).with_attr("var", var.clone());
+        if var.ends_with("_presencebroadcast") || var.ends_with("_getmemberlist") {
+            // Lists of roles are written "moderator,participant".
+            for role in value.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+                field.append_child(Element::new("value", NS_DATA).with_text(role.to_owned()));
+            }
+        } else {
+            field.append_child(Element::new("value", NS_DATA).with_text(value.clone()));
+        }
+        form.append_child(field);
     }
     let query = Element::new("query", NS_OWNER).with_child(form);
     let iq = Element::new("iq", ns::CLIENT).with_attr("type", "set");
@@ -2984,6 +3124,8 @@ mod tests {
                 allow_invites: false,
                 change_subject: false,
                 history: 20,
+                presence_broadcast: RoleSet::ALL,
+                get_member_list: RoleSet::ALL,
             },
             affiliations: BTreeMap::new(),
             occupants: BTreeMap::new(),
