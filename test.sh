@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of Tern on a fresh machine: formatting, lints, unit and integration tests,
-# and the interoperability suite with a real XMPP client (slixmpp, in a venv made here).
+# and the interoperability suite with real XMPP clients (slixmpp, in a venv made here; Strophe.js
+# in Debian's chromium, for WebSocket and BOSH).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -29,5 +30,8 @@ cargo build --workspace --bins --locked
 step "unit and integration tests"
 cargo test --workspace --locked
 
-step "interoperability suite (slixmpp)"
+step "browser test prerequisites: chromium and Strophe.js (tests/browser/install.sh)"
+tests/browser/install.sh
+
+step "interoperability suite (slixmpp, and Strophe.js in headless chromium)"
 TERN_BIN="$PWD/target/debug/tern" tests/interop/run.sh

@@ -46,6 +46,7 @@ mod error;
 #[cfg(test)]
 mod fixture;
 mod general;
+mod http;
 mod limits;
 mod listener;
 mod mesh;
@@ -64,8 +65,9 @@ pub use auth::{Auth, MAX_SCRAM_ITERATIONS, MIN_SCRAM_ITERATIONS, SUPPORTED_MECHA
 pub use cluster::{Cluster, MAX_DC_NAME};
 pub use error::{ConfigError, ConfigErrors, ConfigErrors as Error, Result};
 pub use general::{General, MAX_DOMAIN_BYTES};
+pub use http::{Bosh, Http};
 pub use limits::{Limits, MAX_STANZA_SIZE, MIN_STANZA_SIZE};
-pub use listener::{C2sListener, Listen, TlsMode};
+pub use listener::{C2sListener, HttpListener, HttpTls, Listen, TlsMode};
 pub use mesh::Mesh;
 pub use modules::{
     Mam, Modules, Muc, Offline, Pep, Ping, Register, Stored, StreamManagement, Toggle, Version,
@@ -98,6 +100,8 @@ pub struct Config {
     pub cluster: Cluster,
     /// `[mesh]`: bridges to the other datacenters.
     pub mesh: Mesh,
+    /// `[http]`: WebSocket and BOSH on the HTTP listeners.
+    pub http: Http,
 }
 
 impl Config {
@@ -133,6 +137,7 @@ impl Config {
             storage,
             cluster: Cluster::default(),
             mesh: Mesh::default(),
+            http: Http::default(),
         }
     }
 }
@@ -244,6 +249,10 @@ starttls_required = false
 address = "[::]:5223"
 tls = "direct"
 
+[[listen.http]]
+address = "127.0.0.1:5280"
+secure = true
+
 [admin]
 enabled = true
 address = "[::1]:5551"
@@ -305,6 +314,11 @@ topology = "/etc/tern/topology.toml"
                         starttls_required: true,
                     },
                 ],
+                http: vec![HttpListener {
+                    address: addr("127.0.0.1:5280"),
+                    tls: HttpTls::None,
+                    secure: true,
+                }],
             },
             admin: Admin {
                 enabled: true,
@@ -348,6 +362,7 @@ topology = "/etc/tern/topology.toml"
                 topology: Some(PathBuf::from("/etc/tern/topology.toml")),
             },
             mesh: Mesh::default(),
+            http: Http::default(),
         };
         assert_eq!(config(text), expected);
     }

@@ -1,4 +1,5 @@
-//! `[[listen.c2s]]`: the client (c2s) listeners, each with its address and TLS mode.
+//! `[[listen.c2s]]`: the client (c2s) listeners, each with its address and TLS mode;
+//! `[[listen.http]]`: the HTTP listeners for web clients (WebSocket, BOSH).
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -11,6 +12,10 @@ pub struct Listen {
     /// Client listeners, at least one. Default: STARTTLS on `0.0.0.0:5222` and direct TLS on
     /// `0.0.0.0:5223`.
     pub c2s: Vec<C2sListener>,
+    /// HTTP listeners for web clients (`[http]` says what they serve); may be empty. Default:
+    /// plain HTTP on `127.0.0.1:5280` (for a TLS-terminating proxy in front, or local pages)
+    /// and HTTPS with the node's certificate on `0.0.0.0:5443`.
+    pub http: Vec<HttpListener>,
 }
 
 impl Default for Listen {
@@ -29,8 +34,42 @@ impl Default for Listen {
                     starttls_required: true,
                 },
             ],
+            http: vec![
+                HttpListener {
+                    address: SocketAddr::from((Ipv4Addr::LOCALHOST, 5280)),
+                    tls: HttpTls::None,
+                    secure: false,
+                },
+                HttpListener {
+                    address: SocketAddr::from((any, 5443)),
+                    tls: HttpTls::Direct,
+                    secure: true,
+                },
+            ],
         }
     }
+}
+
+/// One `[[listen.http]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpListener {
+    /// IP address and port to bind (required); port 0 picks a free port.
+    pub address: SocketAddr,
+    /// Plain HTTP or HTTPS. Default [`HttpTls::None`].
+    pub tls: HttpTls,
+    /// Whether streams on this listener count as encrypted (PLAIN and channel-binding-free
+    /// mechanisms allowed). Always true with HTTPS; set it on plain HTTP only behind a proxy
+    /// that terminates TLS. Default: true with HTTPS, false without.
+    pub secure: bool,
+}
+
+/// Whether an HTTP listener speaks TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HttpTls {
+    /// Plain HTTP; written `"none"`.
+    None,
+    /// HTTPS with the node's certificate; written `"direct"`.
+    Direct,
 }
 
 /// One `[[listen.c2s]]` entry.
@@ -90,8 +129,48 @@ pub(crate) fn read(mut section: Section<'_>, d: &mut Diagnostics) -> Listen {
                 .collect()
         }
     };
+    let http = match section.sections(d, "http") {
+        None => Listen::default().http,
+        Some(entries) => entries
+            .into_iter()
+            .map(|entry| match entry {
+                Some(entry) => read_http(entry, d),
+                None => Listen::default().http[0].clone(),
+            })
+            .collect(),
+    };
     section.finish(d);
-    Listen { c2s }
+    Listen { c2s, http }
+}
+
+fn read_http(mut entry: Section<'_>, d: &mut Diagnostics) -> HttpListener {
+    if !entry.contains("address") {
+        d.report(&entry.key_path("address"), "missing required key");
+    }
+    let fallback = &Listen::default().http[0];
+    let tls = entry
+        .choice(
+            d,
+            "tls",
+            &[("none", HttpTls::None), ("direct", HttpTls::Direct)],
+        )
+        .unwrap_or(fallback.tls);
+    let secure_path = entry.key_path("secure");
+    let secure = match entry.boolean(d, "secure") {
+        Some(false) if tls == HttpTls::Direct => {
+            d.report(&secure_path, "cannot be false with tls = \"direct\"");
+            true
+        }
+        Some(secure) => secure,
+        None => tls == HttpTls::Direct,
+    };
+    let listener = HttpListener {
+        address: entry.socket_addr(d, "address").unwrap_or(fallback.address),
+        tls,
+        secure,
+    };
+    entry.finish(d);
+    listener
 }
 
 fn read_c2s(mut entry: Section<'_>, d: &mut Diagnostics) -> C2sListener {

@@ -9,7 +9,9 @@ use crate::error::ConfigErrors;
 use crate::raw::RawConfig;
 use crate::reader::{Diagnostics, Section};
 use crate::tls::Tls;
-use crate::{Config, admin, auth, cluster, general, limits, listener, mesh, modules, storage, tls};
+use crate::{
+    Config, admin, auth, cluster, general, http, limits, listener, mesh, modules, storage, tls,
+};
 
 /// Validates `raw`, collecting every problem before returning.
 pub(crate) fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
@@ -25,6 +27,7 @@ pub(crate) fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
     let storage = storage::read(root.section(&mut d, "storage"), &mut d, &general.data_dir);
     let cluster = cluster::read(root.section(&mut d, "cluster"), &mut d);
     let mesh = mesh::read(root.section(&mut d, "mesh"), &mut d);
+    let http = http::read(root.section(&mut d, "http"), &mut d);
     root.finish(&mut d);
 
     let config = Config {
@@ -38,6 +41,7 @@ pub(crate) fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
         storage,
         cluster,
         mesh,
+        http,
     };
     check_addresses(&config, &mut d);
     check_tls_files(&config.tls, &mut d);
@@ -55,12 +59,18 @@ fn check_addresses(config: &Config, d: &mut Diagnostics) {
         .iter()
         .enumerate()
         .map(|(i, l)| (format!("listen.c2s[{i}].address"), l.address));
+    let http = config
+        .listen
+        .http
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (format!("listen.http[{i}].address"), l.address));
     let admin = config
         .admin
         .enabled
         .then(|| ("admin.address".to_owned(), config.admin.address));
     let mut earlier: Vec<(String, SocketAddr)> = Vec::new();
-    for (key, address) in c2s.chain(admin) {
+    for (key, address) in c2s.chain(http).chain(admin) {
         if d.has_error_at(&key) {
             continue;
         }

@@ -34,9 +34,14 @@ pub(crate) struct Global {
     /// The XMPP domain of the accounts (stream `to`, TLS server name).
     #[arg(long, global = true, default_value = "localhost")]
     pub(crate) domain: String,
-    /// How TLS is set up: STARTTLS on a plain connection, or TLS from the first byte.
+    /// How TLS is set up: STARTTLS on a plain connection, or TLS from the first byte. With
+    /// `--websocket`, `direct` is `wss://` and anything else plain `ws://`.
     #[arg(long, global = true, value_enum, default_value_t = TlsMode::Starttls)]
     pub(crate) tls: TlsMode,
+    /// Connect by XMPP over WebSocket (RFC 7395) to this HTTP path (`/ws`) of each `--server`,
+    /// with the `xmpp` subprotocol, instead of the XMPP client port.
+    #[arg(long, global = true, value_name = "PATH", value_parser = parse_ws_path)]
+    pub(crate) websocket: Option<String>,
     /// SASL mechanism.
     #[arg(long, global = true, value_enum, default_value_t = SaslChoice::ScramSha256)]
     pub(crate) sasl: SaslChoice,
@@ -94,6 +99,20 @@ pub(crate) struct Global {
     /// server is answered with the count of stanzas handled), as mobile clients do.
     #[arg(long, global = true)]
     pub(crate) stream_management: bool,
+}
+
+/// An HTTP path for `--websocket`: absolute, nothing a URL would misread.
+fn parse_ws_path(text: &str) -> Result<String, String> {
+    if !text.starts_with('/') {
+        return Err(format!("{text:?}: want an absolute path such as /ws"));
+    }
+    if text
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '#')
+    {
+        return Err(format!("{text:?}: not a URL path"));
+    }
+    Ok(text.to_owned())
 }
 
 /// The client listeners to connect to, at least one; account `i` uses the `i mod k`-th.
@@ -549,6 +568,36 @@ mod tests {
         let err = Cli::try_parse_from(["tern-loadtest", "--server", "127.0.0.1:1,", "provision"])
             .expect_err("empty entry");
         assert!(err.to_string().contains("want HOST:PORT"), "{err}");
+    }
+
+    #[test]
+    fn websocket_takes_an_http_path() {
+        let cli = Cli::try_parse_from([
+            "tern-loadtest",
+            "--tls",
+            "direct",
+            "--websocket",
+            "/xmpp-websocket",
+            "login",
+        ])
+        .expect("parse");
+        assert_eq!(cli.global.websocket.as_deref(), Some("/xmpp-websocket"));
+        assert_eq!(cli.global.tls, TlsMode::Direct);
+        let cli = Cli::try_parse_from(["tern-loadtest", "login"]).expect("parse");
+        assert_eq!(cli.global.websocket, None);
+        for bad in ["ws", "/a b", "/ws#x"] {
+            let err =
+                Cli::try_parse_from(["tern-loadtest", "--websocket", bad, "login"]).expect_err(bad);
+            assert!(err.to_string().contains("--websocket"), "{err}");
+        }
+        // In a scenario file too.
+        let args = file_to_args(
+            Path::new("w.toml"),
+            "scenario = \"idle\"\nwebsocket = \"/ws\"\n",
+        )
+        .expect("args");
+        let cli = Cli::try_parse_from(&args).expect("parse");
+        assert_eq!(cli.global.websocket.as_deref(), Some("/ws"));
     }
 
     #[test]

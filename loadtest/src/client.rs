@@ -1,12 +1,15 @@
 //! One XMPP client connection: TCP (from a chosen loopback source address), STARTTLS or direct
-//! TLS, SASL PLAIN / SCRAM, resource binding, initial presence, and in-band registration.
+//! TLS, or a WebSocket (RFC 7395, `ws://` or `wss://`); SASL PLAIN / SCRAM, resource binding,
+//! initial presence, and in-band registration.
 //!
 //! Logins are the rare path and parse whole elements; the chat loop in `scenario::chat` works on
 //! raw frames.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
@@ -20,12 +23,13 @@ use tern_xmpp_proto::element::escape;
 use tern_xmpp_proto::sasl::Mechanism;
 use tern_xmpp_proto::sasl::client::{SaltParams, ScramClient, plain_initial};
 use tern_xmpp_proto::{Element, Frame, Framer, Limits, ns};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use crate::cli::{Global, SaslChoice, Servers, TlsMode};
+use crate::ws::{self, WsIo};
 
 /// How long one login or registration may take, TCP connect to the last answer.
 pub(crate) const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -36,8 +40,56 @@ pub(crate) const RESOURCE: &str = "lt";
 /// XEP-0198.
 const SM: &str = "urn:xmpp:sm:3";
 
-/// A secured client stream.
-pub(crate) type Io = TlsStream<TcpStream>;
+/// A client stream after TLS (or on a WebSocket): the XMPP bytes of a TCP stream either way.
+/// Each variant is boxed: they differ in size by hundreds of bytes.
+#[derive(Debug)]
+pub(crate) enum Io {
+    /// TLS over TCP (STARTTLS or direct).
+    Tls(Box<TlsStream<TcpStream>>),
+    /// A WebSocket on plain TCP (`ws://`).
+    Ws(Box<WsIo<TcpStream>>),
+    /// A WebSocket on TLS (`wss://`).
+    Wss(Box<WsIo<TlsStream<TcpStream>>>),
+}
+
+/// Calls `$call` on whichever stream `$io` holds.
+macro_rules! on_io {
+    ($io:expr, $s:ident => $call:expr) => {
+        match $io.get_mut() {
+            Io::Tls($s) => $call,
+            Io::Ws($s) => $call,
+            Io::Wss($s) => $call,
+        }
+    };
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        on_io!(self, s => Pin::new(s).poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        on_io!(self, s => Pin::new(s).poll_write(cx, buf))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        on_io!(self, s => Pin::new(s).poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        on_io!(self, s => Pin::new(s).poll_shutdown(cx))
+    }
+}
 
 /// Everything needed to open connections, shared by all of them.
 pub(crate) struct Client {
@@ -58,6 +110,8 @@ pub(crate) struct Client {
     salted: Mutex<HashMap<(String, SaltParams), Vec<u8>>>,
     /// Enable XEP-0198 stream management after login.
     stream_management: bool,
+    /// Connect by WebSocket (RFC 7395) to this HTTP path instead of the XMPP port.
+    websocket: Option<String>,
 }
 
 impl Client {
@@ -91,6 +145,7 @@ impl Client {
             connector: insecure_connector(),
             salted: Mutex::new(HashMap::new()),
             stream_management: global.stream_management,
+            websocket: global.websocket.clone(),
         })
     }
 
@@ -132,10 +187,28 @@ impl Client {
         Ok(tcp)
     }
 
-    /// TCP, TLS and the first stream features on the secure stream.
+    /// TCP, TLS (or a WebSocket) and the first stream features on the secure stream.
     async fn connect_secure(&self, index: usize) -> Result<(Wire<Io>, Element)> {
         let tcp = self.tcp(index).await?;
         let name = ServerName::try_from(self.domain.clone()).context("TLS server name")?;
+        if let Some(path) = &self.websocket {
+            let server = self.servers.for_account(index);
+            // STARTTLS does not exist on a WebSocket: TLS is the HTTP listener's, from the start.
+            let io = match self.tls {
+                TlsMode::Direct => {
+                    let tls = self
+                        .connector
+                        .connect(name, tcp)
+                        .await
+                        .context("TLS handshake")?;
+                    Io::Wss(Box::new(ws::connect(tls, true, server, path).await?))
+                }
+                TlsMode::Starttls => Io::Ws(Box::new(ws::connect(tcp, false, server, path).await?)),
+            };
+            let mut wire = Wire::new(io);
+            let features = wire.open(&self.domain).await?;
+            return Ok((wire, features));
+        }
         let tcp = match self.tls {
             TlsMode::Direct => tcp,
             TlsMode::Starttls => {
@@ -162,7 +235,7 @@ impl Client {
             .connect(name, tcp)
             .await
             .context("TLS handshake")?;
-        let mut wire = Wire::new(io);
+        let mut wire = Wire::new(Io::Tls(Box::new(io)));
         let features = wire.open(&self.domain).await?;
         Ok((wire, features))
     }

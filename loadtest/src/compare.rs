@@ -155,7 +155,7 @@ fn section(summaries: &[Summary], baseline: &str) -> String {
             summaries
                 .iter()
                 .find(|s| s.login.is_some())
-                .map_or("?", |s| s.target.tls.as_str()),
+                .map_or_else(|| "?".to_owned(), |s| s.target.transport()),
             login_users.map_or_else(|| "?".to_owned(), group)
         ),
         "logins/s",
@@ -209,7 +209,7 @@ fn section(summaries: &[Summary], baseline: &str) -> String {
         first.machine.cpu_model,
         first.machine.memory_bytes >> 30,
         first.machine.kernel,
-        first.target.tls,
+        first.target.transport(),
         first.target.sasl,
         utc(summaries
             .iter()

@@ -1,12 +1,13 @@
 //! `tern-loadtest`: the bundled XMPP load harness.
 //!
-//! It speaks standard XMPP over the network like any client (STARTTLS or direct TLS, SASL
+//! It speaks standard XMPP over the network like any client (STARTTLS, direct TLS or a WebSocket, SASL
 //! PLAIN / SCRAM-SHA-1 / SCRAM-SHA-256, resource binding), so it measures Tern, ejabberd and
 //! Prosody with the same yardstick. See `docs/benchmarks.md` for how it is used.
 //!
 //! # Layout
 //! - `cli`: options, and scenario files turned into the same options.
 //! - `client`: one connection's login, and in-band registration.
+//! - `ws`: XMPP over WebSocket (RFC 7395) as the byte stream of a TCP connection.
 //! - `provision`: creating accounts (Tern's admin API, or in-band registration).
 //! - `swarm`: many logged-in connections under an open-loop send schedule, reader and writer
 //!   task per connection, payloads with sender, sequence number and scheduled send time.
@@ -30,6 +31,7 @@ mod room;
 mod scenario;
 mod stats;
 mod swarm;
+mod ws;
 
 use std::process::ExitCode;
 

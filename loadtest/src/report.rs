@@ -48,6 +48,22 @@ pub(crate) struct Target {
     pub(crate) domain: String,
     pub(crate) tls: String,
     pub(crate) sasl: String,
+    /// The HTTP path of an XMPP-over-WebSocket run (RFC 7395); absent for TCP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) websocket: Option<String>,
+}
+
+impl Target {
+    /// How the clients connected, in words: `starttls`, `direct`, `WebSocket /ws (wss)`…
+    pub(crate) fn transport(&self) -> String {
+        match &self.websocket {
+            None => self.tls.clone(),
+            Some(path) => {
+                let scheme = if self.tls == "direct" { "wss" } else { "ws" };
+                format!("WebSocket {path} ({scheme})")
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -219,7 +235,12 @@ pub(crate) fn table(s: &Summary) -> String {
         ),
         (
             "transport".into(),
-            format!("{} + {} ({})", s.target.tls, s.target.sasl, s.target.domain),
+            format!(
+                "{} + {} ({})",
+                s.target.transport(),
+                s.target.sasl,
+                s.target.domain
+            ),
         ),
         (
             "scenario".into(),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail, ensure};
 
 use crate::cli::{
-    ChatArgs, Global, IdleArgs, LoginArgs, PresenceArgs, RampArgs, SaslChoice, Scenario,
+    ChatArgs, Global, IdleArgs, LoginArgs, PresenceArgs, RampArgs, SaslChoice, Scenario, TlsMode,
 };
 use crate::client::{Client, Conn};
 use crate::monitor::{Counters, Monitor};
@@ -154,8 +154,13 @@ pub(crate) async fn run(global: &Global, scenario: &Scenario, threads: usize) ->
             target: Target {
                 address: global.server.to_string(),
                 domain: global.domain.clone(),
-                tls: format!("{:?}", global.tls).to_lowercase(),
+                // A WebSocket has no STARTTLS: it is plain unless TLS is direct.
+                tls: match (global.tls, &global.websocket) {
+                    (TlsMode::Starttls, Some(_)) => "none".into(),
+                    (tls, _) => format!("{tls:?}").to_lowercase(),
+                },
                 sasl: global.sasl.name().into(),
+                websocket: global.websocket.clone(),
             },
             users: global.users,
             machine: Machine::read(),

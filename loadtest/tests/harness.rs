@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::Value;
-use tern_tests::server::{TestServer, temp_dir};
+use tern_tests::server::{TestServer, free_ports, temp_dir};
 use tern_xmpp_proto::{Element, Frame, Framer, Limits, ns};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -314,6 +314,86 @@ fn tern_room_messages_reach_every_occupant() {
         stderr.contains("refused") && stderr.contains("service-unavailable"),
         "{stderr}"
     );
+    std::fs::remove_dir_all(&scratch).ok();
+}
+
+#[test]
+fn tern_chat_over_websocket_loses_nothing() {
+    // The generated configuration has a plain HTTP listener; add an HTTPS one for `wss://`.
+    let [https_port] = free_ports();
+    let server = TestServer::start(
+        "loadtest-ws",
+        &format!("[[listen.http]]\naddress = \"127.0.0.1:{https_port}\"\ntls = \"direct\"\n"),
+    );
+    let plain = format!("127.0.0.1:{}", server.http_port);
+    let https = format!("127.0.0.1:{https_port}");
+    let data = server.dir.join("data");
+    let data = data.to_str().expect("utf-8 path");
+    let scratch = temp_dir("loadtest-ws-out");
+
+    // `ws://`, SCRAM-SHA-256: every message arrives once, in order.
+    let chat = loadtest(
+        &[
+            "--server",
+            &plain,
+            "--websocket",
+            "/ws",
+            "--users",
+            "8",
+            "--provision",
+            "admin",
+            "--tern-data",
+            data,
+            "chat",
+            "--rate",
+            "200",
+            "--duration",
+            "2s",
+        ],
+        &scratch.join("chat.json"),
+    );
+    assert_eq!(chat["target"]["websocket"], "/ws", "{chat}");
+    assert_eq!(chat["target"]["tls"], "none", "{chat}");
+    let delivery = &chat["chat"]["delivery"];
+    assert_eq!(u(&delivery["sent"]), 400, "{chat}");
+    assert_eq!(u(&delivery["delivered"]), 400, "{chat}");
+    for field in ["lost", "duplicates", "reordered", "unexpected"] {
+        assert_eq!(u(&delivery[field]), 0, "{field}: {chat}");
+    }
+    check_latency(&chat["chat"]["latency"], 400);
+
+    // `wss://` with stream management: logins, then presence and an `<enable/>` on the stream.
+    let login = loadtest(
+        &[
+            "--server",
+            &https,
+            "--tls",
+            "direct",
+            "--websocket",
+            "/ws",
+            "--stream-management",
+            "--users",
+            "8",
+            "login",
+            "--rounds",
+            "1",
+        ],
+        &scratch.join("login.json"),
+    );
+    assert_eq!(login["target"]["tls"], "direct", "{login}");
+    let rounds = login["login"]["rounds"].as_array().expect("rounds");
+    assert_eq!(rounds[0]["logins"], 8, "{login}");
+    check_latency(&rounds[0]["latency"], 8);
+
+    // A plain WebSocket is not a secure channel: PLAIN is not offered there.
+    let out = Command::new(env!("CARGO_BIN_EXE_tern-loadtest"))
+        .args(["--server", &plain, "--websocket", "/ws", "--sasl", "plain"])
+        .args(["--users", "1", "--quiet", "login", "--rounds", "1"])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("does not offer PLAIN"), "{stderr}");
     std::fs::remove_dir_all(&scratch).ok();
 }
 

@@ -5,6 +5,7 @@
 //! upgrade, credential lookups, resource binding and handing stanzas to the session layer. One
 //! task per connection; its span is `c2s{conn_id, peer_addr}` and records `jid` after bind.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -131,19 +132,8 @@ impl C2sServer {
             tokio::spawn(
                 async move {
                     node.metrics.connection_opened(transport);
-                    let connection = Connection {
-                        node: node.clone(),
-                        conn_id,
-                        peer,
-                        transport,
-                        acceptor,
-                        session: None,
-                        session_rx: None,
-                        home: None,
-                        resumable: None,
-                        lost: false,
-                    };
-                    if let Err(e) = connection.run(tcp, config).await {
+                    let connection = Connection::new(node.clone(), conn_id, peer, transport);
+                    if let Err(e) = connection.run(tcp, acceptor, config).await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
                     node.metrics.connection_closed(transport);
@@ -164,16 +154,98 @@ async fn refuse(tcp: TcpStream, transport: Transport, acceptor: TlsAcceptor) {
         error.to_xml()
     );
     let mut io = match transport {
-        Transport::StartTls => Io::Plain(tcp),
         Transport::DirectTls => {
             match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => Io::Tls(Box::new(tls)),
                 _ => return,
             }
         }
+        _ => Io::Plain(tcp),
     };
     let _ = io.write_all(body.as_bytes()).await;
     let _ = io.shutdown().await;
+}
+
+/// What carries a client stream to and from its client: bytes on a TCP connection, or
+/// messages (WebSocket, BOSH). The connection task drives the stream the same way over each.
+pub(crate) trait Wire: Send {
+    /// Polls for input and feeds what came to `stream`; `Ready(Ok(false))` when the client is
+    /// gone (end of input). Must be cancel safe: nothing read is lost when the poll is dropped.
+    fn poll_input(
+        &mut self,
+        cx: &mut Context<'_>,
+        stream: &mut ServerStream,
+    ) -> Poll<io::Result<bool>>;
+
+    /// Prepares the transport before the stream reads anything (a direct TLS handshake).
+    fn start(&mut self, _stream: &mut ServerStream) -> impl Future<Output = io::Result<()>> + Send {
+        std::future::ready(Ok(()))
+    }
+
+    /// Writes everything the stream has to send.
+    fn flush(&mut self, stream: &mut ServerStream) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// STARTTLS: runs the TLS handshake on the transport, returning the channel binding.
+    fn start_tls(&mut self) -> impl Future<Output = io::Result<Option<Vec<u8>>>> + Send;
+
+    /// Closes the transport after the stream ended.
+    fn shutdown(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+/// A TCP connection (plain until STARTTLS, or TLS from the start) as a [`Wire`].
+struct TcpWire {
+    io: Io,
+    /// TLS from the first byte (XEP-0368), run by [`Wire::start`].
+    direct_tls: bool,
+    acceptor: TlsAcceptor,
+    out: BytesMut,
+}
+
+impl Wire for TcpWire {
+    async fn start(&mut self, stream: &mut ServerStream) -> io::Result<()> {
+        if self.direct_tls {
+            let binding = self.start_tls().await?;
+            stream.set_channel_binding(binding);
+        }
+        Ok(())
+    }
+
+    fn poll_input(
+        &mut self,
+        cx: &mut Context<'_>,
+        stream: &mut ServerStream,
+    ) -> Poll<io::Result<bool>> {
+        poll_read_into(cx, &mut self.io, stream).map_ok(|n| n > 0)
+    }
+
+    async fn flush(&mut self, stream: &mut ServerStream) -> io::Result<()> {
+        if stream.poll_transmit(&mut self.out) {
+            self.io.write_all(&self.out).await?;
+            self.io.flush().await?;
+            self.out.clear();
+        }
+        if self.out.capacity() > READ_CHUNK {
+            // An idle connection keeps no large write buffer.
+            self.out = BytesMut::new();
+        }
+        Ok(())
+    }
+
+    async fn start_tls(&mut self) -> io::Result<Option<Vec<u8>>> {
+        let Io::Plain(tcp) = std::mem::replace(&mut self.io, Io::Upgrading) else {
+            return Err(io::Error::other("starttls on a tls transport"));
+        };
+        let tls = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, self.acceptor.accept(tcp))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "tls handshake timeout"))??;
+        let binding = crate::tls::tls_exporter(tls.get_ref().1).map(|b| b.to_vec());
+        self.io = Io::Tls(Box::new(tls));
+        Ok(binding)
+    }
+
+    async fn shutdown(&mut self) {
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.io.shutdown()).await;
+    }
 }
 
 /// The transport under the stream: plain TCP until STARTTLS, then TLS.
@@ -236,12 +308,11 @@ impl AsyncWrite for Io {
 }
 
 /// One client connection.
-struct Connection {
+pub(crate) struct Connection {
     node: Arc<Node>,
     conn_id: u64,
     peer: SocketAddr,
     transport: Transport,
-    acceptor: TlsAcceptor,
     session: Option<Arc<Session>>,
     session_rx: Option<Outbox>,
     /// For an edge session ([`crate::edge`]): the datacenter the account lives in.
@@ -254,46 +325,78 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run(mut self, tcp: TcpStream, config: Arc<StreamConfig>) -> io::Result<()> {
+    /// A connection accepted from `peer` on a listener of `transport`.
+    pub(crate) fn new(
+        node: Arc<Node>,
+        conn_id: u64,
+        peer: SocketAddr,
+        transport: Transport,
+    ) -> Self {
+        Self {
+            node,
+            conn_id,
+            peer,
+            transport,
+            session: None,
+            session_rx: None,
+            home: None,
+            resumable: None,
+            lost: false,
+        }
+    }
+
+    async fn run(
+        self,
+        tcp: TcpStream,
+        acceptor: TlsAcceptor,
+        config: Arc<StreamConfig>,
+    ) -> io::Result<()> {
+        let wire = TcpWire {
+            io: Io::Plain(tcp),
+            direct_tls: self.transport == Transport::DirectTls,
+            acceptor,
+            out: BytesMut::new(),
+        };
+        self.serve(config, wire).await
+    }
+
+    /// Runs a stream with `config` over `wire` until it ends, then ends (or detaches) the
+    /// session.
+    pub(crate) async fn serve<W: Wire>(
+        mut self,
+        config: Arc<StreamConfig>,
+        mut wire: W,
+    ) -> io::Result<()> {
         let now = tokio::time::Instant::now().into_std();
         let mut stream = ServerStream::new(config, Box::new(OsEntropy), now);
-        let mut io = match self.transport {
-            Transport::StartTls => Io::Plain(tcp),
-            Transport::DirectTls => {
-                let tls = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, self.acceptor.accept(tcp))
-                    .await
-                    .map_err(|_| {
-                        io::Error::new(io::ErrorKind::TimedOut, "tls handshake timeout")
-                    })??;
-                let binding = crate::tls::tls_exporter(tls.get_ref().1).map(|b| b.to_vec());
-                stream.set_channel_binding(binding);
-                Io::Tls(Box::new(tls))
+        // Boxed: the handshake is over before the stream waits, and its state should not
+        // stay in every idle connection's task.
+        let mut result = Box::pin(wire.start(&mut stream)).await;
+        if result.is_ok() {
+            result = self.drive(&mut stream, &mut wire).await;
+            if result.is_err() {
+                self.lost = true;
             }
-        };
-        let result = self.drive(&mut stream, &mut io).await;
-        if result.is_err() {
-            self.lost = true;
         }
         let sm = stream.take_sm();
         Box::pin(self.end_session(sm)).await;
-        let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
+        wire.shutdown().await;
         result
     }
 
-    async fn drive(&mut self, stream: &mut ServerStream, io: &mut Io) -> io::Result<()> {
-        let mut out = BytesMut::new();
+    async fn drive<W: Wire>(&mut self, stream: &mut ServerStream, wire: &mut W) -> io::Result<()> {
         let mut shutdown = self.node.shutdown.subscribe();
         loop {
             // Act on everything the stream has to say before waiting again.
             while let Some(event) = stream.poll_event() {
                 // Boxed: handling an event (TLS upgrade, routing) needs far more state than
                 // waiting does, and an idle connection should only pay for waiting.
-                if Box::pin(self.handle_event(stream, io, &mut out, event)).await? {
-                    flush(stream, io, &mut out).await?;
+                if Box::pin(self.handle_event(stream, wire, event)).await? {
+                    wire.flush(stream).await?;
                     return Ok(());
                 }
             }
-            flush(stream, io, &mut out).await?;
+            wire.flush(stream).await?;
             if stream.is_closed() {
                 return Ok(());
             }
@@ -303,8 +406,8 @@ impl Connection {
             tokio::select! {
                 // The read buffer exists only inside one poll, so an idle connection keeps
                 // none while it waits.
-                read = std::future::poll_fn(|cx| poll_read_into(cx, io, stream)) => {
-                    if read? == 0 {
+                read = std::future::poll_fn(|cx| wire.poll_input(cx, stream)) => {
+                    if !read? {
                         // The peer went away without closing the stream.
                         self.lost = true;
                         return Ok(());
@@ -344,27 +447,17 @@ impl Connection {
     }
 
     /// Acts on one stream event; `Ok(true)` when the stream is over.
-    async fn handle_event(
+    async fn handle_event<W: Wire>(
         &mut self,
         stream: &mut ServerStream,
-        io: &mut Io,
-        out: &mut BytesMut,
+        wire: &mut W,
         event: Event,
     ) -> io::Result<bool> {
         let now = || tokio::time::Instant::now().into_std();
         match event {
             Event::StartTls => {
-                flush(stream, io, out).await?;
-                let Io::Plain(tcp) = std::mem::replace(io, Io::Upgrading) else {
-                    return Err(io::Error::other("starttls on a tls transport"));
-                };
-                let tls = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, self.acceptor.accept(tcp))
-                    .await
-                    .map_err(|_| {
-                        io::Error::new(io::ErrorKind::TimedOut, "tls handshake timeout")
-                    })??;
-                let binding = crate::tls::tls_exporter(tls.get_ref().1).map(|b| b.to_vec());
-                *io = Io::Tls(Box::new(tls));
+                wire.flush(stream).await?;
+                let binding = wire.start_tls().await?;
                 stream.handle_command(
                     now(),
                     Command::TlsEstablished {
@@ -655,7 +748,7 @@ const LISTEN_BACKLOG: u32 = 4096;
 
 /// A listening socket with [`LISTEN_BACKLOG`] and `SO_REUSEADDR` (a restart does not wait for
 /// old connections in `TIME_WAIT`).
-fn bind_listener(address: SocketAddr) -> io::Result<TcpListener> {
+pub(crate) fn bind_listener(address: SocketAddr) -> io::Result<TcpListener> {
     let socket = if address.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
@@ -664,15 +757,6 @@ fn bind_listener(address: SocketAddr) -> io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(address)?;
     socket.listen(LISTEN_BACKLOG)
-}
-
-async fn flush(stream: &mut ServerStream, io: &mut Io, out: &mut BytesMut) -> io::Result<()> {
-    if stream.poll_transmit(out) {
-        io.write_all(out).await?;
-        io.flush().await?;
-        out.clear();
-    }
-    Ok(())
 }
 
 /// Polls one read from `io` into the stream, with a buffer that lives only for this poll;
@@ -738,20 +822,14 @@ mod tests {
             &node.config.general.domains,
         )
         .unwrap();
-        let connection = Connection {
-            node: node.clone(),
-            conn_id: 1,
-            peer: listener.local_addr().unwrap(),
-            transport: Transport::DirectTls,
-            acceptor: TlsAcceptor::from(tls.server_config),
-            session: None,
-            session_rx: None,
-            home: None,
-            resumable: None,
-            lost: false,
-        };
+        let connection = Connection::new(
+            node.clone(),
+            1,
+            listener.local_addr().unwrap(),
+            Transport::DirectTls,
+        );
         let config = Arc::new(node.stream_config(TlsPolicy::AlreadySecure));
-        let task = connection.run(tcp, config);
+        let task = connection.run(tcp, TlsAcceptor::from(tls.server_config), config);
         let size = size_of_val(&task);
         assert!(size <= 2304, "connection task is {size} bytes");
     }

@@ -62,7 +62,8 @@ pub struct DevMeshArgs {
     /// Only write the files, and print the `tern serve` commands that start the datacenters.
     #[arg(long)]
     pub no_start: bool,
-    /// Datacenter K's ports start at B + 1000·K (clients), Raft at +78, bridge +79, admin +329.
+    /// Datacenter K's ports start at B + 1000·K (clients), HTTP (WebSocket, BOSH) at +58, Raft
+    /// +78, bridge +79, admin +329.
     #[arg(long, value_name = "B", default_value_t = DEFAULT_BASE_PORT)]
     pub base_port: u16,
 }
@@ -74,6 +75,8 @@ pub struct DcPorts {
     pub c2s: u16,
     /// Clients, direct TLS: `b + 1`.
     pub tls: u16,
+    /// Web clients, plain HTTP (WebSocket `/ws`, BOSH `/http-bind`): `b + 58`.
+    pub http: u16,
     /// Raft RPCs (TCP): `b + 78`.
     pub raft: u16,
     /// The QUIC bridge (UDP): `b + 79`.
@@ -91,6 +94,7 @@ impl DcPorts {
         Some(Self {
             c2s: port(0)?,
             tls: port(1)?,
+            http: port(58)?,
             raft: port(78)?,
             bridge: port(79)?,
             admin: port(329)?,
@@ -103,10 +107,11 @@ impl DcPorts {
     }
 
     /// Each TCP port with what it is for (the bridge, UDP, is apart).
-    fn tcp(self) -> [(u16, &'static str); 4] {
+    fn tcp(self) -> [(u16, &'static str); 5] {
         [
             (self.c2s, "STARTTLS client port"),
             (self.tls, "direct TLS client port"),
+            (self.http, "HTTP (WebSocket, BOSH) port"),
             (self.raft, "Raft port"),
             (self.admin, "admin API port"),
         ]
@@ -439,6 +444,10 @@ fn config_text(dc: &DcFiles, topology: &Path, pki_dir: &Path) -> String {
          address = \"127.0.0.1:{tls}\"\n\
          tls = \"direct\"\n\
          \n\
+         [[listen.http]]\n\
+         address = \"127.0.0.1:{http}\"\n\
+         tls = \"none\"\n\
+         \n\
          [admin]\n\
          address = \"127.0.0.1:{admin}\"\n\
          \n\
@@ -453,6 +462,7 @@ fn config_text(dc: &DcFiles, topology: &Path, pki_dir: &Path) -> String {
         data_dir = toml_path(&dc.data_dir),
         c2s = p.c2s,
         tls = p.tls,
+        http = p.http,
         admin = p.admin,
         id = dc.node_id,
         topology = toml_path(topology),
@@ -529,6 +539,11 @@ fn check_generated(
                         (loopback(dc.ports.tls), TlsMode::Direct),
                     ],
                 "listen.c2s",
+            ),
+            (
+                config.listen.http.len() == 1
+                    && config.listen.http[0].address == loopback(dc.ports.http),
+                "listen.http",
             ),
             (
                 config.admin.enabled && config.admin.address == loopback(dc.ports.admin),
@@ -1008,6 +1023,7 @@ mod tests {
             Some(DcPorts {
                 c2s: 6222,
                 tls: 6223,
+                http: 6280,
                 raft: 6300,
                 bridge: 6301,
                 admin: 6551

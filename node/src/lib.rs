@@ -4,6 +4,7 @@
 //! - [`server`]: builds a node from its configuration and runs its listeners until shutdown.
 //! - [`node`]: the shared services of one process ([`node::Node`]).
 //! - [`c2s`]: client listeners and the connection task around the sans-IO stream.
+//! - [`http`]: the HTTP listeners for web clients: WebSocket (RFC 7395) and BOSH (XEP-0124).
 //! - [`session`]: what a bound session does with the stanzas its client sends.
 //! - [`sm`]: the session manager (bound resources, outbound queues, presence state).
 //! - [`router`]: where a stanza goes (local session, later other nodes, DCs and S2S, or an error).
@@ -31,6 +32,7 @@ pub mod ctl;
 pub mod dev_mesh;
 pub mod edge;
 pub mod grt;
+pub mod http;
 pub mod mesh;
 pub mod mesh_pki;
 pub mod metrics;

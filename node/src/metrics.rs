@@ -18,14 +18,16 @@ pub enum Transport {
     StartTls,
     /// Direct TLS, XEP-0368 (port 5223).
     DirectTls,
+    /// XMPP over WebSocket, RFC 7395 (`/ws` on the HTTP listeners).
+    WebSocket,
+    /// BOSH, XEP-0124/0206 (`/http-bind` on the HTTP listeners).
+    Bosh,
 }
 
 impl Transport {
     /// The transport with label value `label`.
     pub fn from_label(label: &str) -> Option<Self> {
-        [Self::StartTls, Self::DirectTls]
-            .into_iter()
-            .find(|t| t.as_str() == label)
+        Self::ALL.into_iter().find(|t| t.as_str() == label)
     }
 
     /// The label value.
@@ -33,10 +35,12 @@ impl Transport {
         match self {
             Self::StartTls => "c2s_starttls",
             Self::DirectTls => "c2s_tls",
+            Self::WebSocket => "websocket",
+            Self::Bosh => "bosh",
         }
     }
 
-    const ALL: [Self; 2] = [Self::StartTls, Self::DirectTls];
+    const ALL: [Self; 4] = [Self::StartTls, Self::DirectTls, Self::WebSocket, Self::Bosh];
 
     fn index(self) -> usize {
         self as usize
@@ -66,8 +70,8 @@ fn mechanism_index(m: Mechanism) -> usize {
 /// The node's counters.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    connections_total: [AtomicU64; 2],
-    connections_open: [AtomicI64; 2],
+    connections_total: [AtomicU64; 4],
+    connections_open: [AtomicI64; 4],
     logins: [AtomicU64; 5],
     auth_failures: [AtomicU64; 5],
     stanzas_in: [AtomicU64; 3],

@@ -16,7 +16,7 @@ use tern_raft_store::Grt;
 use tern_xmpp_proto::Limits;
 use tern_xmpp_proto::sasl::Mechanism;
 use tern_xmpp_proto::stream::DomainSet as _;
-use tern_xmpp_proto::stream::{StreamConfig, TlsPolicy};
+use tern_xmpp_proto::stream::{Framing, StreamConfig, TlsPolicy};
 use tokio::sync::watch;
 
 use crate::grt::Domains;
@@ -136,8 +136,13 @@ impl Node {
         }
     }
 
-    /// The stream settings of a listener.
+    /// The stream settings of a client listener (TCP).
     pub fn stream_config(&self, tls: TlsPolicy) -> StreamConfig {
+        self.stream_config_framed(tls, Framing::Stream)
+    }
+
+    /// The stream settings of a listener whose streams travel as `framing`.
+    pub fn stream_config_framed(&self, tls: TlsPolicy, framing: Framing) -> StreamConfig {
         let c = &self.config;
         StreamConfig {
             domains: Arc::new(self.domains.clone()),
@@ -164,6 +169,7 @@ impl Node {
             csi: c.modules.csi.enabled,
             sm: c.modules.stream_management.enabled,
             sm_max_unacked: c.modules.stream_management.max_unacked,
+            framing,
         }
     }
 

@@ -21,6 +21,8 @@ pub struct Running {
     pub node: Arc<Node>,
     /// The bound client listener addresses, in configuration order.
     pub c2s_addresses: Vec<std::net::SocketAddr>,
+    /// The bound HTTP listener addresses (WebSocket, BOSH), in configuration order.
+    pub http_addresses: Vec<std::net::SocketAddr>,
     tasks: tokio::task::JoinSet<()>,
 }
 
@@ -158,6 +160,21 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         c2s_addresses.push(address);
         tasks.spawn(server.run(node.clone(), limit.clone()));
     }
+    let mut http_addresses = Vec::new();
+    for listener in &config.listen.http {
+        let server = crate::http::HttpServer::bind(listener, tls.server_config.clone())
+            .await
+            .with_context(|| format!("cannot listen on {} (http)", listener.address))?;
+        let address = server.local_addr()?;
+        let tls = if listener.tls == tern_config::HttpTls::Direct {
+            "direct"
+        } else {
+            "none"
+        };
+        tracing::info!(%address, tls, "http listener up");
+        http_addresses.push(address);
+        tasks.spawn(server.run(node.clone(), limit.clone()));
+    }
     if config.admin.enabled {
         let listener = tokio::net::TcpListener::bind(config.admin.address)
             .await
@@ -174,6 +191,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     Ok(Running {
         node,
         c2s_addresses,
+        http_addresses,
         tasks,
     })
 }

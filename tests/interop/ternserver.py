@@ -83,7 +83,8 @@ class TernServer:
                  failure_delay: str = "200ms",
                  max_stanza_size: str = "64KiB",
                  domains: tuple[str, ...] = ("localhost", "example.test"),
-                 extra_sections: dict[str, dict] | None = None):
+                 extra_sections: dict[str, dict] | None = None,
+                 http: bool = False):
         self.binary = tern_binary()
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -96,7 +97,11 @@ class TernServer:
         self.max_stanza_size = max_stanza_size
         self.register_enabled = register
         self.extra_sections = extra_sections or {}
-        self.starttls_port, self.direct_port, self.admin_port = free_ports(3)
+        (self.starttls_port, self.direct_port, self.admin_port,
+         self.http_port) = free_ports(4)
+        #: Whether a plain-HTTP listener (WebSocket `/ws`, BOSH `/http-bind`) is
+        #: configured on `http_port`.
+        self.http = http
         self.proc: subprocess.Popen | None = None
         self._exit_expected = False
         self._stderr_file = None
@@ -112,6 +117,8 @@ class TernServer:
             f"data_dir = {toml_value(str(self.data_dir))}",
             f"log_level = {toml_value(log_level)}",
             "",
+            # Without an HTTP listener of its own, a server would bind the defaults (5280, 5443).
+            *([] if self.http else ["[listen]", "http = []", ""]),
             "[[listen.c2s]]",
             f'address = "127.0.0.1:{self.starttls_port}"',
             'tls = "starttls"',
@@ -120,6 +127,12 @@ class TernServer:
             f'address = "127.0.0.1:{self.direct_port}"',
             'tls = "direct"',
             "",
+            *([
+                "[[listen.http]]",
+                f'address = "127.0.0.1:{self.http_port}"',
+                'tls = "none"',
+                "",
+            ] if self.http else []),
             "[admin]",
             f'address = "127.0.0.1:{self.admin_port}"',
             "",
@@ -157,6 +170,8 @@ class TernServer:
         RUNNING.append(self)
         deadline = time.monotonic() + timeout
         pending = {self.starttls_port, self.direct_port}
+        if self.http:
+            pending.add(self.http_port)
         while pending:
             if self.proc.poll() is not None:
                 raise ServerDied(

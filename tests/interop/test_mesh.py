@@ -40,7 +40,7 @@ def _base_port() -> int:
     for _ in range(50):
         base = random.randrange(20000, 60000 - 1000 * (DCS + 1), 10)
         ports = [base + 1000 * k + off for k in range(1, DCS + 1)
-                 for off in (0, 1, 78, 329)]
+                 for off in (0, 1, 58, 78, 329)]
         if all(_free(p) for p in ports):
             return base
     raise RuntimeError("no free port range for the mesh")

@@ -11,6 +11,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
 
 /// How long a test waits for an expected reply.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -90,8 +92,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 enum Transport {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+    /// RFC 7395: each `send` is one text message; received messages are appended as text.
+    WebSocket(Box<WebSocketStream<TcpStream>>),
     Gone,
 }
+
+/// The framing namespace of RFC 7395.
+pub const FRAMING: &str = "urn:ietf:params:xml:ns:xmpp-framing";
 
 /// A raw client connection.
 pub struct RawClient {
@@ -142,28 +149,122 @@ impl RawClient {
         }
     }
 
+    /// A WebSocket connection (RFC 7395) to `path` on a plain HTTP port, offering the
+    /// subprotocols `protocols` (normally `["xmpp"]`). `Err` with the HTTP status when the
+    /// upgrade is refused.
+    pub async fn connect_ws_with(
+        port: u16,
+        path: &str,
+        domain: &str,
+        protocols: &[&str],
+        origin: Option<&str>,
+    ) -> Result<Self, u16> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+        let tcp = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        let mut request = format!("ws://127.0.0.1:{port}{path}")
+            .into_client_request()
+            .expect("request");
+        if !protocols.is_empty() {
+            request.headers_mut().insert(
+                "sec-websocket-protocol",
+                protocols.join(", ").parse().expect("header"),
+            );
+        }
+        if let Some(origin) = origin {
+            request
+                .headers_mut()
+                .insert("origin", origin.parse().expect("header"));
+        }
+        match tokio_tungstenite::client_async(request, tcp).await {
+            Ok((ws, response)) => {
+                if !protocols.is_empty() {
+                    assert_eq!(
+                        response
+                            .headers()
+                            .get("sec-websocket-protocol")
+                            .and_then(|v| v.to_str().ok()),
+                        Some("xmpp"),
+                        "the server names the subprotocol"
+                    );
+                }
+                Ok(Self {
+                    transport: Transport::WebSocket(Box::new(ws)),
+                    pending: String::new(),
+                    domain: domain.to_owned(),
+                    eof: false,
+                })
+            }
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                Err(response.status().as_u16())
+            }
+            Err(e) => panic!("websocket handshake failed: {e}"),
+        }
+    }
+
+    /// A WebSocket connection to `/ws` with the `xmpp` subprotocol.
+    pub async fn connect_ws(port: u16, domain: &str) -> Self {
+        Self::connect_ws_with(port, "/ws", domain, &["xmpp"], None)
+            .await
+            .expect("websocket upgrade")
+    }
+
     fn io(&mut self) -> &mut dyn Io {
         match &mut self.transport {
             Transport::Plain(s) => s,
             Transport::Tls(s) => s.as_mut(),
+            Transport::WebSocket(_) => panic!("a websocket has no byte stream"),
             Transport::Gone => panic!("transport lost"),
         }
     }
 
-    /// Sends raw text.
+    /// Sends raw text (on a WebSocket: as one text message).
     pub async fn send(&mut self, text: &str) {
-        let io = self.io();
-        io.write_all(text.as_bytes()).await.expect("write");
-        io.flush().await.expect("flush");
+        assert!(self.try_send(text).await, "send failed");
     }
 
     /// Sends raw text, ignoring errors (the server may have closed already).
     pub async fn try_send(&mut self, text: &str) -> bool {
+        use futures_util::SinkExt as _;
+        if let Transport::WebSocket(ws) = &mut self.transport {
+            return ws.send(Message::text(text)).await.is_ok();
+        }
         let io = self.io();
         io.write_all(text.as_bytes()).await.is_ok() && io.flush().await.is_ok()
     }
 
+    /// On a WebSocket: sends a binary message.
+    pub async fn send_binary(&mut self, bytes: &[u8]) {
+        use futures_util::SinkExt as _;
+        let Transport::WebSocket(ws) = &mut self.transport else {
+            panic!("binary messages are for websockets");
+        };
+        ws.send(Message::binary(bytes.to_vec()))
+            .await
+            .expect("send binary");
+    }
+
     async fn fill(&mut self, wait: Duration) -> bool {
+        use futures_util::StreamExt as _;
+        if let Transport::WebSocket(ws) = &mut self.transport {
+            return match tokio::time::timeout(wait, ws.next()).await {
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    self.pending.push_str(text.as_str());
+                    true
+                }
+                Ok(Some(Ok(Message::Binary(bytes)))) => {
+                    self.pending.push_str(&String::from_utf8_lossy(&bytes));
+                    true
+                }
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)))) => true,
+                Ok(None | Some(Ok(Message::Close(_)) | Err(_))) => {
+                    self.eof = true;
+                    false
+                }
+                Err(_) => false,
+            };
+        }
         let mut buf = vec![0u8; 16384];
         match tokio::time::timeout(wait, self.io().read(&mut buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) => {
@@ -224,9 +325,16 @@ impl RawClient {
         true
     }
 
-    /// Sends a stream header and returns the server's features.
+    /// Sends a stream header (on a WebSocket: `<open/>`) and returns the server's features.
     pub async fn open(&mut self) -> String {
-        let header = header(&self.domain);
+        let header = if matches!(self.transport, Transport::WebSocket(_)) {
+            format!(
+                "<open xmlns='{FRAMING}' to='{}' version='1.0'/>",
+                self.domain
+            )
+        } else {
+            header(&self.domain)
+        };
         self.send(&header).await;
         self.read_until("</stream:features>").await
     }

@@ -104,6 +104,9 @@ pub struct TestServer {
     pub tls_port: u16,
     /// Admin API port.
     pub admin_port: u16,
+    /// Plain HTTP port for web clients (WebSocket `/ws`, BOSH `/http-bind`); 0 when the
+    /// configuration was written by someone else.
+    pub http_port: u16,
     child: Option<Child>,
     keep_dir: bool,
 }
@@ -119,7 +122,7 @@ impl TestServer {
 
     /// Writes the configuration for a server in `dir` without starting it.
     pub fn configure(dir: PathBuf, extra: &str) -> Self {
-        let [starttls_port, tls_port, admin_port] = free_ports();
+        let [starttls_port, tls_port, admin_port, http_port] = free_ports();
         let config = dir.join("tern.toml");
         let text = format!(
             r#"[general]
@@ -135,6 +138,10 @@ tls = "starttls"
 address = "127.0.0.1:{tls_port}"
 tls = "direct"
 
+[[listen.http]]
+address = "127.0.0.1:{http_port}"
+tls = "none"
+
 [admin]
 address = "127.0.0.1:{admin_port}"
 
@@ -149,6 +156,7 @@ address = "127.0.0.1:{admin_port}"
             starttls_port,
             tls_port,
             admin_port,
+            http_port,
             child: None,
             keep_dir: false,
         }
@@ -165,6 +173,7 @@ address = "127.0.0.1:{admin_port}"
             starttls_port,
             tls_port,
             admin_port,
+            http_port: 0,
             child: None,
             keep_dir: false,
         }
@@ -183,7 +192,11 @@ address = "127.0.0.1:{admin_port}"
             .expect("start tern");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        for port in [self.starttls_port, self.tls_port, self.admin_port] {
+        let http = (self.http_port != 0).then_some(self.http_port);
+        for port in [self.starttls_port, self.tls_port, self.admin_port]
+            .into_iter()
+            .chain(http)
+        {
             while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
                 if let Some(status) = self
                     .child

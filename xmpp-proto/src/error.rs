@@ -45,6 +45,8 @@ pub enum StreamCondition {
     SystemShutdown,
     /// `<undefined-condition/>`
     UndefinedCondition,
+    /// `<unsupported-encoding/>`
+    UnsupportedEncoding,
     /// `<unsupported-stanza-type/>`
     UnsupportedStanzaType,
     /// `<unsupported-version/>`
@@ -53,7 +55,7 @@ pub enum StreamCondition {
 
 impl StreamCondition {
     /// Every condition, for [`Self::from_name`].
-    const ALL: [Self; 19] = [
+    const ALL: [Self; 20] = [
         Self::BadFormat,
         Self::Conflict,
         Self::ConnectionTimeout,
@@ -71,6 +73,7 @@ impl StreamCondition {
         Self::RestrictedXml,
         Self::SystemShutdown,
         Self::UndefinedCondition,
+        Self::UnsupportedEncoding,
         Self::UnsupportedStanzaType,
         Self::UnsupportedVersion,
     ];
@@ -100,6 +103,7 @@ impl StreamCondition {
             Self::RestrictedXml => "restricted-xml",
             Self::SystemShutdown => "system-shutdown",
             Self::UndefinedCondition => "undefined-condition",
+            Self::UnsupportedEncoding => "unsupported-encoding",
             Self::UnsupportedStanzaType => "unsupported-stanza-type",
             Self::UnsupportedVersion => "unsupported-version",
         }

@@ -6,6 +6,8 @@ pub const CLIENT: &str = "jabber:client";
 pub const SERVER: &str = "jabber:server";
 /// RFC 6120: the stream wrapper.
 pub const STREAMS: &str = "http://etherx.jabber.org/streams";
+/// RFC 7395 framing (`<open/>`, `<close/>`) for XMPP over WebSocket, and BOSH's stream.
+pub const FRAMING: &str = "urn:ietf:params:xml:ns:xmpp-framing";
 /// RFC 6120: stream error conditions.
 pub const STREAM_ERRORS: &str = "urn:ietf:params:xml:ns:xmpp-streams";
 /// RFC 6120: stanza error conditions.

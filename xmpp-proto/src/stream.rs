@@ -11,6 +11,14 @@
 //! What needs the outside world is an event: the TLS handshake ([`Event::StartTls`]), the stored
 //! credentials ([`Event::CredentialsNeeded`]), the session registry ([`Event::BindRequested`]).
 //! Timers are deadlines: the handshake timeout, the delayed SASL failure, XEP-0199 idle pings.
+//!
+//! A stream is either one endless document on a byte transport (TCP, [`Framing::Stream`]) or a
+//! sequence of complete elements ([`Framing::Framed`]: RFC 7395 WebSocket messages, the
+//! payloads of BOSH bodies). A framed stream takes [`ServerStream::handle_frame`] and yields
+//! [`ServerStream::poll_frame`]: `<open/>` and `<close/>` (framing namespace) stand for the
+//! stream header and its end, and every element written carries its namespaces, since it
+//! travels alone. Everything between — negotiation, SASL, binding, stream management — is the
+//! same code for both.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -40,6 +48,19 @@ pub enum TlsPolicy {
     Optional,
     /// The transport is already TLS (direct TLS, XEP-0368); STARTTLS is not offered.
     AlreadySecure,
+    /// The transport is not encrypted and cannot be upgraded (WebSocket or BOSH on plain
+    /// HTTP): STARTTLS is not offered, nor PLAIN or the `-PLUS` mechanisms.
+    Unavailable,
+}
+
+/// How the stream's elements travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Framing {
+    /// One XML document on a byte stream (RFC 6120 over TCP).
+    #[default]
+    Stream,
+    /// One element per message (RFC 7395 over WebSocket; BOSH carries the same elements).
+    Framed,
 }
 
 /// The set of domains a listener serves, asked once per stream header. The node's set changes at
@@ -98,6 +119,8 @@ pub struct StreamConfig {
     /// Most stanzas kept unacknowledged for a client; past it the stream is closed with
     /// `<policy-violation/>` (what was kept is still given back, nothing is lost).
     pub sm_max_unacked: usize,
+    /// Whether bytes or framed elements carry the stream.
+    pub framing: Framing,
 }
 
 impl Default for StreamConfig {
@@ -124,6 +147,7 @@ impl Default for StreamConfig {
             csi: true,
             sm: true,
             sm_max_unacked: 1000,
+            framing: Framing::Stream,
         }
     }
 }
@@ -305,6 +329,17 @@ pub struct ServerStream {
     ping_counter: u64,
     /// XEP-0198 state once enabled (boxed: most streams never enable it, or not yet).
     sm: Option<Box<SmState>>,
+    /// Framed streams only (boxed: a TCP stream should not pay for it).
+    framed: Option<Box<FramedState>>,
+}
+
+/// What a framed stream keeps besides the common state.
+#[derive(Debug, Default)]
+struct FramedState {
+    /// The elements to send, one per message.
+    frames: VecDeque<Bytes>,
+    /// Whether the client's `<open/>` for the current stream came.
+    open: bool,
 }
 
 impl std::fmt::Debug for ServerStream {
@@ -326,7 +361,6 @@ impl ServerStream {
         Self {
             framer: Framer::new(config.limits),
             handshake_deadline: Some(now + config.handshake_timeout),
-            config,
             entropy,
             phase: Phase::PreAuth,
             header_seen: false,
@@ -347,7 +381,13 @@ impl ServerStream {
             ping: None,
             ping_counter: 0,
             sm: None,
+            framed: (config.framing == Framing::Framed).then(Box::default),
+            config,
         }
+    }
+
+    fn framed(&self) -> bool {
+        self.framed.is_some()
     }
 
     /// For a direct-TLS stream: the channel binding of the TLS session, set before any input.
@@ -405,6 +445,91 @@ impl ServerStream {
         self.ping = None;
         self.framer.push(bytes);
         self.process_frames(now);
+    }
+
+    /// Feeds one received message of a framed stream: a single complete element. `<open/>`
+    /// starts (or restarts) the stream, `<close/>` ends it; a message that is not one whole
+    /// element, or anything before `<open/>`, closes the stream with an error.
+    pub fn handle_frame(&mut self, now: Instant, frame: &[u8]) {
+        if self.closed {
+            return;
+        }
+        let trimmed = frame.trim_ascii();
+        if trimmed.is_empty() {
+            return;
+        }
+        self.last_input = now;
+        self.ping = None;
+        if trimmed.starts_with(b"<open") || trimmed.starts_with(b"<close") {
+            let tag = match StartTag::parse(trimmed) {
+                Ok(tag)
+                    if tag.declared_ns() == Some(ns::FRAMING)
+                        && matches!(tag.local_name(), "open" | "close") =>
+                {
+                    tag
+                }
+                Ok(_) => {
+                    return self.close(Some(
+                        StreamError::new(StreamCondition::InvalidNamespace).with_text(
+                            "<open/> and <close/> belong to urn:ietf:params:xml:ns:xmpp-framing",
+                        ),
+                    ));
+                }
+                Err(_) => {
+                    return self.close(Some(StreamError::new(StreamCondition::NotWellFormed)));
+                }
+            };
+            if tag.local_name() == "close" {
+                return self.close(None);
+            }
+            if self.framer.buffered() > 0 {
+                return self.close(Some(
+                    StreamError::new(StreamCondition::NotWellFormed)
+                        .with_text("a message must hold one complete element"),
+                ));
+            }
+            // The same header a TCP client would send, so one code path checks it.
+            let mut header = format!(
+                "<stream:stream xmlns='{}' xmlns:stream='{}' version='{}'",
+                ns::CLIENT,
+                ns::STREAMS,
+                escape(tag.attr("version").unwrap_or_default())
+            );
+            if let Some(to) = tag.attr("to") {
+                header.push_str(&format!(" to='{}'", escape(to)));
+            }
+            header.push('>');
+            self.framer.reset();
+            if let Some(framed) = &mut self.framed {
+                framed.open = true;
+            }
+            self.framer.push(header.as_bytes());
+        } else if !self.framed.as_ref().is_some_and(|f| f.open) {
+            return self.close(Some(
+                StreamError::new(StreamCondition::NotAuthorized)
+                    .with_text("the stream starts with <open/>"),
+            ));
+        } else {
+            self.framer.push(trimmed);
+        }
+        self.process_frames(now);
+        self.check_whole_frames();
+    }
+
+    /// A framed stream that has read everything it may read now must have no part of an
+    /// element left over: each message holds whole elements.
+    fn check_whole_frames(&mut self) {
+        if self.framed()
+            && !self.closed
+            && self.waiting == Waiting::Nothing
+            && self.delayed_failure.is_none()
+            && self.framer.buffered() > 0
+        {
+            self.close(Some(
+                StreamError::new(StreamCondition::NotWellFormed)
+                    .with_text("a message must hold one complete element"),
+            ));
+        }
     }
 
     /// Local intent.
@@ -525,6 +650,7 @@ impl ServerStream {
         }
         if self.waiting == Waiting::Nothing && self.delayed_failure.is_none() {
             self.process_frames(now);
+            self.check_whole_frames();
         }
     }
 
@@ -547,6 +673,7 @@ impl ServerStream {
                 return;
             }
             self.process_frames(now);
+            self.check_whole_frames();
         }
         if let Some(deadline) = self.handshake_deadline
             && deadline <= now
@@ -614,18 +741,35 @@ impl ServerStream {
         .min()
     }
 
-    /// Moves the bytes to write into `buf`; `false` when there were none.
-    pub fn poll_transmit(&mut self, buf: &mut BytesMut) -> bool {
+    /// XEP-0198: asks for an acknowledgement after a batch of stanzas, one request outstanding
+    /// at a time.
+    fn request_ack(&mut self) {
         if let Some(sm) = &mut self.sm
             && !sm.requested
             && !sm.unacked.is_empty()
             && !self.closed
         {
-            // One request per batch of stanzas, and one outstanding at a time.
             sm.requested = true;
-            self.out
-                .extend_from_slice(format!("<r xmlns='{}'/>", ns::SM).as_bytes());
+            self.write(format!("<r xmlns='{}'/>", ns::SM).as_bytes());
         }
+    }
+
+    /// A framed stream's next element to send, as one message.
+    pub fn poll_frame(&mut self) -> Option<Bytes> {
+        if !self.has_frames() {
+            self.request_ack();
+        }
+        self.framed.as_mut()?.frames.pop_front()
+    }
+
+    /// Whether a framed stream has elements to send.
+    pub fn has_frames(&self) -> bool {
+        self.framed.as_ref().is_some_and(|f| !f.frames.is_empty())
+    }
+
+    /// Moves the bytes to write into `buf`; `false` when there were none.
+    pub fn poll_transmit(&mut self, buf: &mut BytesMut) -> bool {
+        self.request_ack();
         if self.out.is_empty() {
             return false;
         }
@@ -652,13 +796,17 @@ impl ServerStream {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        self.out.extend_from_slice(bytes);
+        if let Some(framed) = &mut self.framed {
+            framed.frames.push_back(with_namespaces(bytes));
+        } else {
+            self.out.extend_from_slice(bytes);
+        }
     }
 
     /// Writes a stanza for the client; with stream management on, it is kept until the client
     /// acknowledges it.
     fn send_stanza(&mut self, bytes: Bytes) {
-        self.out.extend_from_slice(&bytes);
+        self.write(&bytes);
         if let Some(sm) = &mut self.sm {
             sm.unacked.push_back(bytes);
             if sm.unacked.len() > self.config.sm_max_unacked {
@@ -681,7 +829,11 @@ impl ServerStream {
         if let Some(e) = &error {
             self.write(e.to_xml().as_bytes());
         }
-        self.write(b"</stream:stream>");
+        if self.framed() {
+            self.write(format!("<close xmlns='{}'/>", ns::FRAMING).as_bytes());
+        } else {
+            self.write(b"</stream:stream>");
+        }
         self.closed = true;
         self.delayed_failure = None;
         self.events.push_back(Event::Closed { error });
@@ -707,13 +859,21 @@ impl ServerStream {
             .map(str::to_owned)
             .or_else(|| self.config.domains.default_domain())
             .unwrap_or_default();
-        let header = format!(
-            "<?xml version='1.0'?><stream:stream xmlns='{}' xmlns:stream='{}' id='{}' from='{}' version='1.0' xml:lang='en'>",
-            ns::CLIENT,
-            ns::STREAMS,
-            BASE64.encode(id).replace(['+', '/'], "x"),
-            escape(&from),
-        );
+        let id = BASE64.encode(id).replace(['+', '/'], "x");
+        let header = if self.framed() {
+            format!(
+                "<open xmlns='{}' id='{id}' from='{}' version='1.0' xml:lang='en'/>",
+                ns::FRAMING,
+                escape(&from),
+            )
+        } else {
+            format!(
+                "<?xml version='1.0'?><stream:stream xmlns='{}' xmlns:stream='{}' id='{id}' from='{}' version='1.0' xml:lang='en'>",
+                ns::CLIENT,
+                ns::STREAMS,
+                escape(&from),
+            )
+        };
         self.write(header.as_bytes());
         self.header_seen = true;
     }
@@ -783,14 +943,14 @@ impl ServerStream {
         let mut f = String::from("<stream:features>");
         match self.phase {
             Phase::PreAuth => {
-                if !self.secure {
+                if !self.secure && self.config.tls != TlsPolicy::Unavailable {
                     f.push_str(&format!("<starttls xmlns='{}'>", ns::TLS));
                     if self.config.tls == TlsPolicy::Required {
                         f.push_str("<required/>");
                     }
                     f.push_str("</starttls>");
                 }
-                if self.secure || self.config.tls == TlsPolicy::Optional {
+                if self.secure || self.config.tls != TlsPolicy::Required {
                     f.push_str(&format!("<mechanisms xmlns='{}'>", ns::SASL));
                     for m in self.offered_mechanisms() {
                         f.push_str(&format!("<mechanism>{}</mechanism>", m.name()));
@@ -834,7 +994,11 @@ impl ServerStream {
             return self.close(Some(StreamError::new(StreamCondition::NotWellFormed)));
         };
         match (element.ns(), element.name()) {
-            (ns::TLS, "starttls") if self.phase == Phase::PreAuth && !self.secure => {
+            (ns::TLS, "starttls")
+                if self.phase == Phase::PreAuth
+                    && !self.secure
+                    && self.config.tls != TlsPolicy::Unavailable =>
+            {
                 self.write(format!("<proceed xmlns='{}'/>", ns::TLS).as_bytes());
                 self.waiting = Waiting::Tls;
                 self.events.push_back(Event::StartTls);
@@ -1167,6 +1331,37 @@ fn decode_sasl_payload(text: &str) -> Option<Vec<u8>> {
         return Some(Vec::new());
     }
     BASE64.decode(text).ok()
+}
+
+/// An element to send alone (a framed stream's message), with the namespaces a TCP stream's
+/// header would have declared: `jabber:client` as the default on a stanza without its own, the
+/// `stream` prefix on `<stream:features/>` and `<stream:error/>`.
+fn with_namespaces(bytes: &[u8]) -> Bytes {
+    let name_end = bytes
+        .iter()
+        .position(|b| b.is_ascii_whitespace() || *b == b'/' || *b == b'>')
+        .unwrap_or(bytes.len());
+    let tag_end = memchr::memchr(b'>', bytes).unwrap_or(bytes.len());
+    let tag = &bytes[..tag_end];
+    let declaration = if bytes.starts_with(b"<stream:") {
+        (!contains(tag, b"xmlns:stream=")).then(|| format!(" xmlns:stream='{}'", ns::STREAMS))
+    } else {
+        (!contains(tag, b" xmlns=")).then(|| format!(" xmlns='{}'", ns::CLIENT))
+    };
+    match declaration {
+        Some(declaration) if bytes.first() == Some(&b'<') => {
+            let mut out = Vec::with_capacity(bytes.len() + declaration.len());
+            out.extend_from_slice(&bytes[..name_end]);
+            out.extend_from_slice(declaration.as_bytes());
+            out.extend_from_slice(&bytes[name_end..]);
+            Bytes::from(out)
+        }
+        _ => Bytes::copy_from_slice(bytes),
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    memchr::memmem::find(haystack, needle).is_some()
 }
 
 /// The stream error for a framing failure.

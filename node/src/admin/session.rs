@@ -25,7 +25,7 @@ pub(crate) struct SessionInfo {
     user: String,
     /// The resource.
     resource: String,
-    /// How the client connected: `c2s_starttls` or `c2s_tls`.
+    /// How the client connected: `c2s_starttls`, `c2s_tls`, `websocket` or `bosh`.
     transport: String,
     /// The client's address, `ip:port`.
     peer: String,

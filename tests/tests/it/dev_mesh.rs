@@ -35,7 +35,7 @@ fn free_base(dcs: u16, from: u16) -> u16 {
         let mut held = (Vec::new(), Vec::new());
         let all_bind = (1..=dcs).all(|k| {
             let b = dc_base(base, k);
-            [b, b + 1, b + 78, b + 329].iter().all(|p| {
+            [b, b + 1, b + 58, b + 78, b + 329].iter().all(|p| {
                 TcpListener::bind(("127.0.0.1", *p))
                     .map(|l| held.0.push(l))
                     .is_ok()

@@ -3,6 +3,7 @@
 mod admin;
 mod admin_data;
 mod bad_input;
+mod bosh;
 mod c2s;
 mod config;
 mod data;
@@ -16,3 +17,4 @@ mod offline;
 mod pep;
 mod roster;
 mod stream_management;
+mod websocket;

@@ -54,11 +54,22 @@ impl Harness {
         }
     }
 
+    /// Feeds one message of a framed stream.
+    fn frame(&mut self, input: &str) {
+        self.stream.handle_frame(self.now, input.as_bytes());
+        self.pump();
+    }
+
     fn pump(&mut self) {
         loop {
             let mut buf = BytesMut::new();
             if self.stream.poll_transmit(&mut buf) {
                 self.written.push_str(std::str::from_utf8(&buf).unwrap());
+            }
+            // A framed stream's messages, each ended with `|` to show where it ends.
+            while let Some(frame) = self.stream.poll_frame() {
+                self.written.push_str(std::str::from_utf8(&frame).unwrap());
+                self.written.push('|');
             }
             let Some(event) = self.stream.poll_event() else {
                 break;
@@ -770,5 +781,153 @@ fn too_many_unacknowledged_stanzas_close_the_stream() {
         h.stream.take_sm().unwrap().unacked.len(),
         4,
         "all given back"
+    );
+}
+
+fn framed() -> StreamConfig {
+    StreamConfig {
+        framing: Framing::Framed,
+        tls: TlsPolicy::AlreadySecure,
+        ..config()
+    }
+}
+
+const OPEN: &str =
+    "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='localhost' version='1.0'/>";
+
+#[test]
+fn a_framed_stream_negotiates_with_open_and_one_element_per_message() {
+    let mut h = Harness::new(framed());
+    h.frame(OPEN);
+    let out = h.take_written();
+    let frames: Vec<&str> = out.split_terminator('|').collect();
+    assert_eq!(frames.len(), 2, "{out}");
+    assert!(
+        frames[0].starts_with("<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' id='")
+            && frames[0].contains("from='localhost' version='1.0'")
+            && frames[0].ends_with("/>"),
+        "{out}"
+    );
+    assert!(
+        frames[1].starts_with(
+            "<stream:features xmlns:stream='http://etherx.jabber.org/streams'><mechanisms"
+        ),
+        "{out}"
+    );
+    assert!(frames[1].contains("<mechanism>PLAIN</mechanism>"), "{out}");
+    assert!(!out.contains("starttls"), "{out}");
+
+    h.frame(&format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}</auth>",
+        plain("alice", "secret")
+    ));
+    assert_eq!(
+        h.take_written(),
+        "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'></success>|"
+    );
+    // After SASL the client opens again; anything else first is refused below.
+    h.frame(OPEN);
+    let out = h.take_written();
+    assert!(
+        out.contains("<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"),
+        "{out}"
+    );
+    h.frame(
+        "<iq xmlns='jabber:client' type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>web</resource></bind></iq>",
+    );
+    assert_eq!(
+        h.take_written(),
+        "<iq xmlns='jabber:client' type='result' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><jid>alice@localhost/web</jid></bind></iq>|"
+    );
+    h.frame("<message xmlns='jabber:client' to='bob@localhost' id='m1'><body>hi</body></message>");
+    let stanzas = h.stanzas();
+    assert_eq!(stanzas.len(), 1);
+    assert_eq!(stanzas[0].from(), Some("alice@localhost/web"));
+    // A stanza routed to the client (as other sessions write it) gets its namespace.
+    h.stream.handle_command(
+        h.now,
+        Command::Send(Bytes::from_static(
+            b"<message from='bob@localhost/x' to='alice@localhost/web'><body>yo</body></message>",
+        )),
+    );
+    h.pump();
+    assert_eq!(
+        h.take_written(),
+        "<message xmlns='jabber:client' from='bob@localhost/x' to='alice@localhost/web'><body>yo</body></message>|"
+    );
+    h.frame("<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>");
+    assert_eq!(
+        h.take_written(),
+        "<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>|"
+    );
+    assert_eq!(h.closed_with(), Some(None));
+}
+
+#[test]
+fn framed_stream_errors() {
+    // A stanza before <open/>.
+    let mut h = Harness::new(framed());
+    h.frame("<message xmlns='jabber:client'/>");
+    let out = h.take_written();
+    assert!(
+        out.contains(
+            "<stream:error xmlns:stream='http://etherx.jabber.org/streams'><not-authorized"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.ends_with("<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>|"),
+        "{out}"
+    );
+    assert_eq!(h.closed_with(), Some(Some(StreamCondition::NotAuthorized)));
+
+    // <open/> in the wrong namespace.
+    let mut h = Harness::new(framed());
+    h.frame("<open xmlns='jabber:client' to='localhost' version='1.0'/>");
+    assert_eq!(
+        h.closed_with(),
+        Some(Some(StreamCondition::InvalidNamespace))
+    );
+
+    // Half an element in a message.
+    let mut h = Harness::new(framed());
+    h.frame(OPEN);
+    h.frame("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>");
+    assert_eq!(h.closed_with(), Some(Some(StreamCondition::NotWellFormed)));
+
+    // Not XML at all.
+    let mut h = Harness::new(framed());
+    h.frame(OPEN);
+    h.frame("<<<");
+    assert_eq!(h.closed_with(), Some(Some(StreamCondition::NotWellFormed)));
+
+    // An unknown domain.
+    let mut h = Harness::new(framed());
+    h.frame("<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='elsewhere' version='1.0'/>");
+    assert_eq!(h.closed_with(), Some(Some(StreamCondition::HostUnknown)));
+}
+
+#[test]
+fn framed_stream_management_asks_for_acks_in_its_own_message() {
+    let mut h = Harness::new(framed());
+    h.frame(OPEN);
+    h.frame(&format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}</auth>",
+        plain("alice", "secret")
+    ));
+    h.frame(OPEN);
+    h.frame("<iq xmlns='jabber:client' type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>");
+    h.frame("<enable xmlns='urn:xmpp:sm:3' resume='true'/>");
+    h.take_written();
+    for n in 0..2 {
+        h.stream.handle_command(
+            h.now,
+            Command::Send(Bytes::from(format!("<message id='n{n}'/>"))),
+        );
+    }
+    h.pump();
+    assert_eq!(
+        h.take_written(),
+        "<message xmlns='jabber:client' id='n0'/>|<message xmlns='jabber:client' id='n1'/>|<r xmlns='urn:xmpp:sm:3'/>|"
     );
 }
