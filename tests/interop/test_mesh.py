@@ -88,7 +88,10 @@ class Mesh:
             assert self.proc.poll() is None, self.log.read_text(errors="replace")
             assert time.monotonic() < deadline, self.log.read_text(errors="replace")
             time.sleep(0.2)
-        # Every bridge up and a Raft leader known, at every datacenter.
+        # Every bridge up, a Raft leader known, and every datacenter declared in the routing
+        # table (each node writes its own in the background once the table is reachable:
+        # registering an account homed in it before then is refused), at every datacenter.
+        every_dc = "datacenters: " + ", ".join(f"dc{k}" for k in range(1, DCS + 1))
         for dc in self.dcs:
             while True:
                 status = dc.ctl("mesh", "status").stdout
@@ -96,7 +99,8 @@ class Mesh:
                                 if line.startswith("bridges: ")), "")
                 leader = any(line.startswith("leader: ") and line[8:].strip().isdigit()
                              for line in status.splitlines())
-                if leader and bridges.count(" up ") == DCS - 1:
+                declared = every_dc in status.splitlines()
+                if leader and declared and bridges.count(" up ") == DCS - 1:
                     break
                 assert time.monotonic() < deadline, status
                 time.sleep(0.2)

@@ -135,9 +135,11 @@ pub(crate) fn three_dcs_with(
     for server in &mut servers {
         server.spawn();
     }
-    // Every bridge up, one Raft leader.
+    // Every bridge up, one Raft leader, and the three datacenters declared in the routing
+    // table (each node writes its own in the background; an account cannot be homed in a
+    // datacenter the table does not know yet).
     for server in &servers {
-        eventually("bridges up and a leader", || {
+        eventually("bridges up, a leader, every datacenter declared", || {
             let status = output_text(&server.ctl(&["mesh", "status"]));
             let bridges = status
                 .lines()
@@ -147,7 +149,8 @@ pub(crate) fn three_dcs_with(
                 l.strip_prefix("leader: ")
                     .is_some_and(|v| v.trim().parse::<u64>().is_ok())
             });
-            (leader && bridges.matches(" up ").count() == 2).then_some(())
+            let declared = status.lines().any(|l| l == "datacenters: dc1, dc2, dc3");
+            (leader && declared && bridges.matches(" up ").count() == 2).then_some(())
         });
     }
     (root, servers)
