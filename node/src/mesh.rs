@@ -35,6 +35,10 @@ pub const MESH_FILE: &str = "mesh.redb";
 /// Datacenters an envelope may cross before it is bounced (the first hop included).
 pub const MAX_HOPS: u8 = 2;
 
+/// Longest a stanza from the mesh waits for this node's routing table to reach the view the
+/// sender routed it by, before this node's own view decides where it goes.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(1);
+
 /// A digest of the topology that both ends of a bridge must share.
 pub fn topology_digest(topology: &Topology) -> anyhow::Result<[u8; 32]> {
     let canonical = toml::to_string(topology).context("cannot serialise the topology")?;
@@ -314,6 +318,21 @@ impl Node {
             }
         };
         let to = stanza.to().and_then(|t| Jid::new(t).ok());
+        if let Some(to) = &to
+            && to.node().is_some()
+            && self.remote_home(&to.to_bare()).is_some()
+            && self.grt.reader().with(|t| t.applied_index()) < envelope.route.grt_index
+        {
+            // This node would send it on, but the sender decided with a newer table (a move
+            // it already saw, say): catch up first, so an older view does not undo a newer one.
+            if let Err(e) = self
+                .grt
+                .wait_applied(envelope.route.grt_index, CATCH_UP_WAIT)
+                .await
+            {
+                tracing::debug!(error = %e, "routing table behind the sender's view");
+            }
+        }
         if let Some(to) = &to
             && to.node().is_some()
             && let Some((dc, index)) = self.remote_home(&to.to_bare())
