@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test of Tern on a fresh machine: formatting, lints, unit and integration tests,
+# Runs every test of Tern on a fresh machine: formatting, lints, unit and integration tests
+# (the storage tests against redb and a PostgreSQL server started here),
 # and the interoperability suite with real XMPP clients (slixmpp, in a venv made here; Strophe.js
 # in Debian's chromium, for WebSocket and BOSH).
 set -euo pipefail
@@ -26,6 +27,12 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "build the tern binary"
 cargo build --workspace --bins --locked
+
+step "PostgreSQL for the storage tests (tests/services/postgres.sh; installed if missing)"
+PG_DIR="$(mktemp -d)"
+trap 'tests/services/postgres.sh stop "$PG_DIR" >/dev/null 2>&1 || true; rm -rf "$PG_DIR"' EXIT
+TERN_TEST_POSTGRES_URL="$(tests/services/postgres.sh start "$PG_DIR")"
+export TERN_TEST_POSTGRES_URL
 
 step "unit and integration tests"
 cargo test --workspace --locked

@@ -73,7 +73,10 @@ pub use modules::{
     Mam, Modules, Muc, Offline, Pep, Ping, Register, Stored, StreamManagement, Toggle, Version,
 };
 pub use raw::RawConfig;
-pub use storage::{DEFAULT_DATABASE_FILE, Storage, StorageBackend};
+pub use storage::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_DATABASE_FILE, DEFAULT_POOL_SIZE, MAX_POOL_SIZE, Postgres,
+    Storage, StorageBackend,
+};
 pub use tls::Tls;
 
 /// A node's whole configuration, validated: every value has its type, is within its rules, and
@@ -94,7 +97,7 @@ pub struct Config {
     pub limits: Limits,
     /// `[modules.*]`: optional XMPP modules.
     pub modules: Modules,
-    /// `[storage]`: database backend and file.
+    /// `[storage]`: database backend, and its file or server.
     pub storage: Storage,
     /// `[cluster]`: datacenter, node id, topology file.
     pub cluster: Cluster,
@@ -355,6 +358,7 @@ topology = "/etc/tern/topology.toml"
             storage: Storage {
                 backend: StorageBackend::Redb,
                 path: PathBuf::from("/srv/tern/node1.redb"),
+                postgres: None,
             },
             cluster: Cluster {
                 dc: "eu-west".to_owned(),
@@ -423,7 +427,7 @@ backend = "sqlite"
                 "tern.toml: limits.max_depth: must be between 2 and 256, found 1",
                 "tern.toml: modules.ping.timeout: expected a duration string such as \"30s\", \
                  found an integer",
-                "tern.toml: storage.backend: expected \"redb\", found \"sqlite\"",
+                "tern.toml: storage.backend: expected \"redb\" or \"postgres\", found \"sqlite\"",
                 "tern.toml: colour: unknown key",
                 "tern.toml: listen.c2s[1].address: \"0.0.0.0:5222\" is already used by \
                  listen.c2s[0].address",

@@ -10,7 +10,8 @@
 //! - [`router`]: where a stanza goes (local session, later other nodes, DCs and S2S, or an error).
 //! - [`modules`]: server features: roster, presence, disco, ping, version, registration.
 //! - [`accounts`]: account creation, password checks and removal.
-//! - [`storage`]: the storage interface and its redb backend.
+//! - [`storage`]: the storage interface and its backends, redb and PostgreSQL.
+//! - [`db`]: `tern db migrate`, the PostgreSQL schema migrations applied with no node running.
 //! - [`mesh`]: the node's side of the mesh: starting this datacenter's bridges, sending stanzas
 //!   for users homed elsewhere over them, routing what they deliver.
 //! - [`grt`]: the node's side of the global routing table: opening it (one voter alone, or the
@@ -29,6 +30,7 @@ pub mod admin;
 pub mod c2s;
 pub mod csi;
 pub mod ctl;
+pub mod db;
 pub mod dev_mesh;
 pub mod edge;
 pub mod grt;

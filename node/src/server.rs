@@ -1,18 +1,19 @@
 //! Builds a node from its configuration and runs it until shutdown (`tern serve`).
 //!
-//! Order: data directory → storage → TLS material → admin token → [`Node`] → client listeners
-//! → admin listener. Every listener is bound before the node reports that it is up, so a
-//! port already in use fails the start with a clear error.
+//! Order: data directory → storage (the redb file, or PostgreSQL with its pending migrations
+//! applied) → TLS material → admin token → [`Node`] → client listeners → admin listener.
+//! Every listener is bound before the node reports that it is up, so a port already in use
+//! fails the start with a clear error.
 
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use tern_config::Config;
+use tern_config::{Config, StorageBackend};
 use tokio::sync::Semaphore;
 
 use crate::c2s::C2sServer;
 use crate::node::Node;
-use crate::storage::RedbStorage;
+use crate::storage::{PostgresStorage, RedbStorage, SharedStorage};
 
 /// A started node: its shared state and the tasks serving it.
 #[derive(Debug)]
@@ -59,14 +60,35 @@ impl Running {
     }
 }
 
+/// Opens the configured storage: the redb file, or the PostgreSQL database with the migrations
+/// it has not had yet applied.
+async fn open_storage(config: &Config) -> anyhow::Result<SharedStorage> {
+    match (config.storage.backend, &config.storage.postgres) {
+        (StorageBackend::Postgres, Some(settings)) => {
+            let storage = PostgresStorage::open(settings)
+                .await
+                .with_context(|| format!("cannot open the database {}", settings.redacted_url()))?;
+            Ok(Arc::new(storage))
+        }
+        (StorageBackend::Postgres, None) => {
+            anyhow::bail!("storage.backend is \"postgres\" but the configuration has no url")
+        }
+        (StorageBackend::Redb, _) => {
+            let storage = RedbStorage::open(&config.storage.path).with_context(|| {
+                format!("cannot open database {}", config.storage.path.display())
+            })?;
+            Ok(Arc::new(storage))
+        }
+    }
+}
+
 /// Starts a node: binds every listener and spawns their tasks.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let config = Arc::new(config);
     let data_dir = config.general.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
-    let storage = RedbStorage::open(&config.storage.path)
-        .with_context(|| format!("cannot open database {}", config.storage.path.display()))?;
+    let storage = open_storage(&config).await?;
     let tls = crate::tls::load_or_create(
         &data_dir,
         config.tls.cert_file.as_deref(),
@@ -80,12 +102,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let token = crate::admin::load_or_create_token(&data_dir, config.admin.token.as_deref())
         .context("cannot set up the admin token")?;
     let opened = crate::grt::open(&config).await?;
-    let node = Arc::new(Node::new(
-        config.clone(),
-        Arc::new(storage),
-        opened.grt,
-        token,
-    ));
+    let node = Arc::new(Node::new(config.clone(), storage, opened.grt, token));
     crate::grt::declare(&node, opened.topology.as_ref()).await?;
     let with_lists = crate::modules::privacy::load(&node)
         .await

@@ -1,5 +1,6 @@
 //! `tern`: the Tern XMPP server (`tern serve`), its admin client (`tern ctl`), the mesh's
-//! certificate tool (`tern mesh`) and developer tools (`tern dev mesh`).
+//! certificate tool (`tern mesh`), database upkeep (`tern db migrate`) and developer tools
+//! (`tern dev mesh`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +32,9 @@ enum Command {
     /// The global mesh's certificates: `mesh ca init`, `mesh cert issue --dc ID` (files in
     /// ./mesh-pki unless --dir is given).
     Mesh(tern_node::mesh_pki::MeshArgs),
+    /// The node's database: `db migrate --config FILE` applies the PostgreSQL schema
+    /// migrations not applied yet, and exits.
+    Db(tern_node::db::DbArgs),
     /// Developer tools: `dev mesh --dcs N --dir DIR`, a multi-datacenter deployment on this
     /// machine.
     #[command(subcommand)]
@@ -51,6 +55,7 @@ fn main() -> ExitCode {
         Command::Serve { config } => serve(config),
         Command::Ctl(args) => tern_node::ctl::run(args),
         Command::Mesh(args) => tern_node::mesh_pki::run(args),
+        Command::Db(args) => tern_node::db::run(args),
         Command::Dev(DevCommand::Mesh(args)) => tern_node::dev_mesh::run(args),
     }
 }

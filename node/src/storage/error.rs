@@ -107,6 +107,31 @@ pub enum Error {
         #[source]
         source: redb::Error,
     },
+    /// The PostgreSQL backend failed.
+    #[error("postgres backend failed during {op}")]
+    Postgres {
+        /// The operation that failed (for example `connect`, `create_user`, `commit`).
+        op: &'static str,
+        /// What sqlx reported.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The PostgreSQL schema migrations could not be applied.
+    #[error("cannot apply the postgres schema migrations")]
+    Migrate {
+        /// What the migrator reported.
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    /// A number does not fit the backend's column (PostgreSQL keeps archive ids as signed
+    /// 64-bit integers).
+    #[error("{what} {value} is out of range for the database")]
+    OutOfRange {
+        /// What the number is (`archive id`).
+        what: &'static str,
+        /// The number.
+        value: u64,
+    },
     /// The blocking task running a backend transaction panicked or was cancelled.
     #[error("storage task did not complete")]
     TaskFailed {
@@ -124,8 +149,28 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Backend { source, .. } => matches!(source, redb::Error::Io(_)),
+            Self::Postgres { source, .. } => postgres_retryable(source),
             Self::TaskFailed { source } => source.is_cancelled(),
             _ => false,
         }
+    }
+}
+
+/// Whether a PostgreSQL failure may go away by itself: the connection or the pool (network,
+/// server restart, no free connection in time), or a transaction the server aborted because
+/// of a concurrent one (serialization failure, deadlock).
+fn postgres_retryable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // Class 08: connection exception; 57P01..57P03: the server is shutting down or
+            // starting; 40001 serialization failure, 40P01 deadlock detected.
+            code.starts_with("08")
+                || matches!(
+                    code.as_ref(),
+                    "40001" | "40P01" | "57P01" | "57P02" | "57P03"
+                )
+        }),
+        _ => false,
     }
 }

@@ -1,8 +1,8 @@
 //! Persistent data of a node: accounts and rosters, behind the [`Storage`] trait.
 //!
 //! Modules only see `Arc<dyn Storage>` ([`SharedStorage`]); the embedded default is
-//! [`RedbStorage`] (one redb file per node). A PostgreSQL backend can be added later as another
-//! implementation of the trait without touching the callers.
+//! [`RedbStorage`] (one redb file per node); [`PostgresStorage`] keeps the same tables in a
+//! PostgreSQL database that the nodes of a local cluster share (`[storage] backend`).
 //!
 //! # Layout
 //!
@@ -11,6 +11,10 @@
 //!   backends so every stored value can evolve.
 //! - `error.rs`: [`Error`] and [`Result`].
 //! - `redb.rs`: [`RedbStorage`], the redb backend.
+//! - `postgres.rs`: [`PostgresStorage`], the PostgreSQL backend; its schema is
+//!   `node/migrations/*.sql`, one table per redb table below (owners as `(domain, localpart)`
+//!   columns), plus `offline_seq` (an owner's next offline sequence number).
+//! - `conformance.rs` (tests only): the checks every backend must pass, run against each.
 //!
 //! # Keys and tables
 //!
@@ -32,7 +36,10 @@
 //! sequence number, and a domain's are the range of the domain's `user_key` prefixes.
 
 mod codec;
+#[cfg(test)]
+mod conformance;
 mod error;
+mod postgres;
 mod redb;
 mod types;
 
@@ -42,6 +49,7 @@ use bytes::Bytes;
 use jid::BareJid;
 
 pub use self::error::{Error, Result};
+pub use self::postgres::{Migrated, PostgresStorage};
 pub use self::redb::RedbStorage;
 pub use self::types::{
     AccountData, AccountItem, ArchivePage, ArchiveQuery, ArchivedMessage, DomainRemoval,
@@ -141,9 +149,10 @@ pub trait Storage: Send + Sync + 'static {
     /// Every stored MUC room, as (room JID, the module's bytes), sorted by JID.
     async fn list_rooms(&self) -> Result<Vec<(String, Vec<u8>)>>;
 
-    /// Appends `message` to `user`'s archive under `id` (unique, growing). Never waits for the
-    /// disk: appends are committed in batches by the backend; a query sees every append made
-    /// before it.
+    /// Appends `message` to `user`'s archive under `id` (unique, growing; a second append
+    /// under the same id replaces the first). Never waits for the disk: appends are committed
+    /// in batches by the backend; a query, export, import, prune or removal through the same
+    /// storage handle sees every append made before it.
     async fn archive_append(&self, user: &BareJid, id: u64, message: ArchivedMessage)
     -> Result<()>;
 

@@ -423,6 +423,8 @@ impl Storage for RedbStorage {
     }
 
     async fn remove_user(&self, user: &BareJid) -> Result<bool> {
+        // An append still queued would land after the removal and outlive the account.
+        self.archive.settle().await;
         let key = user_key(user);
         let domain = user.domain().as_str().to_owned();
         self.blocking_write(move |txn| {
@@ -458,6 +460,7 @@ impl Storage for RedbStorage {
     }
 
     async fn remove_domain(&self, domain: &str) -> Result<DomainRemoval> {
+        self.archive.settle().await;
         let (start, end) = domain_range(domain);
         let domain = domain.to_owned();
         self.blocking_write(move |txn| {
@@ -838,6 +841,7 @@ impl Storage for RedbStorage {
     }
 
     async fn archive_prune(&self, before: u64) -> Result<u64> {
+        self.archive.settle().await;
         self.blocking_write(move |txn| {
             let mut table = txn.open_table(ARCHIVE).or_backend("open_table")?;
             let mut pruned = 0;
@@ -878,6 +882,8 @@ impl Storage for RedbStorage {
     }
 
     async fn export_user(&self, user: &BareJid) -> Result<Option<AccountData>> {
+        // The export must hold every message archived before it (the account is moving).
+        self.archive.settle().await;
         let key = user_key(user);
         self.blocking(move |db| {
             let txn = db.begin_read().or_backend("begin_read")?;
@@ -955,6 +961,8 @@ impl Storage for RedbStorage {
             .iter()
             .map(|(id, message)| Ok((*id, codec::encode(ARCHIVE_NAME, message)?)))
             .collect::<Result<Vec<_>>>()?;
+        // Appends queued before the import belong to what it replaces.
+        self.archive.settle().await;
         self.blocking_write(move |txn| {
             let mut users = txn.open_table(JID_USER).or_backend("open_table")?;
             let existed = users

@@ -15,6 +15,7 @@ mod mesh_pki;
 mod muc_admin;
 mod offline;
 mod pep;
+mod postgres;
 mod roster;
 mod stream_management;
 mod websocket;
