@@ -223,6 +223,17 @@ address = "127.0.0.1:{admin_port}"
         }
     }
 
+    /// The entry of session `jid` in `tern ctl --json session list` (its transport, datacenter,
+    /// availability…); panics with the whole list when it is not there.
+    pub fn listed_session(&self, jid: &str) -> serde_json::Value {
+        let listed = output_text(&self.ctl(&["--json", "session", "list"]));
+        let sessions: serde_json::Value = serde_json::from_str(&listed).expect("json");
+        sessions["session"]["listSessions"]
+            .as_array()
+            .and_then(|all| all.iter().find(|s| s["jid"] == jid).cloned())
+            .unwrap_or_else(|| panic!("{jid} not listed: {listed}"))
+    }
+
     /// Stops the process (SIGTERM, then kill after 5 s) and returns whether it exited cleanly.
     pub fn stop(&mut self) -> bool {
         let Some(mut child) = self.child.take() else {

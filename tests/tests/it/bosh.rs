@@ -361,17 +361,8 @@ async fn a_bosh_client_logs_in_and_chats_with_a_tcp_client() {
     assert_eq!(released, format!("<body xmlns='{NS}'/>"));
 
     // The session is listed with its transport.
-    let listed = output_text(&server.ctl(&["--json", "session", "list"]));
-    let sessions: serde_json::Value = serde_json::from_str(&listed).expect("json");
-    let web = sessions["session"]["listSessions"]
-        .as_array()
-        .and_then(|all| {
-            all.iter()
-                .find(|s| s["jid"] == "alice@localhost/web")
-                .cloned()
-        })
-        .unwrap_or_else(|| panic!("alice in {listed}"));
-    assert_eq!(web["transport"], "bosh", "{listed}");
+    let web = server.listed_session("alice@localhost/web");
+    assert_eq!(web["transport"], "bosh", "{web}");
 
     // terminate: its payload goes first, then the session ends and its sid is forgotten.
     let rid = alice.next();

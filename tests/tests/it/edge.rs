@@ -93,16 +93,7 @@ async fn a_user_connects_to_any_datacenter() {
     let mut desk = available(&servers[0], "alice", "desk").await;
     let mut roam = available(&servers[1], "alice", "roam").await;
     // The home keeps the edge session, and says where its client is.
-    let listed = output_text(&servers[0].ctl(&["--json", "session", "list"]));
-    let sessions: serde_json::Value = serde_json::from_str(&listed).expect("json");
-    let roaming = sessions["session"]["listSessions"]
-        .as_array()
-        .and_then(|all| {
-            all.iter()
-                .find(|s| s["jid"] == "alice@localhost/roam")
-                .cloned()
-        })
-        .unwrap_or_else(|| panic!("alice/roam listed at her home: {listed}"));
+    let roaming = servers[0].listed_session("alice@localhost/roam");
     assert_eq!(roaming["datacenter"], "dc2", "{roaming}");
     assert_eq!(roaming["available"], true, "{roaming}");
 

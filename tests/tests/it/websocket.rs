@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use tern_tests::client::{FRAMING, RawClient};
-use tern_tests::server::{TestServer, output_text};
+use tern_tests::server::TestServer;
 
 const SM: &str = "urn:xmpp:sm:3";
 
@@ -88,17 +88,8 @@ async fn a_websocket_client_logs_in_and_chats_with_a_tcp_client() {
     assert!(got.contains("<body>over ws</body>"), "{got}");
 
     // The session is listed with its transport, and counted.
-    let listed = output_text(&server.ctl(&["--json", "session", "list"]));
-    let sessions: serde_json::Value = serde_json::from_str(&listed).expect("json");
-    let web = sessions["session"]["listSessions"]
-        .as_array()
-        .and_then(|all| {
-            all.iter()
-                .find(|s| s["jid"] == "alice@localhost/web")
-                .cloned()
-        })
-        .unwrap_or_else(|| panic!("alice in {listed}"));
-    assert_eq!(web["transport"], "websocket", "{listed}");
+    let web = server.listed_session("alice@localhost/web");
+    assert_eq!(web["transport"], "websocket", "{web}");
     let metrics = crate::admin::reqwest_metrics(server.admin_port).await;
     assert!(
         metrics.contains("tern_c2s_connections_total{transport=\"websocket\"} 1"),
@@ -349,16 +340,7 @@ async fn a_websocket_client_at_another_datacenter_is_an_edge_session() {
         got.contains("from='alice@localhost/web'") && got.contains("<body>from the edge</body>"),
         "{got}"
     );
-    let listed = output_text(&servers[0].ctl(&["--json", "session", "list"]));
-    let sessions: serde_json::Value = serde_json::from_str(&listed).expect("json");
-    let web = sessions["session"]["listSessions"]
-        .as_array()
-        .and_then(|all| {
-            all.iter()
-                .find(|s| s["jid"] == "alice@localhost/web")
-                .cloned()
-        })
-        .unwrap_or_else(|| panic!("alice/web listed at her home: {listed}"));
+    let web = servers[0].listed_session("alice@localhost/web");
     assert_eq!(web["datacenter"], "dc2", "{web}");
     assert_eq!(web["transport"], "websocket", "{web}");
     for server in &mut servers {
